@@ -1,0 +1,269 @@
+"""Two-copy Bell-basis estimators: tr(P rho)^2 for Paulis, and purity.
+
+Each record holds, per qubit pair i, the Bell code ``2*a + b`` (DESIGN.md).  Per
+pair the eigenvalues are XX = (-1)^a, ZZ = (-1)^b, YY = -(-1)^(a+b), so a Pauli
+P has the per-shot value ``(-1)^{#Y(P)} (-1)^{parity}`` with parity the XOR over
+its support of a (X), a xor b (Y) or b (Z).  Its mean estimates tr(P rho)^2 with
+per-shot variance 1 - tr(P rho)^4, whatever the weight of P.  Purity uses the
+SWAP eigenvalue: -1 for each singlet (code 3), +1 otherwise.
+
+Copies that waited in memory (``BellBatch.wait``) with local depolarizing at rate
+1/T2 bias these means by exp(-k tau / T2); with ``t2=...`` every shot is
+reweighted to remove it (PHYSICS.md section 3), at the price of extra variance.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+from .estimate import Estimate
+from .kernels import bell_counts
+from .pauli import PauliObservable, PauliTable, compile_observables
+from .records import BellBatch
+from .shadow import _load_npz, _obs_from_json, _obs_to_json, _parse_all, _wires_from_json, _wires_to_json
+
+__all__ = ["BellEstimator", "all_pauli_squares", "pauli_square_labels", "MAX_ALL_PAULI_QUBITS"]
+
+#: all_pauli_squares holds 4^n float64 values (n = 12: 128 MiB); above this it refuses.
+MAX_ALL_PAULI_QUBITS = 12
+
+
+def _as_bell(batch: Any) -> BellBatch:
+    if not isinstance(batch, BellBatch):
+        raise ValueError(f"expected a BellBatch; got {type(batch).__name__}")
+    return batch
+
+
+def _sign_table(outcomes: np.ndarray) -> np.ndarray:
+    """uint8 (T, 3n+1): per record, the parity bits for X (a), Y (a^b), Z (b), and a 0 column."""
+    a = outcomes >> 1
+    b = outcomes & 1
+    return np.concatenate([a, a ^ b, b, np.zeros((outcomes.shape[0], 1), np.uint8)], axis=1)
+
+
+class BellEstimator:
+    """Online tr(P rho)^2 and purity from a stream of :class:`BellBatch`.
+
+    Parameters
+    ----------
+    observables:
+        Pauli strings or PennyLane Pauli words. For Pauli sums the squared
+        expectation of each term is estimated and recombined with the
+        coefficients (that is, ``sum_j c_j tr(P_j rho)^2``).
+    t2:
+        If given (seconds), undo the decoherence of the first copy of each pair
+        from ``BellBatch.wait`` assuming local depolarizing at rate 1/T2.
+    purity_subsystems:
+        Subsystems (lists of wire positions) whose purity is tracked; the whole
+        register (``None``) is always tracked.
+    """
+
+    def __init__(self, observables: Any = (), t2: float | None = None, purity_subsystems: Sequence[Sequence[int]] = ()) -> None:
+        empty = isinstance(observables, (list, tuple)) and len(observables) == 0
+        self.observables: list[PauliObservable] = [] if empty else _parse_all(observables)
+        if t2 is not None and not (np.isfinite(t2) and t2 > 0):
+            raise ValueError(f"t2 must be a positive finite number of seconds; got {t2!r}")
+        self.t2 = None if t2 is None else float(t2)
+        self.purity_subsystems = [tuple(int(q) for q in s) for s in purity_subsystems]
+        self.wires: tuple | None = None
+        self._table: PauliTable | None = None
+        self._count = 0
+        self._S = np.zeros(0)
+        self._Q = np.zeros(0)
+        self._pS = np.zeros(1 + len(self.purity_subsystems))
+        self._pQ = np.zeros(1 + len(self.purity_subsystems))
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(o.label for o in self.observables)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def _bind(self, wires: tuple) -> None:
+        n = len(wires)
+        for s in self.purity_subsystems:
+            if any(not 0 <= q < n for q in s) or len(set(s)) != len(s):
+                raise ValueError(f"purity subsystem {s} is not a set of wire positions in 0..{n - 1}")
+        self._table = compile_observables(self.observables, wires)
+        self.wires = tuple(wires)
+        self._S = np.zeros(self._table.M)
+        self._Q = np.zeros(self._table.M)
+
+    def _masks(self, n: int) -> np.ndarray:
+        masks = np.zeros((1 + len(self.purity_subsystems), n), dtype=bool)
+        masks[0] = True
+        for i, s in enumerate(self.purity_subsystems):
+            masks[i + 1, list(s)] = True
+        return masks
+
+    def update(self, batch: BellBatch) -> None:
+        """Fold in a batch of two-copy records."""
+        batch = _as_bell(batch)
+        if self._table is None:
+            self._bind(batch.wires)
+        elif batch.wires != self.wires:
+            raise ValueError(f"batch wires {batch.wires} differ from the estimator's {self.wires}")
+        T = batch.T
+        if T == 0:
+            return
+        t = self._table
+        ysign = np.where((t.letters == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
+        masks = self._masks(batch.n)
+        singlet = (batch.outcomes == 3)
+        if self.t2 is None:
+            total, odd = bell_counts(batch.outcomes, t, [T])
+            self._S += ysign * (total[0] - 2 * odd[0])
+            self._Q += total[0]
+            # (-1)^{#singlets on A}
+            par = (singlet.astype(np.uint8) @ masks.T.astype(np.uint8)) % 2 if batch.n else np.zeros((T, len(masks)), np.uint8)
+            v = 1.0 - 2.0 * par
+            self._pS += v.sum(axis=0)
+            self._pQ += T
+        else:
+            w = np.exp(batch.wait / self.t2)  # (T,)
+            if t.M:
+                sign_idx = np.where(t.support < 0, 3 * batch.n, (t.letters.astype(np.int64) - 1) * batch.n + np.maximum(t.support, 0))
+                for lo in range(0, T, 8192):
+                    hi = min(T, lo + 8192)
+                    st = _sign_table(batch.outcomes[lo:hi])
+                    par = np.zeros((hi - lo, t.M), dtype=np.uint8)
+                    for s in range(sign_idx.shape[1]):
+                        par ^= st[:, sign_idx[:, s]]
+                    vals = (1.0 - 2.0 * par) * ysign * np.power(w[lo:hi, None], t.weight[None, :])
+                    self._S += vals.sum(axis=0)
+                    self._Q += (vals**2).sum(axis=0)
+            f_trip = (1.0 + w) / 2.0
+            f_sing = (1.0 - 3.0 * w) / 2.0
+            per_wire = np.where(singlet, f_sing[:, None], f_trip[:, None])  # (T, n)
+            for i, m in enumerate(masks):
+                v = np.prod(per_wire[:, m], axis=1)
+                self._pS[i] += v.sum()
+                self._pQ[i] += (v**2).sum()
+        self._count += T
+
+    def _finish(self, S: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        N = self._count
+        mean = S / N
+        if N < 2:
+            return mean, np.full_like(mean, np.inf)
+        var = np.maximum(Q / N - mean**2, 0.0) * N / (N - 1)
+        return mean, np.sqrt(var / N)
+
+    def estimate(self) -> Estimate:
+        """tr(P rho)^2 for each observable (recombined with coefficients for sums)."""
+        if self._count == 0:
+            raise ValueError("no data yet: call update() first")
+        vals, se = self._finish(self._S, self._Q)
+        C = self._table.combine
+        return Estimate(C @ vals, np.sqrt((C**2) @ (se**2)), self._count, self.labels)
+
+    def purity(self, subsystem: Sequence[int] | None = None) -> Estimate:
+        """tr(rho_A^2) for the whole register (default) or a tracked subsystem."""
+        if self._count == 0:
+            raise ValueError("no data yet: call update() first")
+        if subsystem is None:
+            i = 0
+            label = "purity"
+        else:
+            key = tuple(int(q) for q in subsystem)
+            if key not in self.purity_subsystems:
+                raise ValueError(f"subsystem {key} is not tracked; pass it in purity_subsystems={[key]!r}")
+            i = 1 + self.purity_subsystems.index(key)
+            label = f"purity{list(key)}"
+        v, s = self._finish(self._pS[i : i + 1], self._pQ[i : i + 1])
+        return Estimate(v, s, self._count, (label,))
+
+    def merge(self, other: "BellEstimator") -> "BellEstimator":
+        """Fold in another estimator's statistics (equals updating with both data sets)."""
+        if not isinstance(other, BellEstimator):
+            raise ValueError(f"cannot merge a {type(other).__name__} into a BellEstimator")
+        if [o.terms for o in other.observables] != [o.terms for o in self.observables] or other.t2 != self.t2 or other.purity_subsystems != self.purity_subsystems:
+            raise ValueError("cannot merge Bell estimators with different configuration")
+        if other._table is None:
+            return self
+        if self._table is None:
+            self._bind(other.wires)
+        elif other.wires != self.wires:
+            raise ValueError("cannot merge Bell estimators bound to different wires")
+        self._S += other._S
+        self._Q += other._Q
+        self._pS += other._pS
+        self._pQ += other._pQ
+        self._count += other._count
+        return self
+
+    def to_bytes(self) -> bytes:
+        """Serialise configuration and sums (npz, no pickle)."""
+        meta = {
+            "type": "BellEstimator",
+            "version": 1,
+            "t2": self.t2,
+            "purity_subsystems": [list(s) for s in self.purity_subsystems],
+            "observables": [_obs_to_json(o) for o in self.observables],
+            "wires": None if self.wires is None else _wires_to_json(self.wires),
+            "count": self._count,
+        }
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps(meta)), S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "BellEstimator":
+        """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
+        z, meta = _load_npz(data, "BellEstimator")
+        est = cls([_obs_from_json(o) for o in meta["observables"]], t2=meta["t2"], purity_subsystems=meta["purity_subsystems"])
+        if meta["wires"] is not None:
+            est._bind(_wires_from_json(meta["wires"]))
+            est._S, est._Q, est._pS, est._pQ = z["S"], z["Q"], z["pS"], z["pQ"]
+            if est._S.shape != (est._table.M,) or est._pS.shape != (1 + len(est.purity_subsystems),):
+                raise ValueError("checkpoint sums do not match its configuration")
+        est._count = int(meta["count"])
+        return est
+
+
+def pauli_square_labels(n: int) -> list[str]:
+    """Dense Pauli strings in the order of :func:`all_pauli_squares` (I, X, Y, Z per
+    wire, wire 0 most significant)."""
+    import itertools
+
+    return ["".join(p) for p in itertools.product("IXYZ", repeat=n)]
+
+
+def all_pauli_squares(batch: BellBatch, max_qubits: int = MAX_ALL_PAULI_QUBITS) -> np.ndarray:
+    """Estimates of tr(P rho)^2 for all 4^n Paulis P from one Bell batch.
+
+    Index: base-4 digits (I=0, X=1, Y=2, Z=3) per wire, wire 0 most significant.
+    Method: histogram the 2n-bit outcomes (T work), 2n-bit Walsh-Hadamard
+    transform (O(n 4^n)), sign (-1)^{#Y}.  Refuses n > ``max_qubits`` (default
+    12, i.e. 128 MiB of output) with a ``ValueError``.
+    """
+    batch = _as_bell(batch)
+    n = batch.n
+    if n > max_qubits:
+        raise ValueError(f"all_pauli_squares holds 4^n values; n={n} exceeds the limit of {max_qubits} qubits")
+    if batch.T == 0:
+        raise ValueError("cannot estimate from an empty batch")
+    weights = 4 ** np.arange(n - 1, -1, -1, dtype=np.int64)
+    idx = batch.outcomes.astype(np.int64) @ weights if n else np.zeros(batch.T, dtype=np.int64)
+    F = np.bincount(idx, minlength=4**n).astype(np.float64)
+    # Walsh-Hadamard over the 2n bits, in place, one bit at a time
+    for bit in range(2 * n):
+        F = F.reshape(-1, 2, 2**bit)
+        F0 = F[:, 0, :].copy()
+        F[:, 0, :] += F[:, 1, :]
+        F[:, 1, :] = F0 - F[:, 1, :]
+    F = F.reshape((4,) * n) if n else F.reshape(())
+    # digit (u, v) = 2u + v; letters I, X, Y, Z have (u, v) = (0,0), (1,0), (1,1), (0,1)
+    perm = np.array([0, 2, 3, 1])
+    for axis in range(n):
+        F = np.take(F, perm, axis=axis)
+    sign = np.array([1.0])
+    for _ in range(n):
+        sign = np.kron(sign, np.array([1.0, 1.0, -1.0, 1.0]))
+    return F.reshape(-1) * sign / batch.T

@@ -1,0 +1,198 @@
+"""Vectorised counting kernels on bit-packed records.
+
+Every estimator in qsense reduces to counting, per Pauli term and per segment of
+consecutive records, how many records *match* the term and how many of those have
+odd *parity*.  We pack each per-qubit boolean column across records into 64-bit
+words (``np.packbits`` + a ``uint64`` view), so one term over 64 records costs a
+handful of word ANDs/XORs and a popcount (``np.bitwise_count``).
+
+Layout used below (``W`` words per column, records padded to a multiple of 64
+*per segment* so that segments never share a word):
+
+* ``match_rows``  uint64 (R, W): row ``(L-1)*n + q`` is "qubit q was measured in
+  the basis of letter L" (shadows) or all-valid (Bell); the last row is the
+  validity mask (1 for real records, 0 for padding).
+* ``sign_rows``   uint64 (S, W): rows whose XOR over a term's support gives the
+  parity; the last row is all zeros (used for padding entries).
+
+A term with support columns ``c_s`` and letters ``L_s`` selects match rows
+``m_s`` and sign rows ``s_s`` (padding slots select the validity row and the
+zero row), so ``match = AND_s match_rows[m_s]`` and
+``parity = XOR_s sign_rows[s_s]``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .pauli import PauliTable
+
+__all__ = ["segment_layout", "pack_columns", "count_terms", "shadow_counts", "bell_counts", "CHUNK_RECORDS"]
+
+#: Records processed per packing pass; bounds the packed tables to a few MB.
+CHUNK_RECORDS = 1 << 16
+#: Target size of one (terms x words) working array, in 64-bit words.
+_WORK_WORDS = 1 << 21
+
+
+def segment_layout(lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Destination rows of each record in a per-segment 64-padded layout.
+
+    Returns ``(dest, word_starts, n_words)``: ``dest[i]`` is the padded row of
+    record i, ``word_starts[g]`` the first word of segment g.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    words = (lengths + 63) // 64
+    word_starts = np.concatenate([[0], np.cumsum(words)[:-1]]).astype(np.int64)
+    rec_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    seg_of = np.repeat(np.arange(len(lengths)), lengths)
+    local = np.arange(int(lengths.sum()), dtype=np.int64) - rec_starts[seg_of]
+    dest = word_starts[seg_of] * 64 + local
+    return dest, word_starts, int(words.sum())
+
+
+def pack_columns(mask: np.ndarray) -> np.ndarray:
+    """bool (R, c) with R a multiple of 64 -> uint64 (c, R // 64)."""
+    packed = np.packbits(mask, axis=0, bitorder="little")  # (R/8, c)
+    return np.ascontiguousarray(packed.T).view(np.uint64)
+
+
+def count_terms(
+    match_rows: np.ndarray,
+    sign_rows: np.ndarray,
+    match_idx: np.ndarray,
+    sign_idx: np.ndarray,
+    word_starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment and term: (#matching records, #matching records with odd parity).
+
+    Returns two int64 arrays of shape (G, M).
+    """
+    M, kmax = match_idx.shape
+    W = match_rows.shape[1]
+    G = len(word_starts)
+    matched = np.empty((G, M), dtype=np.int64)
+    odd = np.empty((G, M), dtype=np.int64)
+    step = max(1, _WORK_WORDS // max(W, 1))
+    for lo in range(0, M, step):
+        hi = min(M, lo + step)
+        acc = np.take(match_rows, match_idx[lo:hi, 0], axis=0)
+        par = np.take(sign_rows, sign_idx[lo:hi, 0], axis=0)
+        for s in range(1, kmax):
+            acc &= np.take(match_rows, match_idx[lo:hi, s], axis=0)
+            par ^= np.take(sign_rows, sign_idx[lo:hi, s], axis=0)
+        par &= acc
+        m = np.bitwise_count(acc)
+        o = np.bitwise_count(par)
+        if G == 1:
+            matched[0, lo:hi] = m.sum(axis=1, dtype=np.int64)
+            odd[0, lo:hi] = o.sum(axis=1, dtype=np.int64)
+        else:
+            matched[:, lo:hi] = np.add.reduceat(m, word_starts, axis=1, dtype=np.int64).T
+            odd[:, lo:hi] = np.add.reduceat(o, word_starts, axis=1, dtype=np.int64).T
+    return matched, odd
+
+
+def _chunks(lengths: Sequence[int], chunk: int):
+    """Split segments into record chunks of at most ``chunk`` records.
+
+    Yields ``(start, stop, seg_ids, seg_lengths)`` for each chunk, where the
+    chunk's pieces belong to segments ``seg_ids``.
+    """
+    lengths = [int(x) for x in lengths]
+    start = 0
+    g = 0
+    used = 0  # records of segment g already emitted
+    total = sum(lengths)
+    while start < total:
+        stop = min(total, start + chunk)
+        ids, lens = [], []
+        pos = start
+        while pos < stop:
+            while lengths[g] - used == 0:
+                g += 1
+                used = 0
+            take = min(lengths[g] - used, stop - pos)
+            ids.append(g)
+            lens.append(take)
+            used += take
+            pos += take
+        yield start, stop, np.asarray(ids), lens
+        start = stop
+
+
+def _term_indices(table: PauliTable, n: int, sign_letter_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    pad = table.support < 0
+    col = np.where(pad, 0, table.support)
+    letter = table.letters.astype(np.int64)
+    valid_row = 3 * n
+    match_idx = np.where(pad, valid_row, (letter - 1) * n + col)
+    if sign_letter_rows:  # Bell: the parity row depends on the letter
+        sign_idx = np.where(pad, 3 * n, (letter - 1) * n + col)
+    else:  # shadows: the outcome bit of the column
+        sign_idx = np.where(pad, n, col)
+    return match_idx, sign_idx
+
+
+def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts for single-copy shadows: per segment, per term, records whose bases
+    match the term (``matched``) and of those the ones with odd outcome parity."""
+    T, n = bases.shape
+    G = len(lengths)
+    matched = np.zeros((G, table.M), dtype=np.int64)
+    odd = np.zeros((G, table.M), dtype=np.int64)
+    if T == 0 or table.M == 0:
+        return matched, odd
+    match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=False)
+    for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
+        dest, word_starts, W = segment_layout(lens)
+        B = np.full((W * 64, n), 3, dtype=np.uint8)  # 3 = padding, matches no letter
+        O = np.zeros((W * 64, n), dtype=np.uint8)
+        B[dest] = bases[start:stop]
+        O[dest] = outcomes[start:stop]
+        rows = np.empty((3 * n + 1, W), dtype=np.uint64)
+        for L in range(3):
+            rows[L * n : (L + 1) * n] = pack_columns(B == L)
+        rows[3 * n] = pack_columns(B[:, :1] != 3)[0]
+        signs = np.zeros((n + 1, W), dtype=np.uint64)
+        signs[:n] = pack_columns(O.view(bool))
+        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        np.add.at(matched, ids, m)
+        np.add.at(odd, ids, o)
+    return matched, odd
+
+
+def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Counts for two-copy Bell records: per segment and term, the number of
+    records (``total``) and those whose eigenvalue product is -(-1)^{#Y}... i.e.
+    odd parity of the letter bits (X: a, Z: b, Y: a xor b).
+
+    The term value of a record is ``(-1)^{#Y} (-1)^{parity}``.
+    """
+    T, n = outcomes.shape
+    G = len(lengths)
+    total = np.zeros((G, table.M), dtype=np.int64)
+    odd = np.zeros((G, table.M), dtype=np.int64)
+    if T == 0 or table.M == 0:
+        return total, odd
+    match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=True)
+    match_idx = np.full_like(match_idx, 0)  # every record counts: one validity row
+    for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
+        dest, word_starts, W = segment_layout(lens)
+        C = np.zeros((W * 64, n), dtype=np.uint8)
+        valid = np.zeros((W * 64, 1), dtype=bool)
+        C[dest] = outcomes[start:stop]
+        valid[dest] = True
+        a = pack_columns((C >> 1).view(bool))
+        b = pack_columns((C & 1).view(bool))
+        signs = np.zeros((3 * n + 1, W), dtype=np.uint64)
+        signs[:n] = a
+        signs[n : 2 * n] = a ^ b
+        signs[2 * n : 3 * n] = b
+        rows = pack_columns(valid)
+        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        np.add.at(total, ids, m)
+        np.add.at(odd, ids, o)
+    return total, odd

@@ -1,0 +1,213 @@
+"""Pauli observables: parsing user input into a compact table the kernels use.
+
+Accepted forms (DESIGN.md conventions):
+
+* dense strings ``"XIZY"``: letter i acts on wire position i;
+* sparse strings ``"X0 Z3"`` (also ``"X0 @ Z3"``, ``"X0*Z3"``); ``"I"`` or ``""`` is
+  the identity;
+* PennyLane operators with a Pauli representation: ``qml.X(0) @ qml.Y(1)``,
+  ``0.5 * qml.Z(0)``, ``qml.Hamiltonian``/sums with real coefficients.
+
+A parsed observable is a :class:`PauliObservable`: a list of ``(coeff, term)``
+with each term a :class:`PauliTerm` (sorted tuple of ``(wire, letter)``).  String
+wires are *positions* (0..n-1); PennyLane wires are *labels* and are resolved
+against the record's ``wires`` when data arrives.
+
+:class:`PauliTable` is the compiled, deduplicated set of terms used by the
+vectorised kernels: ``support`` int64 (M, kmax) column positions padded with -1,
+``letters`` uint8 (M, kmax) with 1 = X, 2 = Y, 3 = Z (0 for padding).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "PauliTerm",
+    "PauliObservable",
+    "PauliTable",
+    "parse_observable",
+    "compile_observables",
+    "LETTER_CODE",
+    "CODE_LETTER",
+]
+
+LETTER_CODE = {"I": 0, "X": 1, "Y": 2, "Z": 3}
+CODE_LETTER = "IXYZ"
+
+_SPARSE_TOKEN = re.compile(r"([A-Za-z])\s*(\d+)")
+
+
+@dataclass(frozen=True)
+class PauliTerm:
+    """A Pauli word without coefficient: sorted ``((wire, letter), ...)``.
+
+    ``positional`` says whether the wires are column positions (from strings) or
+    wire labels (from PennyLane operators).
+    """
+
+    ops: tuple[tuple[Hashable, str], ...]
+    positional: bool = True
+
+    @property
+    def weight(self) -> int:
+        return len(self.ops)
+
+    def __str__(self) -> str:
+        if not self.ops:
+            return "I"
+        return " ".join(f"{p}{w}" for w, p in self.ops)
+
+    def resolve(self, wires: Sequence[Hashable]) -> tuple[tuple[int, int], ...]:
+        """Map to ``((column, letter_code), ...)`` for data on ``wires``."""
+        n = len(wires)
+        out = []
+        if self.positional:
+            for w, p in self.ops:
+                if not 0 <= int(w) < n:
+                    raise ValueError(f"Pauli '{self}' acts on wire {w}, outside the data's {n} wires")
+                out.append((int(w), LETTER_CODE[p]))
+        else:
+            index = {w: i for i, w in enumerate(wires)}
+            for w, p in self.ops:
+                if w not in index:
+                    raise ValueError(f"Pauli '{self}' acts on wire {w!r}, not among the data's wires {tuple(wires)}")
+                out.append((index[w], LETTER_CODE[p]))
+        return tuple(sorted(out))
+
+
+@dataclass(frozen=True)
+class PauliObservable:
+    """A real linear combination of Pauli terms, as given by the user."""
+
+    terms: tuple[tuple[float, PauliTerm], ...]
+    label: str
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def _term(ops: Iterable[tuple[Hashable, str]], positional: bool, text: str) -> PauliTerm:
+    seen: dict = {}
+    for w, p in ops:
+        if w in seen:
+            raise ValueError(f"Pauli '{text}' names wire {w} twice")
+        seen[w] = p
+    key = (lambda x: x[0]) if positional else (lambda x: (str(type(x[0])), str(x[0])))
+    return PauliTerm(tuple(sorted(((w, p) for w, p in seen.items() if p != "I"), key=key)), positional)
+
+
+def _parse_string(s: str) -> PauliTerm:
+    text = s.strip()
+    if text in ("", "I"):
+        return PauliTerm((), True)
+    if any(ch.isdigit() for ch in text):
+        rest = _SPARSE_TOKEN.sub("", text)
+        if rest.replace("@", "").replace("*", "").strip():
+            raise ValueError(f"cannot parse Pauli string '{s}': unexpected '{rest.strip()}'")
+        ops = []
+        for letter, wire in _SPARSE_TOKEN.findall(text):
+            if letter not in LETTER_CODE:
+                raise ValueError(f"unknown Pauli letter '{letter}' in '{s}' (use I, X, Y, Z)")
+            ops.append((int(wire), letter))
+        return _term(ops, True, s)
+    ops = []
+    for i, letter in enumerate(text):
+        if letter not in LETTER_CODE:
+            raise ValueError(f"unknown Pauli letter '{letter}' in '{s}' (use I, X, Y, Z)")
+        ops.append((i, letter))
+    return _term(ops, True, s)
+
+
+def _parse_pennylane(op: Any) -> list[tuple[float, PauliTerm]]:
+    try:
+        rep = op.pauli_rep
+    except Exception as exc:  # pragma: no cover - defensive: exotic operators
+        raise ValueError(f"cannot read a Pauli representation from {op!r}: {exc}") from exc
+    if rep is None:
+        raise ValueError(f"{op!r} is not a Pauli observable (no Pauli representation)")
+    out = []
+    for word, coeff in rep.items():
+        c = complex(coeff)
+        if abs(c.imag) > 1e-12 * max(1.0, abs(c.real)):
+            raise ValueError(f"{op!r} has a complex coefficient {c} on {word}; observables must be Hermitian")
+        ops = [(w, str(p)) for w, p in word.items()]
+        out.append((float(c.real), _term(ops, False, repr(op))))
+    return out
+
+
+def parse_observable(obs: Any) -> PauliObservable:
+    """Parse one user observable into a :class:`PauliObservable` (raises ``ValueError``)."""
+    if isinstance(obs, PauliObservable):
+        return obs
+    if isinstance(obs, PauliTerm):
+        return PauliObservable(((1.0, obs),), str(obs))
+    if isinstance(obs, str):
+        return PauliObservable(((1.0, _parse_string(obs)),), obs)
+    if hasattr(obs, "pauli_rep") or hasattr(obs, "wires"):
+        return PauliObservable(tuple(_parse_pennylane(obs)), repr(obs))
+    raise ValueError(f"cannot interpret {obs!r} ({type(obs).__name__}) as a Pauli observable")
+
+
+@dataclass
+class PauliTable:
+    """Deduplicated Pauli terms resolved to columns, plus how observables recombine.
+
+    ``support``/``letters``: (M, kmax) as described in the module docstring.
+    ``combine``: (n_obs, M) float64 coefficient matrix; observable values are
+    ``combine @ term_values``.
+    """
+
+    support: np.ndarray
+    letters: np.ndarray
+    weight: np.ndarray
+    combine: np.ndarray
+    terms: list[tuple[tuple[int, int], ...]]
+    n: int
+
+    @property
+    def M(self) -> int:
+        return int(self.support.shape[0])
+
+    def dense_codes(self) -> np.ndarray:
+        """uint8 (M, n) with 0 = I, 1 = X, 2 = Y, 3 = Z (PennyLane word = codes - 1)."""
+        out = np.zeros((self.M, self.n), dtype=np.uint8)
+        rows = np.repeat(np.arange(self.M), self.support.shape[1])
+        cols = self.support.ravel()
+        keep = cols >= 0
+        out[rows[keep], cols[keep]] = self.letters.ravel()[keep]
+        return out
+
+
+def compile_observables(observables: Sequence[PauliObservable], wires: Sequence[Hashable]) -> PauliTable:
+    """Resolve observables against data on ``wires`` into a :class:`PauliTable`."""
+    n = len(wires)
+    index: dict[tuple, int] = {}
+    terms: list[tuple[tuple[int, int], ...]] = []
+    entries: list[tuple[int, int, float]] = []
+    for i, obs in enumerate(observables):
+        for coeff, term in obs.terms:
+            key = term.resolve(wires)
+            j = index.get(key)
+            if j is None:
+                j = index[key] = len(terms)
+                terms.append(key)
+            entries.append((i, j, coeff))
+    M = len(terms)
+    kmax = max([len(t) for t in terms] + [1])
+    support = np.full((M, kmax), -1, dtype=np.int64)
+    letters = np.zeros((M, kmax), dtype=np.uint8)
+    weight = np.zeros(M, dtype=np.int64)
+    for j, t in enumerate(terms):
+        weight[j] = len(t)
+        for s, (col, code) in enumerate(t):
+            support[j, s] = col
+            letters[j, s] = code
+    combine = np.zeros((len(observables), M), dtype=np.float64)
+    for i, j, c in entries:
+        combine[i, j] += c
+    return PauliTable(support, letters, weight, combine, terms, n)
