@@ -1,0 +1,62 @@
+"""The ``qsense`` command line.
+
+Each sub-command lives in its own module, which provides
+``add_arguments(parser)`` and ``run(args) -> int``; this file only wires them up,
+so ``qsense --help`` and ``qsense COMMAND --help`` always describe every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+
+#: sub-command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("qsense.demo", "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
+    "daemon": ("qsense.daemon", "online estimation daemon configured by a TOML file"),
+    "estimate": ("qsense.offline", "estimate observables / entropies from a recorded file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qsense",
+        description="Quantum sensing on streams: classical shadows and two-copy Bell measurements, estimated online.",
+    )
+    parser.add_argument("--version", action="version", version=f"qsense {__version__}")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default INFO)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_) in COMMANDS.items():
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:
+                raise
+            continue
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
