@@ -33,30 +33,42 @@ __all__ = ["segment_layout", "pack_columns", "count_terms", "shadow_counts", "be
 
 #: Records processed per packing pass; bounds the packed tables to a few MB.
 CHUNK_RECORDS = 1 << 16
-#: Target size of one (terms x words) working array, in 64-bit words.
-_WORK_WORDS = 1 << 21
+#: Target size of one (terms x words) working array, in 64-bit words: small
+#: enough (512 KiB) to stay in cache across the AND/XOR passes.
+_WORK_WORDS = 1 << 16
 
 
-def segment_layout(lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray, int]:
-    """Destination rows of each record in a per-segment 64-padded layout.
+def segment_layout(lengths: Sequence[int]) -> tuple[list[tuple[int, int, int]], np.ndarray, int]:
+    """Where each segment goes in a per-segment 64-padded layout.
 
-    Returns ``(dest, word_starts, n_words)``: ``dest[i]`` is the padded row of
-    record i, ``word_starts[g]`` the first word of segment g.
+    Returns ``(copies, word_starts, n_words)``: ``copies`` lists
+    ``(src_start, dst_start, length)`` record ranges (one per segment, so the
+    scatter is a few slice copies rather than fancy indexing),
+    ``word_starts[g]`` is the first word of segment g.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     words = (lengths + 63) // 64
     word_starts = np.concatenate([[0], np.cumsum(words)[:-1]]).astype(np.int64)
     rec_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    seg_of = np.repeat(np.arange(len(lengths)), lengths)
-    local = np.arange(int(lengths.sum()), dtype=np.int64) - rec_starts[seg_of]
-    dest = word_starts[seg_of] * 64 + local
-    return dest, word_starts, int(words.sum())
+    copies = [(int(s), int(w) * 64, int(L)) for s, w, L in zip(rec_starts, word_starts, lengths)]
+    return copies, word_starts, int(words.sum())
+
+
+def _scatter(dst: np.ndarray, src: np.ndarray, copies: list[tuple[int, int, int]]) -> None:
+    """dst (c, R) <- src (T, c) transposed, segment by segment."""
+    for s, d, L in copies:
+        dst[:, d : d + L] = src[s : s + L].T
 
 
 def pack_columns(mask: np.ndarray) -> np.ndarray:
-    """bool (R, c) with R a multiple of 64 -> uint64 (c, R // 64)."""
-    packed = np.packbits(mask, axis=0, bitorder="little")  # (R/8, c)
-    return np.ascontiguousarray(packed.T).view(np.uint64)
+    """bool (c, R) with R a multiple of 64 -> uint64 (c, R // 64).
+
+    Columns are packed along the contiguous axis (much faster than packing
+    along axis 0); bit order inside a word is irrelevant to popcounts as long
+    as every row uses the same one.
+    """
+    packed = np.packbits(mask, axis=1, bitorder="little")  # (c, R/8)
+    return packed.view(np.uint64)
 
 
 def count_terms(
@@ -147,15 +159,16 @@ def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, le
         return matched, odd
     match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=False)
     for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
-        dest, word_starts, W = segment_layout(lens)
-        B = np.full((W * 64, n), 3, dtype=np.uint8)  # 3 = padding, matches no letter
-        O = np.zeros((W * 64, n), dtype=np.uint8)
-        B[dest] = bases[start:stop]
-        O[dest] = outcomes[start:stop]
+        copies, word_starts, W = segment_layout(lens)
+        # transposed (n, R) layouts so packing runs along contiguous memory
+        B = np.full((n, W * 64), 3, dtype=np.uint8)  # 3 = padding, matches no letter
+        O = np.zeros((n, W * 64), dtype=np.uint8)
+        _scatter(B, bases[start:stop], copies)
+        _scatter(O, outcomes[start:stop], copies)
         rows = np.empty((3 * n + 1, W), dtype=np.uint64)
         for L in range(3):
             rows[L * n : (L + 1) * n] = pack_columns(B == L)
-        rows[3 * n] = pack_columns(B[:, :1] != 3)[0]
+        rows[3 * n] = pack_columns(B[:1] != 3)[0]
         signs = np.zeros((n + 1, W), dtype=np.uint64)
         signs[:n] = pack_columns(O.view(bool))
         m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
@@ -180,11 +193,12 @@ def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int])
     match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=True)
     match_idx = np.full_like(match_idx, 0)  # every record counts: one validity row
     for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
-        dest, word_starts, W = segment_layout(lens)
-        C = np.zeros((W * 64, n), dtype=np.uint8)
-        valid = np.zeros((W * 64, 1), dtype=bool)
-        C[dest] = outcomes[start:stop]
-        valid[dest] = True
+        copies, word_starts, W = segment_layout(lens)
+        C = np.zeros((n, W * 64), dtype=np.uint8)
+        valid = np.zeros((1, W * 64), dtype=bool)
+        _scatter(C, outcomes[start:stop], copies)
+        for _, d, L in copies:
+            valid[:, d : d + L] = True
         a = pack_columns((C >> 1).view(bool))
         b = pack_columns((C & 1).view(bool))
         signs = np.zeros((3 * n + 1, W), dtype=np.uint64)

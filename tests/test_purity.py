@@ -1,0 +1,99 @@
+"""Shadow purity: the U-statistic is unbiased and equals its per-Pauli streaming form."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from exact import dm, random_density, random_state, reduced
+from qsense import ShadowBatch, ShadowPurity
+from qsense.purity import class_kernel
+
+
+def brute_u_statistic(b: ShadowBatch, sub) -> float:
+    cls = 2 * b.bases[:, sub].astype(int) + b.outcomes[:, sub]
+    g = class_kernel()
+    K = np.ones((b.T, b.T))
+    for j in range(len(sub)):
+        K *= g[cls[:, j][:, None], cls[:, j][None, :]]
+    np.fill_diagonal(K, 0)
+    return K.sum() / (b.T * (b.T - 1))
+
+
+def pauli_form(b: ShadowBatch, sub) -> float:
+    """PHYSICS.md streaming form: 2^-|A| sum_P (S_P^2 - Q_P) / (N(N-1))."""
+    N = b.T
+    total = 0.0
+    for letters in itertools.product(range(4), repeat=len(sub)):
+        x = np.ones(N)
+        for q, L in zip(sub, letters):
+            if L == 0:
+                continue
+            x *= np.where(b.bases[:, q] == L - 1, 3.0 * (1 - 2.0 * b.outcomes[:, q]), 0.0)
+        total += x.sum() ** 2 - (x**2).sum()
+    return total / (2 ** len(sub) * N * (N - 1))
+
+
+def test_histogram_form_equals_pair_sum_and_pauli_form():
+    rng = np.random.default_rng(0)
+    b = ShadowBatch(rng.integers(0, 3, (300, 4)), rng.integers(0, 2, (300, 4)))
+    for sub in [(0,), (1, 3), (0, 1, 2)]:
+        est = ShadowPurity([sub])
+        est.update(b[:100])
+        est.update(b[100:])
+        u = est.purity().values[0]
+        assert u == pytest.approx(brute_u_statistic(b, list(sub)), abs=1e-10)
+        assert u == pytest.approx(pauli_form(b, list(sub)), abs=1e-10)
+
+
+def test_unbiased_and_error_bars_honest():
+    import sims
+
+    rng = np.random.default_rng(3)
+    rho = random_density(3, rng, rank=2)
+    subs = [(0,), (0, 2), (0, 1, 2)]
+    truth = np.array([np.real(np.trace(r @ r)) for r in (reduced(rho, s, 3) for s in subs)])
+    vals, covered = [], 0
+    for seed in range(120):
+        est = ShadowPurity(subs)
+        est.update(sims.sample_shadows(rho, 300, seed=seed))
+        p = est.purity()
+        vals.append(p.values)
+        covered += int(np.sum(np.abs(p.values - truth) <= 2 * p.stderr))
+    vals = np.array(vals)
+    # mean over 120 independent runs is within 4 standard errors of the truth (unbiased)
+    se_mean = vals.std(axis=0) / np.sqrt(len(vals))
+    assert np.all(np.abs(vals.mean(axis=0) - truth) < 4 * se_mean), (vals.mean(axis=0), truth)
+    # 2-sigma bars cover ~95%
+    assert covered / (120 * len(subs)) > 0.9
+
+
+def test_entropy_and_checkpoint():
+    rng = np.random.default_rng(4)
+    b = ShadowBatch(rng.integers(0, 3, (500, 3)), rng.integers(0, 2, (500, 3)))
+    est = ShadowPurity([(0, 1)])
+    est.update(b)
+    back = ShadowPurity.from_bytes(est.to_bytes())
+    assert back.purity().values[0] == est.purity().values[0]
+    e = est.entropy()
+    p = est.purity().values[0]
+    if p > 0:
+        assert e.values[0] == pytest.approx(-np.log2(p))
+    a, c = ShadowPurity([(0, 1)]), ShadowPurity([(0, 1)])
+    a.update(b[:200])
+    c.update(b[200:])
+    assert a.merge(c).purity().values[0] == pytest.approx(p, abs=1e-12)
+
+
+def test_bad_subsystems():
+    with pytest.raises(ValueError, match="limit"):
+        ShadowPurity([tuple(range(10))])
+    with pytest.raises(ValueError, match="repeats"):
+        ShadowPurity([(0, 0)])
+    est = ShadowPurity([(0, 5)])
+    with pytest.raises(ValueError, match="outside"):
+        est.update(ShadowBatch(np.zeros((3, 2)), np.zeros((3, 2))))
+    with pytest.raises(ValueError, match="two snapshots"):
+        ShadowPurity([(0,)]).purity()
