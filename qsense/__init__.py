@@ -14,6 +14,7 @@ from .pauli import PauliObservable, PauliTerm, parse_observable
 from .purity import ShadowPurity
 from .records import BellBatch, ShadowBatch, concatenate
 from .shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
+from .wire import WireFormatError, decode, encode
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,7 @@ __all__ = [
     "parse_observable",
     "PauliObservable",
     "PauliTerm",
+    "encode",
+    "decode",
+    "WireFormatError",
 ]

@@ -1,0 +1,333 @@
+"""Wire format: measurement records as ZeroMQ multipart messages (and single blobs).
+
+A record batch travels as one multipart message::
+
+    frame 0   header   msgpack map (msgspec), at most MAX_HEADER_BYTES
+    frame 1.. arrays   raw little-endian array bytes, C order, in the order the
+                       header's ``arrays`` list declares them
+
+The header is a small versioned map (``v`` = :data:`SCHEMA_VERSION`) naming the
+record ``kind`` (``"shadow"`` or ``"bell"``), the producer ``source``, its
+per-source sequence number ``seq``, a producer ``epoch`` (random per producer
+run, 0 = unspecified), the sizes ``n`` and ``T``, the ``wires`` (``nil`` for
+the default ``0..n-1``), and per array frame ``[name, dtype, shape]``.  Array
+frames are sent zero-copy: :func:`encode` returns memoryviews on the batch's
+own arrays, so the producer must not modify them until ZeroMQ has sent them.
+
+:func:`decode` trusts nothing: it checks the version, every field's type, that
+the declared arrays are exactly the ones of the kind with the fixed dtypes, that
+each frame's length equals its declared shape, and the value ranges (through
+the record constructors).  It never allocates memory sized by the header --
+arrays are views on the received frames -- and refuses headers above
+:data:`MAX_HEADER_BYTES`, more than :data:`MAX_RECORDS` records or more than
+:data:`~qsense.records.MAX_QUBITS` wires, so a hostile peer cannot make it
+allocate gigabytes.  Any problem raises :class:`WireFormatError`, and nothing
+else.
+
+MQTT carries one payload per message, so :func:`pack` / :func:`unpack` put the
+same frames in one blob: ``b"QSNS"``, the header length as uint32 little
+endian, the header, then the array frames back to back.
+
+The full byte-level description is ``docs/wire-format.md``.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import msgspec
+import numpy as np
+
+from .records import MAX_QUBITS, BellBatch, ShadowBatch
+
+__all__ = [
+    "WireFormatError",
+    "WireHeader",
+    "Message",
+    "encode",
+    "decode",
+    "decode_message",
+    "pack",
+    "unpack",
+    "unpack_message",
+    "SCHEMA_VERSION",
+    "MAX_HEADER_BYTES",
+    "MAX_RECORDS",
+    "MAX_SOURCE_CHARS",
+    "PACK_MAGIC",
+]
+
+#: Version of the header layout; decode refuses any other.
+SCHEMA_VERSION = 1
+#: The header frame is tiny (~100 bytes for n=16); anything bigger is refused.
+MAX_HEADER_BYTES = 64 * 1024
+#: Records per batch. 2^24 snapshots of 16 qubits is 512 MiB of frames already.
+MAX_RECORDS = 1 << 24
+#: Longest accepted ``source`` name and wire label (characters).
+MAX_SOURCE_CHARS = 256
+#: Magic prefix of the single-blob form (:func:`pack`).
+PACK_MAGIC = b"QSNS"
+
+_U8 = "|u1"
+_F8 = "<f8"
+#: Arrays of each kind, in frame order: (name, dtype, is a (T, n) table).
+_LAYOUT: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "shadow": (("bases", _U8, True), ("outcomes", _U8, True), ("t", _F8, False)),
+    "bell": (("outcomes", _U8, True), ("t", _F8, False), ("wait", _F8, False)),
+}
+_ITEMSIZE = {_U8: 1, _F8: 8}
+_LITTLE = sys.byteorder == "little"
+
+Batch = Union[ShadowBatch, BellBatch]
+
+
+class WireFormatError(ValueError):
+    """A message is not a valid qsense record: the only exception :func:`decode` raises."""
+
+
+class WireHeader(msgspec.Struct, forbid_unknown_fields=False):
+    """Frame 0 of a record message (msgpack map; unknown keys are ignored so
+    that a later minor revision can add optional fields)."""
+
+    v: int
+    kind: str
+    source: str
+    seq: int
+    n: int
+    T: int
+    wires: Union[list[Union[int, str]], None]
+    arrays: list[tuple[str, str, list[int]]]
+    epoch: int = 0
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded message: the validated header and the record batch it carries."""
+
+    header: WireHeader
+    batch: Batch
+
+    @property
+    def epoch(self) -> int:
+        return self.header.epoch
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(WireHeader)
+
+
+# -- encoding -----------------------------------------------------------------------
+def _wires_field(wires: tuple, n: int) -> list | None:
+    if wires == tuple(range(n)):
+        return None  # the default labels: no need to send n integers
+    out: list = []
+    for w in wires:
+        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer, str)):
+            raise WireFormatError(f"only int or str wire labels can be sent; got {w!r}")
+        if isinstance(w, str) and len(w) > MAX_SOURCE_CHARS:
+            raise WireFormatError(f"wire label longer than {MAX_SOURCE_CHARS} characters")
+        out.append(int(w) if not isinstance(w, str) else w)
+    return out
+
+
+def _frame(arr: np.ndarray, dtype: str) -> memoryview:
+    if dtype == _F8 and not (_LITTLE and arr.dtype == np.float64):
+        arr = arr.astype(_F8)  # big-endian host: the wire is little endian
+    arr = np.ascontiguousarray(arr)
+    # a flat byte view: zero-copy, and every buffer consumer understands it
+    return memoryview(arr.reshape(-1)).cast("B") if arr.size else memoryview(b"")
+
+
+def encode(batch: Batch, *, source: str | None = None, seq: int | None = None, epoch: int = 0) -> list[bytes | memoryview]:
+    """Frames of one multipart message carrying ``batch``.
+
+    ``source`` and ``seq`` override the batch's own (a publisher numbering its
+    batches uses this instead of copying the batch); ``epoch`` identifies the
+    producer run (see the module docstring).  Frame 0 is ``bytes``; the array
+    frames are memoryviews on the batch's arrays (zero-copy).
+    """
+    if isinstance(batch, ShadowBatch):
+        kind, arrays = "shadow", (batch.bases, batch.outcomes, batch.t)
+    elif isinstance(batch, BellBatch):
+        kind, arrays = "bell", (batch.outcomes, batch.t, batch.wait)
+    else:
+        raise WireFormatError(f"can only encode ShadowBatch or BellBatch; got {type(batch).__name__}")
+    source = batch.source if source is None else source
+    seq = batch.seq if seq is None else seq
+    if not isinstance(source, str) or len(source) > MAX_SOURCE_CHARS:
+        raise WireFormatError(f"source must be a str of at most {MAX_SOURCE_CHARS} characters")
+    if isinstance(seq, bool) or not isinstance(seq, (int, np.integer)) or not 0 <= seq < 2**63:
+        raise WireFormatError(f"seq must be an int in 0..2^63-1; got {seq!r}")
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or not 0 <= epoch < 2**63:
+        raise WireFormatError(f"epoch must be an int in 0..2^63-1; got {epoch!r}")
+    T, n = batch.T, batch.n
+    if T > MAX_RECORDS:
+        raise WireFormatError(f"a batch holds at most {MAX_RECORDS} records; split it (got {T})")
+    specs = []
+    frames: list[bytes | memoryview] = [b""]
+    for (name, dtype, table), arr in zip(_LAYOUT[kind], arrays):
+        specs.append((name, dtype, [T, n] if table else [T]))
+        frames.append(_frame(arr, dtype))
+    header = WireHeader(
+        v=SCHEMA_VERSION, kind=kind, source=source, seq=int(seq), n=n, T=T,
+        wires=_wires_field(batch.wires, n), arrays=specs, epoch=int(epoch),
+    )
+    frames[0] = _encoder.encode(header)
+    return frames
+
+
+def pack(batch: Batch, *, source: str | None = None, seq: int | None = None, epoch: int = 0) -> bytes:
+    """The single-blob form: ``PACK_MAGIC``, uint32 LE header length, header, arrays."""
+    frames = encode(batch, source=source, seq=seq, epoch=epoch)
+    head = frames[0]
+    return b"".join([PACK_MAGIC, struct.pack("<I", len(head)), head, *frames[1:]])
+
+
+# -- decoding -------------------------------------------------------------------------
+def _buffer(frame: Any) -> memoryview:
+    """A flat byte view of one frame: bytes, bytearray, memoryview, zmq.Frame."""
+    buf = getattr(frame, "buffer", frame)  # zmq.Frame exposes .buffer
+    try:
+        mv = memoryview(buf)
+    except TypeError as exc:
+        raise WireFormatError(f"frame is not bytes-like: {type(frame).__name__}") from None
+    if not mv.contiguous:
+        raise WireFormatError("frame is not a contiguous buffer")
+    if mv.ndim != 1 or mv.itemsize != 1:
+        mv = mv.cast("B")
+    return mv
+
+
+def _check_int(name: str, value: int, lo: int, hi: int) -> int:
+    if not lo <= value <= hi:
+        raise WireFormatError(f"header field {name}={value} outside {lo}..{hi}")
+    return value
+
+
+def _parse_header(frame: Any) -> WireHeader:
+    mv = _buffer(frame)
+    if len(mv) > MAX_HEADER_BYTES:
+        raise WireFormatError(f"header frame of {len(mv)} bytes exceeds {MAX_HEADER_BYTES}")
+    if len(mv) == 0:
+        raise WireFormatError("empty header frame")
+    try:
+        h = _decoder.decode(mv)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise WireFormatError(f"bad header: {exc}") from None
+    except Exception as exc:  # msgspec is robust, but nothing else may escape
+        raise WireFormatError(f"bad header: {type(exc).__name__}: {exc}") from None
+    if h.v != SCHEMA_VERSION:
+        raise WireFormatError(f"unsupported schema version {h.v} (this build reads {SCHEMA_VERSION})")
+    if h.kind not in _LAYOUT:
+        raise WireFormatError(f"unknown record kind {h.kind!r}; expected one of {sorted(_LAYOUT)}")
+    if len(h.source) > MAX_SOURCE_CHARS:
+        raise WireFormatError(f"source longer than {MAX_SOURCE_CHARS} characters")
+    _check_int("seq", h.seq, 0, 2**63 - 1)
+    _check_int("epoch", h.epoch, 0, 2**63 - 1)
+    _check_int("n", h.n, 0, MAX_QUBITS)
+    _check_int("T", h.T, 0, MAX_RECORDS)
+    if h.wires is not None:
+        if len(h.wires) != h.n:
+            raise WireFormatError(f"header lists {len(h.wires)} wires for n={h.n}")
+        for w in h.wires:
+            if isinstance(w, str) and len(w) > MAX_SOURCE_CHARS:
+                raise WireFormatError(f"wire label longer than {MAX_SOURCE_CHARS} characters")
+        if len(set(h.wires)) != h.n:
+            raise WireFormatError("wire labels must be distinct")
+    layout = _LAYOUT[h.kind]
+    if len(h.arrays) != len(layout):
+        raise WireFormatError(f"a {h.kind} message declares {len(layout)} arrays; got {len(h.arrays)}")
+    for (name, dtype, shape), (want_name, want_dtype, table) in zip(h.arrays, layout):
+        if name != want_name:
+            raise WireFormatError(f"expected array {want_name!r}, got {name!r}")
+        if dtype != want_dtype:
+            raise WireFormatError(f"array {name!r} must have dtype {want_dtype!r}; got {dtype!r}")
+        want_shape = [h.T, h.n] if table else [h.T]
+        if shape != want_shape:
+            raise WireFormatError(f"array {name!r} declared with shape {shape}; T={h.T}, n={h.n} give {want_shape}")
+    return h
+
+
+def _build(h: WireHeader, bufs: Sequence[memoryview]) -> Batch:
+    arrays = []
+    for (name, dtype, shape), mv in zip(h.arrays, bufs):
+        want = _ITEMSIZE[dtype]
+        for s in shape:
+            want *= s
+        if len(mv) != want:
+            raise WireFormatError(f"array {name!r} frame holds {len(mv)} bytes; its declared shape {shape} needs {want}")
+        # a view on the received frame: no copy, nothing sized by the header alone
+        arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
+    wires = None if h.wires is None else tuple(h.wires)
+    try:
+        if h.kind == "shadow":
+            bases, outcomes, t = arrays
+            return ShadowBatch(bases, outcomes, wires=wires, source=h.source, seq=h.seq, t=t)
+        outcomes, t, wait = arrays
+        return BellBatch(outcomes, wires=wires, source=h.source, seq=h.seq, t=t, wait=wait)
+    except ValueError as exc:  # the constructors check value ranges
+        raise WireFormatError(f"invalid {h.kind} record: {exc}") from None
+
+
+def decode_message(frames: Sequence[Any]) -> Message:
+    """Validate a multipart message and return its header and batch.
+
+    ``frames``: bytes-like objects or ``zmq.Frame``.  The batch's arrays are
+    read-only views on the frames.  Raises :class:`WireFormatError` only.
+    """
+    try:
+        count = len(frames)
+    except TypeError:
+        raise WireFormatError(f"frames must be a sequence; got {type(frames).__name__}") from None
+    if count == 0:
+        raise WireFormatError("empty message")
+    try:
+        h = _parse_header(frames[0])
+        if count != 1 + len(h.arrays):
+            raise WireFormatError(f"a {h.kind} message has {1 + len(h.arrays)} frames; got {count}")
+        return Message(h, _build(h, [_buffer(f) for f in frames[1:]]))
+    except WireFormatError:
+        raise
+    except Exception as exc:  # defensive: a bug here must not become a crash upstream
+        raise WireFormatError(f"undecodable message: {type(exc).__name__}: {exc}") from None
+
+
+def decode(frames: Sequence[Any]) -> Batch:
+    """The batch carried by a multipart message (see :func:`decode_message`)."""
+    return decode_message(frames).batch
+
+
+def unpack_message(payload: Any) -> Message:
+    """Inverse of :func:`pack`, with the header. Raises :class:`WireFormatError` only."""
+    try:
+        mv = _buffer(payload)
+        if len(mv) < 8 or bytes(mv[:4]) != PACK_MAGIC:
+            raise WireFormatError("not a packed qsense record (missing QSNS magic)")
+        (hlen,) = struct.unpack("<I", mv[4:8])
+        if hlen > MAX_HEADER_BYTES or 8 + hlen > len(mv):
+            raise WireFormatError(f"declared header length {hlen} does not fit the payload")
+        h = _parse_header(mv[8 : 8 + hlen])
+        bufs, pos = [], 8 + hlen
+        for name, dtype, shape in h.arrays:
+            size = _ITEMSIZE[dtype]
+            for s in shape:
+                size *= s
+            if pos + size > len(mv):
+                raise WireFormatError(f"payload ends inside array {name!r}")
+            bufs.append(mv[pos : pos + size])
+            pos += size
+        if pos != len(mv):
+            raise WireFormatError(f"{len(mv) - pos} trailing bytes after the arrays")
+        return Message(h, _build(h, bufs))
+    except WireFormatError:
+        raise
+    except Exception as exc:
+        raise WireFormatError(f"undecodable payload: {type(exc).__name__}: {exc}") from None
+
+
+def unpack(payload: Any) -> Batch:
+    """The batch in a :func:`pack` blob."""
+    return unpack_message(payload).batch
