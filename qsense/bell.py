@@ -160,8 +160,8 @@ class BellEstimator:
         if self._count == 0:
             raise ValueError("no data yet: call update() first")
         vals, se = self._finish(self._S, self._Q)
-        C = self._table.combine
-        return Estimate(C @ vals, np.sqrt((C**2) @ (se**2)), self._count, self.labels)
+        t = self._table
+        return Estimate(t.combine(vals), np.sqrt(t.combine(se**2, squared=True)), self._count, self.labels)
 
     def purity(self, subsystem: Sequence[int] | None = None) -> Estimate:
         """tr(rho_A^2) for the whole register (default) or a tracked subsystem."""

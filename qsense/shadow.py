@@ -81,7 +81,7 @@ def shadow_expval(batch: ShadowBatch, observables: Any, k: int = 1) -> np.ndarra
     lengths = [min(size, batch.T - s) for s in range(0, batch.T, size)]
     matched, odd = shadow_counts(batch.bases, batch.outcomes, table, lengths)
     means = _term_means(matched, odd, np.asarray(lengths, dtype=np.float64), table.weight)
-    return table.combine @ np.median(means, axis=0)
+    return table.combine(np.median(means, axis=0))
 
 
 def matched_ratio_expval(batch: ShadowBatch, observables: Any) -> np.ndarray:
@@ -94,7 +94,7 @@ def matched_ratio_expval(batch: ShadowBatch, observables: Any) -> np.ndarray:
     m, o = matched[0], odd[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         vals = np.where(m > 0, (m - 2 * o) / np.maximum(m, 1), 0.0)
-    return table.combine @ vals
+    return table.combine(vals)
 
 
 class ShadowEstimator:
@@ -245,8 +245,8 @@ class ShadowEstimator:
         covariance between terms measured on the same snapshots is neglected).
         """
         vals, se = self.term_estimate()
-        C = self._table.combine
-        return Estimate(C @ vals, np.sqrt((C**2) @ (se**2)), self.count, self.labels)
+        t = self._table
+        return Estimate(t.combine(vals), np.sqrt(t.combine(se**2, squared=True)), self.count, self.labels)
 
     # -- merging and checkpoints --------------------------------------------------
     def merge(self, other: "ShadowEstimator") -> "ShadowEstimator":

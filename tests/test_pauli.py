@@ -32,7 +32,8 @@ def test_compile_deduplicates_and_combines():
     obs = [parse_observable(x) for x in ["XX", "X0 X1", 0.5 * qml.X(0) @ qml.X(1) + qml.Z(1)]]
     t = compile_observables(obs, (0, 1))
     assert t.M == 2
-    np.testing.assert_allclose(t.combine, [[1, 0], [1, 0], [0.5, 1]])
+    np.testing.assert_allclose(t.combine_matrix(), [[1, 0], [1, 0], [0.5, 1]])
+    np.testing.assert_allclose(t.combine(np.array([2.0, 3.0])), [2, 2, 4])
     assert t.dense_codes().tolist() == [[1, 1], [0, 3]]
 
 
