@@ -1,0 +1,60 @@
+"""The ``qsense`` command line: help for every command, offline estimation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qsense.cli import COMMANDS, build_parser, main
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "huang2020"
+
+
+def test_help_lists_every_command():
+    out = subprocess.run([sys.executable, "-m", "qsense", "--help"], capture_output=True, text=True, check=True).stdout
+    parser = build_parser()
+    for name in COMMANDS:
+        if name in parser._subparsers._group_actions[0].choices:
+            assert name in out
+    assert "estimate" in out
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_command_help(name, capsys):
+    parser = build_parser()
+    if name not in parser._subparsers._group_actions[0].choices:
+        pytest.fail(f"sub-command {name} is not available")
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0
+    assert "usage: qsense" in capsys.readouterr().out
+
+
+def test_estimate_reference_files(capsys):
+    rc = main([
+        "estimate", str(REF / "measurement.txt"), "--observables-file", str(REF / "observables.txt"),
+        "--method", "matched", "-s", "0,1", "-s", "1,2",
+    ])
+    assert rc == 0
+    out = capsys.readouterr().out.splitlines()
+    expected = np.loadtxt(REF / "expected_observables.txt")
+    values = [float(line.split()[-2]) for line in out[1:17]]
+    np.testing.assert_allclose(values, expected, atol=1e-6)
+    assert out[17].startswith("subsystem")
+    s2 = [float(line.split()[-2]) for line in out[18:20]]
+    assert abs(s2[0]) < 0.1 and abs(s2[1] - 2) < 0.1
+
+
+def test_estimate_npz_and_errors(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "s.npz"
+    np.savez(p, bases=rng.integers(0, 3, (100, 2)), outcomes=rng.integers(0, 2, (100, 2)))
+    assert main(["estimate", str(p), "-o", "XZ", "-o", "Y1"]) == 0
+    assert "XZ" in capsys.readouterr().out
+    np.savez(p, bases=rng.integers(0, 3, (100, 2)))
+    with pytest.raises(ValueError, match="missing"):
+        main(["estimate", str(p), "-o", "XZ"])
