@@ -1,0 +1,80 @@
+"""Simulated physics for qsense: exact measurement samplers, state sources, noise.
+
+* :mod:`sims.samplers` - exact, vectorised random-Pauli shadow and two-copy Bell
+  samplers (:func:`sample_shadows`, :func:`sample_bell`, :func:`sample_bell_pair`).
+* :mod:`sims.channels` - Kraus channels, :func:`apply_channel`, and the memory
+  decoherence model :func:`decohere`.
+* :mod:`sims.sources` - product, GHZ, W, Haar-random, random mixed and
+  random-circuit states, and a time-varying :class:`DriftingSource`.
+
+All states are numpy arrays: a 2^n statevector or a 2^n x 2^n density matrix,
+wire 0 the most significant bit (PennyLane's convention).
+"""
+
+from __future__ import annotations
+
+from .channels import (
+    amplitude_damping,
+    apply_channel,
+    decohere,
+    dephasing,
+    depolarizing,
+    is_cptp,
+    memory_channel,
+    phase_damping,
+    superoperator,
+)
+from .samplers import (
+    BellSampler,
+    ShadowSampler,
+    as_state,
+    bell_probabilities,
+    pauli_vector,
+    sample_bell,
+    sample_bell_pair,
+    sample_shadows,
+    shadow_probabilities,
+    to_density_matrix,
+)
+from .sources import (
+    DriftingSource,
+    ghz_state,
+    haar_random_state,
+    haar_random_unitary,
+    product_state,
+    purity,
+    random_circuit_state,
+    random_mixed_state,
+    w_state,
+)
+
+__all__ = [
+    "sample_shadows",
+    "sample_bell",
+    "sample_bell_pair",
+    "ShadowSampler",
+    "BellSampler",
+    "as_state",
+    "to_density_matrix",
+    "shadow_probabilities",
+    "bell_probabilities",
+    "pauli_vector",
+    "depolarizing",
+    "dephasing",
+    "phase_damping",
+    "amplitude_damping",
+    "apply_channel",
+    "superoperator",
+    "is_cptp",
+    "decohere",
+    "memory_channel",
+    "product_state",
+    "ghz_state",
+    "w_state",
+    "haar_random_state",
+    "haar_random_unitary",
+    "random_mixed_state",
+    "random_circuit_state",
+    "purity",
+    "DriftingSource",
+]
