@@ -54,10 +54,20 @@ def segment_layout(lengths: Sequence[int]) -> tuple[list[tuple[int, int, int]], 
     return copies, word_starts, int(words.sum())
 
 
-def _scatter(dst: np.ndarray, src: np.ndarray, copies: list[tuple[int, int, int]]) -> None:
-    """dst (c, R) <- src (T, c) transposed, segment by segment."""
+def _transposed(src: np.ndarray, copies: list[tuple[int, int, int]], n_words: int, fill: int) -> np.ndarray:
+    """src (T, c) -> (c, 64 * n_words) with each segment at its padded offset and
+    ``fill`` in the padding (slice copies, no fancy indexing)."""
+    R = 64 * n_words
+    dst = np.empty((src.shape[1], R), dtype=src.dtype)
+    end = 0
     for s, d, L in copies:
+        if d > end:
+            dst[:, end:d] = fill
         dst[:, d : d + L] = src[s : s + L].T
+        end = d + L
+    if R > end:
+        dst[:, end:] = fill
+    return dst
 
 
 def pack_columns(mask: np.ndarray) -> np.ndarray:
@@ -160,15 +170,19 @@ def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, le
     match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=False)
     for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
         copies, word_starts, W = segment_layout(lens)
-        # transposed (n, R) layouts so packing runs along contiguous memory
-        B = np.full((n, W * 64), 3, dtype=np.uint8)  # 3 = padding, matches no letter
-        O = np.zeros((n, W * 64), dtype=np.uint8)
-        _scatter(B, bases[start:stop], copies)
-        _scatter(O, outcomes[start:stop], copies)
+        # transposed (n, R) layouts so packing runs along contiguous memory;
+        # padding records get basis 3, which matches no letter
+        B = _transposed(bases[start:stop], copies, W, 3)
+        O = _transposed(outcomes[start:stop], copies, W, 0)
+        # two bit planes of the basis code give all three letter masks with
+        # word-wide logic: X = 00, Y = 01, Z = 10 (b1 b0), padding = 11
+        b0 = pack_columns((B & 1).view(bool))
+        b1 = pack_columns((B >> 1).view(bool))
         rows = np.empty((3 * n + 1, W), dtype=np.uint64)
-        for L in range(3):
-            rows[L * n : (L + 1) * n] = pack_columns(B == L)
-        rows[3 * n] = pack_columns(B[:1] != 3)[0]
+        np.bitwise_not(b0 | b1, out=rows[:n])
+        np.bitwise_and(b0, ~b1, out=rows[n : 2 * n])
+        np.bitwise_and(b1, ~b0, out=rows[2 * n : 3 * n])
+        rows[3 * n] = ~(b0[0] & b1[0])
         signs = np.zeros((n + 1, W), dtype=np.uint64)
         signs[:n] = pack_columns(O.view(bool))
         m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
@@ -194,9 +208,8 @@ def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int])
     match_idx = np.full_like(match_idx, 0)  # every record counts: one validity row
     for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
         copies, word_starts, W = segment_layout(lens)
-        C = np.zeros((n, W * 64), dtype=np.uint8)
+        C = _transposed(outcomes[start:stop], copies, W, 0)
         valid = np.zeros((1, W * 64), dtype=bool)
-        _scatter(C, outcomes[start:stop], copies)
         for _, d, L in copies:
             valid[:, d : d + L] = True
         a = pack_columns((C >> 1).view(bool))
