@@ -45,6 +45,7 @@ from .records import MAX_QUBITS, BellBatch, ShadowBatch
 
 __all__ = [
     "WireFormatError",
+    "REASONS",
     "WireHeader",
     "Message",
     "encode",
@@ -85,7 +86,19 @@ Batch = Union[ShadowBatch, BellBatch]
 
 
 class WireFormatError(ValueError):
-    """A message is not a valid qsense record: the only exception :func:`decode` raises."""
+    """A message is not a valid qsense record: the only exception :func:`decode` raises.
+
+    ``reason`` is a short fixed category (one of :data:`REASONS`) suitable as a
+    metrics label; the message says what exactly was wrong.
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: The categories of :attr:`WireFormatError.reason`.
+REASONS = ("frames", "header", "version", "limits", "layout", "size", "values", "invalid")
 
 
 class WireHeader(msgspec.Struct, forbid_unknown_fields=False):
@@ -193,9 +206,9 @@ def _buffer(frame: Any) -> memoryview:
     try:
         mv = memoryview(buf)
     except TypeError as exc:
-        raise WireFormatError(f"frame is not bytes-like: {type(frame).__name__}") from None
+        raise WireFormatError(f"frame is not bytes-like: {type(frame).__name__}", "frames") from None
     if not mv.contiguous:
-        raise WireFormatError("frame is not a contiguous buffer")
+        raise WireFormatError("frame is not a contiguous buffer", "frames")
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
     return mv
@@ -203,51 +216,51 @@ def _buffer(frame: Any) -> memoryview:
 
 def _check_int(name: str, value: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
-        raise WireFormatError(f"header field {name}={value} outside {lo}..{hi}")
+        raise WireFormatError(f"header field {name}={value} outside {lo}..{hi}", "limits")
     return value
 
 
 def _parse_header(frame: Any) -> WireHeader:
     mv = _buffer(frame)
     if len(mv) > MAX_HEADER_BYTES:
-        raise WireFormatError(f"header frame of {len(mv)} bytes exceeds {MAX_HEADER_BYTES}")
+        raise WireFormatError(f"header frame of {len(mv)} bytes exceeds {MAX_HEADER_BYTES}", "limits")
     if len(mv) == 0:
-        raise WireFormatError("empty header frame")
+        raise WireFormatError("empty header frame", "header")
     try:
         h = _decoder.decode(mv)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise WireFormatError(f"bad header: {exc}") from None
+        raise WireFormatError(f"bad header: {exc}", "header") from None
     except Exception as exc:  # msgspec is robust, but nothing else may escape
-        raise WireFormatError(f"bad header: {type(exc).__name__}: {exc}") from None
+        raise WireFormatError(f"bad header: {type(exc).__name__}: {exc}", "header") from None
     if h.v != SCHEMA_VERSION:
-        raise WireFormatError(f"unsupported schema version {h.v} (this build reads {SCHEMA_VERSION})")
+        raise WireFormatError(f"unsupported schema version {h.v} (this build reads {SCHEMA_VERSION})", "version")
     if h.kind not in _LAYOUT:
-        raise WireFormatError(f"unknown record kind {h.kind!r}; expected one of {sorted(_LAYOUT)}")
+        raise WireFormatError(f"unknown record kind {h.kind!r}; expected one of {sorted(_LAYOUT)}", "header")
     if len(h.source) > MAX_SOURCE_CHARS:
-        raise WireFormatError(f"source longer than {MAX_SOURCE_CHARS} characters")
+        raise WireFormatError(f"source longer than {MAX_SOURCE_CHARS} characters", "limits")
     _check_int("seq", h.seq, 0, 2**63 - 1)
     _check_int("epoch", h.epoch, 0, 2**63 - 1)
     _check_int("n", h.n, 0, MAX_QUBITS)
     _check_int("T", h.T, 0, MAX_RECORDS)
     if h.wires is not None:
         if len(h.wires) != h.n:
-            raise WireFormatError(f"header lists {len(h.wires)} wires for n={h.n}")
+            raise WireFormatError(f"header lists {len(h.wires)} wires for n={h.n}", "layout")
         for w in h.wires:
             if isinstance(w, str) and len(w) > MAX_SOURCE_CHARS:
-                raise WireFormatError(f"wire label longer than {MAX_SOURCE_CHARS} characters")
+                raise WireFormatError(f"wire label longer than {MAX_SOURCE_CHARS} characters", "limits")
         if len(set(h.wires)) != h.n:
-            raise WireFormatError("wire labels must be distinct")
+            raise WireFormatError("wire labels must be distinct", "values")
     layout = _LAYOUT[h.kind]
     if len(h.arrays) != len(layout):
-        raise WireFormatError(f"a {h.kind} message declares {len(layout)} arrays; got {len(h.arrays)}")
+        raise WireFormatError(f"a {h.kind} message declares {len(layout)} arrays; got {len(h.arrays)}", "layout")
     for (name, dtype, shape), (want_name, want_dtype, table) in zip(h.arrays, layout):
         if name != want_name:
-            raise WireFormatError(f"expected array {want_name!r}, got {name!r}")
+            raise WireFormatError(f"expected array {want_name!r}, got {name!r}", "layout")
         if dtype != want_dtype:
-            raise WireFormatError(f"array {name!r} must have dtype {want_dtype!r}; got {dtype!r}")
+            raise WireFormatError(f"array {name!r} must have dtype {want_dtype!r}; got {dtype!r}", "layout")
         want_shape = [h.T, h.n] if table else [h.T]
         if shape != want_shape:
-            raise WireFormatError(f"array {name!r} declared with shape {shape}; T={h.T}, n={h.n} give {want_shape}")
+            raise WireFormatError(f"array {name!r} declared with shape {shape}; T={h.T}, n={h.n} give {want_shape}", "layout")
     return h
 
 
@@ -258,7 +271,7 @@ def _build(h: WireHeader, bufs: Sequence[memoryview]) -> Batch:
         for s in shape:
             want *= s
         if len(mv) != want:
-            raise WireFormatError(f"array {name!r} frame holds {len(mv)} bytes; its declared shape {shape} needs {want}")
+            raise WireFormatError(f"array {name!r} frame holds {len(mv)} bytes; its declared shape {shape} needs {want}", "size")
         # a view on the received frame: no copy, nothing sized by the header alone
         arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
     wires = None if h.wires is None else tuple(h.wires)
@@ -269,7 +282,7 @@ def _build(h: WireHeader, bufs: Sequence[memoryview]) -> Batch:
         outcomes, t, wait = arrays
         return BellBatch(outcomes, wires=wires, source=h.source, seq=h.seq, t=t, wait=wait)
     except ValueError as exc:  # the constructors check value ranges
-        raise WireFormatError(f"invalid {h.kind} record: {exc}") from None
+        raise WireFormatError(f"invalid {h.kind} record: {exc}", "values") from None
 
 
 def decode_message(frames: Sequence[Any]) -> Message:
@@ -281,13 +294,13 @@ def decode_message(frames: Sequence[Any]) -> Message:
     try:
         count = len(frames)
     except TypeError:
-        raise WireFormatError(f"frames must be a sequence; got {type(frames).__name__}") from None
+        raise WireFormatError(f"frames must be a sequence; got {type(frames).__name__}", "frames") from None
     if count == 0:
-        raise WireFormatError("empty message")
+        raise WireFormatError("empty message", "frames")
     try:
         h = _parse_header(frames[0])
         if count != 1 + len(h.arrays):
-            raise WireFormatError(f"a {h.kind} message has {1 + len(h.arrays)} frames; got {count}")
+            raise WireFormatError(f"a {h.kind} message has {1 + len(h.arrays)} frames; got {count}", "frames")
         return Message(h, _build(h, [_buffer(f) for f in frames[1:]]))
     except WireFormatError:
         raise
@@ -305,10 +318,10 @@ def unpack_message(payload: Any) -> Message:
     try:
         mv = _buffer(payload)
         if len(mv) < 8 or bytes(mv[:4]) != PACK_MAGIC:
-            raise WireFormatError("not a packed qsense record (missing QSNS magic)")
+            raise WireFormatError("not a packed qsense record (missing QSNS magic)", "header")
         (hlen,) = struct.unpack("<I", mv[4:8])
         if hlen > MAX_HEADER_BYTES or 8 + hlen > len(mv):
-            raise WireFormatError(f"declared header length {hlen} does not fit the payload")
+            raise WireFormatError(f"declared header length {hlen} does not fit the payload", "size")
         h = _parse_header(mv[8 : 8 + hlen])
         bufs, pos = [], 8 + hlen
         for name, dtype, shape in h.arrays:
@@ -316,11 +329,11 @@ def unpack_message(payload: Any) -> Message:
             for s in shape:
                 size *= s
             if pos + size > len(mv):
-                raise WireFormatError(f"payload ends inside array {name!r}")
+                raise WireFormatError(f"payload ends inside array {name!r}", "size")
             bufs.append(mv[pos : pos + size])
             pos += size
         if pos != len(mv):
-            raise WireFormatError(f"{len(mv) - pos} trailing bytes after the arrays")
+            raise WireFormatError(f"{len(mv) - pos} trailing bytes after the arrays", "size")
         return Message(h, _build(h, bufs))
     except WireFormatError:
         raise

@@ -1,0 +1,558 @@
+"""The estimation daemon's configuration: a TOML file, validated up front.
+
+Every key is checked (type, range, unknown keys are refused so that a typo does
+not silently fall back to a default) and every error names the file and the
+key path, e.g. ``daemon.toml: estimators[1].groups: expected a positive
+integer, got 'ten'``.  Relative paths are resolved against the config file's
+directory.  The schema, with defaults, is documented in ``docs/daemon.md`` and
+exercised by ``examples/daemon_config.toml``::
+
+    [daemon]          name, publish_interval, drain_timeout
+    [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
+    [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
+                      max_queued_batches, name
+    [[estimators]]    name, type = "shadow" | "bell" | "purity", sources, and
+                      shadow: observables, groups, method
+                      bell:   observables, t2, purity_subsystems
+                      purity: subsystems
+    [outputs.zmq]     endpoint, snapshot_endpoint, topic_prefix, curve, hwm
+    [outputs.mqtt]    topic_prefix, qos, retain
+    [outputs.prometheus]  host, port
+    [mqtt]            broker for inputs.mqtt and outputs.mqtt: host, port,
+                      username, password | password_file, tls, ca_file,
+                      cert_file, key_file, tls_insecure, client_id, keepalive,
+                      reconnect_min, reconnect_max
+    [curve]           server_secret_key, authorized_keys
+    [checkpoint]      path, period
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+__all__ = [
+    "ConfigError",
+    "DaemonConfig",
+    "ZmqInputConfig",
+    "MqttInputConfig",
+    "EstimatorConfig",
+    "ZmqOutputConfig",
+    "MqttOutputConfig",
+    "PrometheusConfig",
+    "BrokerConfig",
+    "CurveConfig",
+    "CheckpointConfig",
+    "load_config",
+    "parse_config",
+    "ESTIMATOR_TYPES",
+]
+
+ESTIMATOR_TYPES = ("shadow", "bell", "purity")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file and key."""
+
+
+# -- the schema -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ZmqInputConfig:
+    """A PULL socket receiving record batches (see :class:`qsense.transport.RecordReceiver`)."""
+
+    endpoint: str
+    bind: bool = True
+    hwm: int = 64
+    max_message_bytes: int = 256 * 1024 * 1024
+    curve: bool = False
+    name: str = "zmq"
+
+
+@dataclass(frozen=True)
+class MqttInputConfig:
+    """MQTT detection-event topics (see ``drivers/mqtt_detectors.py`` for payloads)."""
+
+    topics: tuple[str, ...]
+    qos: int = 1
+    kind: str = "shadow"
+    batch_size: int = 4096
+    flush_interval: float = 0.1
+    max_queued_batches: int = 256
+    name: str = "mqtt"
+
+
+@dataclass(frozen=True)
+class EstimatorConfig:
+    """One online estimator. ``sources`` empty means every source of its record kind."""
+
+    name: str
+    type: str
+    observables: tuple[str, ...] = ()
+    groups: int = 1
+    method: str = "mean"
+    t2: float | None = None
+    purity_subsystems: tuple[tuple[int, ...], ...] = ()
+    subsystems: tuple[tuple[int, ...], ...] = ()
+    sources: tuple[str, ...] = ()
+
+    @property
+    def record_kind(self) -> str:
+        """The record kind it consumes: ``"bell"`` or ``"shadow"``."""
+        return "bell" if self.type == "bell" else "shadow"
+
+    def fingerprint(self) -> dict:
+        """What must match for a checkpointed state to be resumed."""
+        return {
+            "type": self.type, "observables": list(self.observables), "groups": self.groups, "method": self.method,
+            "t2": self.t2, "purity_subsystems": [list(s) for s in self.purity_subsystems],
+            "subsystems": [list(s) for s in self.subsystems],
+        }
+
+
+@dataclass(frozen=True)
+class ZmqOutputConfig:
+    """Estimates on a PUB socket, plus a snapshot ROUTER for late joiners."""
+
+    endpoint: str
+    snapshot_endpoint: str | None = None
+    topic_prefix: str = "qsense"
+    curve: bool = False
+    hwm: int = 10000
+
+
+@dataclass(frozen=True)
+class MqttOutputConfig:
+    """Retained estimates on ``{topic_prefix}/estimates/{name}``, status on ``{topic_prefix}/status``."""
+
+    topic_prefix: str = "qsense"
+    qos: int = 1
+    retain: bool = True
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """``/metrics`` over HTTP (port 0 picks a free port)."""
+
+    port: int
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """The MQTT broker used by MQTT inputs and the MQTT output."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls_insecure: bool = False
+    client_id: str | None = None
+    keepalive: int = 30
+    reconnect_min: float = 0.2
+    reconnect_max: float = 10.0
+
+    def settings(self) -> Any:
+        """As :class:`qsense.transport.MqttSettings`."""
+        from .transport import MqttSettings
+
+        return MqttSettings(
+            host=self.host, port=self.port, username=self.username, password=self.password, tls=self.tls,
+            ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file, tls_insecure=self.tls_insecure,
+            client_id=self.client_id, keepalive=self.keepalive, reconnect_min=self.reconnect_min,
+            reconnect_max=self.reconnect_max,
+        )
+
+
+@dataclass(frozen=True)
+class CurveConfig:
+    """CURVE for the sockets marked ``curve = true``."""
+
+    server_secret_key: Path
+    authorized_keys: Path
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    path: Path
+    period: float = 10.0
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """The whole configuration (see the module docstring)."""
+
+    name: str = "qsense"
+    publish_interval: float = 1.0
+    drain_timeout: float = 5.0
+    zmq_inputs: tuple[ZmqInputConfig, ...] = ()
+    mqtt_inputs: tuple[MqttInputConfig, ...] = ()
+    estimators: tuple[EstimatorConfig, ...] = ()
+    zmq_output: ZmqOutputConfig | None = None
+    mqtt_output: MqttOutputConfig | None = None
+    prometheus: PrometheusConfig | None = None
+    broker: BrokerConfig | None = None
+    curve: CurveConfig | None = None
+    checkpoint: CheckpointConfig | None = None
+    source_file: Path | None = field(default=None, compare=False)
+
+
+# -- validation helpers -----------------------------------------------------------------------
+class _Table:
+    """One TOML table being read: typed getters, then :meth:`done` refuses leftovers."""
+
+    def __init__(self, data: Any, path: str, where: str, base: Path) -> None:
+        self.where, self.path, self.base = where, path, base
+        if not isinstance(data, Mapping):
+            self.fail(f"expected a table, got {_show(data)}")
+        self.data = dict(data)
+        self.used: set[str] = set()
+
+    def fail(self, msg: str, key: str | None = None) -> None:
+        at = self.path if key is None else (f"{self.path}.{key}" if self.path else key)
+        raise ConfigError(f"{self.where}: {at or '<top level>'}: {msg}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def get(self, key: str, check: Callable[[Any], Any], default: Any = ..., required: bool = False) -> Any:
+        self.used.add(key)
+        if key not in self.data:
+            if required or default is ...:
+                self.fail("is required", key)
+            return default
+        try:
+            return check(self.data[key])
+        except _Bad as exc:
+            self.fail(str(exc), key)
+
+    def sub(self, key: str, required: bool = False) -> "_Table | None":
+        self.used.add(key)
+        if key not in self.data:
+            if required:
+                self.fail("is required", key)
+            return None
+        return _Table(self.data[key], f"{self.path}.{key}" if self.path else key, self.where, self.base)
+
+    def subs(self, key: str) -> list["_Table"]:
+        """An array of tables (``[[key]]``)."""
+        self.used.add(key)
+        items = self.data.get(key, [])
+        if isinstance(items, Mapping):
+            items = [items]
+        if not isinstance(items, list):
+            self.fail(f"expected an array of tables, got {_show(items)}", key)
+        p = f"{self.path}.{key}" if self.path else key
+        return [_Table(it, f"{p}[{i}]", self.where, self.base) for i, it in enumerate(items)]
+
+    def done(self) -> None:
+        extra = sorted(set(self.data) - self.used)
+        if extra:
+            self.fail(f"unknown key(s) {', '.join(map(repr, extra))}")
+
+    def path_value(self, value: Any) -> Path:
+        p = Path(_string(value)).expanduser()
+        return p if p.is_absolute() else (self.base / p)
+
+
+class _Bad(Exception):
+    pass
+
+
+def _show(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) < 60 else s[:57] + "..."
+
+
+def _string(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _Bad(f"expected a non-empty string, got {_show(v)}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _Bad(f"expected true or false, got {_show(v)}")
+    return v
+
+
+def _int_in(lo: int, hi: int | None = None, what: str = "an integer") -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+            rng = f" in {lo}..{hi}" if hi is not None else (" >= %d" % lo)
+            raise _Bad(f"expected {what}{rng}, got {_show(v)}")
+        return v
+
+    return check
+
+
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise _Bad(f"expected a positive integer, got {_show(v)}")
+    return v
+
+
+def _seconds(v: Any, allow_zero: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise _Bad(f"expected a {'non-negative' if allow_zero else 'positive'} number of seconds, got {_show(v)}")
+    return float(v)
+
+
+def _strings(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+        raise _Bad(f"expected a list of non-empty strings, got {_show(v)}")
+    return tuple(v)
+
+
+def _subsystems(v: Any) -> tuple[tuple[int, ...], ...]:
+    if not isinstance(v, list) or not all(
+        isinstance(s, list) and s and all(isinstance(q, int) and not isinstance(q, bool) and q >= 0 for q in s) for s in v
+    ):
+        raise _Bad(f"expected a list of lists of qubit positions, e.g. [[0, 1], [2]], got {_show(v)}")
+    out = tuple(tuple(s) for s in v)
+    for s in out:
+        if len(set(s)) != len(s):
+            raise _Bad(f"subsystem {list(s)} repeats a qubit")
+    return out
+
+
+def _endpoint(v: Any) -> str:
+    s = _string(v)
+    if "://" not in s:
+        raise _Bad(f"expected a ZeroMQ endpoint such as 'tcp://127.0.0.1:5555', got {_show(v)}")
+    return s
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise _Bad(f"expected one of {', '.join(map(repr, options))}, got {_show(v)}")
+        return v
+
+    return check
+
+
+def _topic_filter(v: Any) -> str:
+    s = _string(v)
+    parts = s.split("/")
+    for i, p in enumerate(parts):
+        if ("#" in p and (p != "#" or i != len(parts) - 1)) or ("+" in p and p != "+"):
+            raise _Bad(f"invalid MQTT topic filter {s!r}")
+    return s
+
+
+def _topic_name(v: Any) -> str:
+    s = _string(v)
+    if "+" in s or "#" in s:
+        raise _Bad(f"a topic prefix may not contain wildcards, got {s!r}")
+    return s.rstrip("/")
+
+
+# -- sections -------------------------------------------------------------------------------
+def _zmq_input(t: _Table, i: int) -> ZmqInputConfig:
+    c = ZmqInputConfig(
+        endpoint=t.get("endpoint", _endpoint, required=True),
+        bind=t.get("bind", _bool, True),
+        hwm=t.get("hwm", _positive_int, 64),
+        max_message_bytes=t.get("max_message_bytes", _positive_int, 256 * 1024 * 1024),
+        curve=t.get("curve", _bool, False),
+        name=t.get("name", _string, f"zmq{i}"),
+    )
+    t.done()
+    return c
+
+
+def _mqtt_input(t: _Table, i: int) -> MqttInputConfig:
+    c = MqttInputConfig(
+        topics=t.get("topics", lambda v: tuple(_topic_filter(x) for x in _strings(v)), required=True),
+        qos=t.get("qos", _int_in(0, 2, "a QoS level"), 1),
+        kind=t.get("kind", _choice("shadow", "bell"), "shadow"),
+        batch_size=t.get("batch_size", _positive_int, 4096),
+        flush_interval=t.get("flush_interval", _seconds, 0.1),
+        max_queued_batches=t.get("max_queued_batches", _positive_int, 256),
+        name=t.get("name", _string, f"mqtt{i}"),
+    )
+    t.done()
+    return c
+
+
+def _estimator(t: _Table, i: int) -> EstimatorConfig:
+    from .pauli import parse_observable
+
+    name = t.get("name", _string, required=True)
+    if "/" in name or "+" in name or "#" in name:
+        t.fail(f"estimator names become topic levels; {name!r} may not contain '/', '+' or '#'", "name")
+    typ = t.get("type", _choice(*ESTIMATOR_TYPES), required=True)
+    kw: dict[str, Any] = {"name": name, "type": typ, "sources": t.get("sources", _strings, ())}
+    if typ in ("shadow", "bell"):
+        obs = t.get("observables", _strings, required=(typ == "shadow")) if typ == "shadow" else t.get("observables", _strings, ())
+        for o in obs:
+            try:
+                parse_observable(o)
+            except ValueError as exc:
+                t.fail(f"observable {o!r}: {exc}", "observables")
+        kw["observables"] = obs
+    if typ == "shadow":
+        kw["groups"] = t.get("groups", _positive_int, 1)
+        kw["method"] = t.get("method", _choice("mean", "matched"), "mean")
+    elif typ == "bell":
+        kw["t2"] = t.get("t2", _seconds, None)
+        kw["purity_subsystems"] = t.get("purity_subsystems", _subsystems, ())
+    else:
+        from .purity import MAX_SUBSYSTEM
+
+        subs = t.get("subsystems", _subsystems, required=True)
+        if not subs:
+            t.fail("needs at least one subsystem", "subsystems")
+        for s in subs:
+            if len(s) > MAX_SUBSYSTEM:
+                t.fail(f"subsystem {list(s)} has {len(s)} qubits; the limit is {MAX_SUBSYSTEM}", "subsystems")
+        kw["subsystems"] = subs
+    t.done()
+    return EstimatorConfig(**kw)
+
+
+def _broker(t: _Table) -> BrokerConfig:
+    password = t.get("password", _string, None)
+    if t.has("password_file"):
+        if password is not None:
+            t.fail("give password or password_file, not both")
+        pw_path = t.get("password_file", t.path_value)
+        try:
+            password = pw_path.read_text().strip()
+        except OSError as exc:
+            t.fail(f"cannot read {pw_path}: {exc}", "password_file")
+    opt_path = lambda v: str(t.path_value(v))  # noqa: E731
+    c = BrokerConfig(
+        host=t.get("host", _string, "127.0.0.1"),
+        port=t.get("port", _int_in(1, 65535, "a port"), 1883),
+        username=t.get("username", _string, None),
+        password=password,
+        tls=t.get("tls", _bool, False),
+        ca_file=t.get("ca_file", opt_path, None),
+        cert_file=t.get("cert_file", opt_path, None),
+        key_file=t.get("key_file", opt_path, None),
+        tls_insecure=t.get("tls_insecure", _bool, False),
+        client_id=t.get("client_id", _string, None),
+        keepalive=t.get("keepalive", _int_in(5, 3600, "seconds"), 30),
+        reconnect_min=t.get("reconnect_min", _seconds, 0.2),
+        reconnect_max=t.get("reconnect_max", _seconds, 10.0),
+    )
+    if c.password is not None and c.username is None:
+        t.fail("a password needs a username")
+    if c.reconnect_max < c.reconnect_min:
+        t.fail("reconnect_max must be >= reconnect_min")
+    for f in (c.ca_file, c.cert_file, c.key_file):
+        if f is not None and not Path(f).is_file():
+            t.fail(f"file {f} does not exist")
+    t.done()
+    return c
+
+
+def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str = "<config>") -> DaemonConfig:
+    """Validate a parsed TOML document (a dict) into a :class:`DaemonConfig`."""
+    base = Path(base_dir)
+    top = _Table(data, "", where, base)
+    kw: dict[str, Any] = {}
+    d = top.sub("daemon")
+    if d is not None:
+        kw["name"] = d.get("name", _topic_name, "qsense")
+        kw["publish_interval"] = d.get("publish_interval", _seconds, 1.0)
+        kw["drain_timeout"] = d.get("drain_timeout", lambda v: _seconds(v, allow_zero=True), 5.0)
+        d.done()
+    inputs = top.sub("inputs")
+    zin: list[ZmqInputConfig] = []
+    min_: list[MqttInputConfig] = []
+    if inputs is not None:
+        zin = [_zmq_input(t, i) for i, t in enumerate(inputs.subs("zmq"))]
+        min_ = [_mqtt_input(t, i) for i, t in enumerate(inputs.subs("mqtt"))]
+        inputs.done()
+    kw["zmq_inputs"], kw["mqtt_inputs"] = tuple(zin), tuple(min_)
+    names = [x.name for x in (*zin, *min_)]
+    if len(set(names)) != len(names):
+        top.fail(f"input names must be distinct; got {names}", "inputs")
+    ests = tuple(_estimator(t, i) for i, t in enumerate(top.subs("estimators")))
+    if not ests:
+        top.fail("at least one [[estimators]] table is needed", "estimators")
+    en = [e.name for e in ests]
+    if len(set(en)) != len(en):
+        top.fail(f"estimator names must be distinct; got {en}", "estimators")
+    kw["estimators"] = ests
+    outputs = top.sub("outputs")
+    if outputs is not None:
+        z = outputs.sub("zmq")
+        if z is not None:
+            kw["zmq_output"] = ZmqOutputConfig(
+                endpoint=z.get("endpoint", _endpoint, required=True),
+                snapshot_endpoint=z.get("snapshot_endpoint", _endpoint, None),
+                topic_prefix=z.get("topic_prefix", _topic_name, "qsense"),
+                curve=z.get("curve", _bool, False),
+                hwm=z.get("hwm", _positive_int, 10000),
+            )
+            z.done()
+        m = outputs.sub("mqtt")
+        if m is not None:
+            kw["mqtt_output"] = MqttOutputConfig(
+                topic_prefix=m.get("topic_prefix", _topic_name, "qsense"),
+                qos=m.get("qos", _int_in(0, 2, "a QoS level"), 1),
+                retain=m.get("retain", _bool, True),
+            )
+            m.done()
+        p = outputs.sub("prometheus")
+        if p is not None:
+            kw["prometheus"] = PrometheusConfig(
+                port=p.get("port", _int_in(0, 65535, "a port"), required=True), host=p.get("host", _string, "127.0.0.1")
+            )
+            p.done()
+        outputs.done()
+    b = top.sub("mqtt")
+    if b is not None:
+        kw["broker"] = _broker(b)
+    elif min_ or "mqtt_output" in kw:
+        kw["broker"] = BrokerConfig()
+    c = top.sub("curve")
+    if c is not None:
+        kw["curve"] = CurveConfig(
+            server_secret_key=c.get("server_secret_key", c.path_value, required=True),
+            authorized_keys=c.get("authorized_keys", c.path_value, required=True),
+        )
+        if not kw["curve"].server_secret_key.is_file():
+            c.fail(f"{kw['curve'].server_secret_key} does not exist", "server_secret_key")
+        if not kw["curve"].authorized_keys.is_dir():
+            c.fail(f"{kw['curve'].authorized_keys} is not a directory", "authorized_keys")
+        c.done()
+    wants_curve = any(x.curve for x in zin) or (kw.get("zmq_output") is not None and kw["zmq_output"].curve)
+    if wants_curve and c is None:
+        top.fail("a socket has curve = true but there is no [curve] table", "curve")
+    ck = top.sub("checkpoint")
+    if ck is not None:
+        kw["checkpoint"] = CheckpointConfig(
+            path=ck.get("path", ck.path_value, required=True), period=ck.get("period", _seconds, 10.0)
+        )
+        ck.done()
+    top.done()
+    # no inputs at all is legal: in-process users feed EstimationDaemon.ingest()
+    return DaemonConfig(**kw, source_file=None)
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    """Read and validate a TOML config file (raises :class:`ConfigError`)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the config file: {exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    cfg = parse_config(data, p.resolve().parent, str(p))
+    return DaemonConfig(**{**cfg.__dict__, "source_file": p})
