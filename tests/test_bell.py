@@ -183,3 +183,21 @@ def test_bad_inputs():
         est.purity((0,))
     with pytest.raises(ValueError, match="BellBatch"):
         est.update(qsense.ShadowBatch(np.zeros((3, 2)), np.zeros((3, 2))))
+
+
+def test_bell_error_bars_cover_truth_at_stated_rate():
+    import sims
+
+    rng = np.random.default_rng(12)
+    rho = random_density(3, rng, rank=2)
+    words = ["XII", "ZZI", "XYZ", "IIY"]
+    truth = np.array([expval(rho, w) ** 2 for w in words] + [np.real(np.trace(rho @ rho))])
+    hits = 0
+    for seed in range(200):
+        est = BellEstimator(words)
+        est.update(sims.sample_bell(rho, 300, seed=seed))
+        vals = np.r_[est.estimate().values, est.purity().values]
+        errs = np.r_[est.estimate().stderr, est.purity().stderr]
+        hits += int(np.sum(np.abs(vals - truth) <= errs))
+    rate = hits / (200 * len(truth))
+    assert 0.62 < rate < 0.75, rate

@@ -232,3 +232,21 @@ def test_wire_mismatch_rejected():
         est.update(ShadowBatch(np.zeros((3, 2)), np.zeros((3, 2)), wires=("a", "b")))
     with pytest.raises(ValueError, match="no data"):
         ShadowEstimator(["X0"]).estimate()
+
+
+def test_median_of_means_error_bars_cover_truth():
+    import sims
+
+    rng = np.random.default_rng(17)
+    psi = random_state(3, rng)
+    rho = dm(psi)
+    words = ["XII", "ZZI", "XYZ"]
+    truth = np.array([expval(rho, w) for w in words])
+    hits = 0
+    for seed in range(200):
+        est = ShadowEstimator(words, groups=5)
+        est.update(sims.sample_shadows(psi, 600, seed=seed))
+        r = est.estimate()
+        hits += int(np.sum(np.abs(r.values - truth) <= r.stderr))
+    rate = hits / (200 * len(words))
+    assert 0.60 < rate < 0.76, rate
