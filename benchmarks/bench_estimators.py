@@ -68,6 +68,7 @@ def part1(T: int, n: int, M: int, pl_obs: int, rng: np.random.Generator) -> dict
     words = random_paulis(rng, n, M, 2, 2)
 
     def ours_stream():
+        qsense.pauli._parse_string.cache_clear()  # time a cold parse
         est = qsense.ShadowEstimator(words, groups=1)
         for lo in range(0, T, T // 10):
             est.update(batch[lo : lo + T // 10])
@@ -84,7 +85,11 @@ def part1(T: int, n: int, M: int, pl_obs: int, rng: np.random.Generator) -> dict
 
     t_update = best_of(ours_update)
     t_stream = best_of(ours_stream)
-    t_batch = best_of(lambda: qsense.shadow_expval(batch, words, k=10))
+    def ours_batch():
+        qsense.pauli._parse_string.cache_clear()
+        return qsense.shadow_expval(batch, words, k=10)
+
+    t_batch = best_of(ours_batch)
     ours_vals = ours_stream()
 
     shadow = qml.ClassicalShadow(bits.astype(np.int64), bases.astype(np.int64))
@@ -155,9 +160,9 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| PennyLane expval k=1 | {r1['pl_thr']:.3e} | 1 | |")
     print(f"| qsense ShadowEstimator.update (10 batches, parsed) | {r1['ours_thr']:.3e} | {r1['ratio']:.0f}x | {r1['maxdiff_k1']:.1e} |")
-    print(f"| qsense ShadowEstimator incl. parsing | {r1['ours_stream_thr']:.3e} | {r1['ratio_stream']:.0f}x | {r1['maxdiff_k1']:.1e} |")
+    print(f"| qsense ShadowEstimator incl. cold parsing | {r1['ours_stream_thr']:.3e} | {r1['ratio_stream']:.0f}x | {r1['maxdiff_k1']:.1e} |")
     print(f"| PennyLane expval k=10 | {r1['pl_thr_k10']:.3e} | 1 | |")
-    print(f"| qsense shadow_expval k=10 | {r1['ours_batch_thr']:.3e} | {r1['ratio_batch_k10']:.0f}x | {r1['maxdiff_k10']:.1e} |")
+    print(f"| qsense shadow_expval k=10 (incl. cold parsing) | {r1['ours_batch_thr']:.3e} | {r1['ratio_batch_k10']:.0f}x | {r1['maxdiff_k10']:.1e} |")
     r2 = part2(200_000 if q else 1_000_000, 50, 1000 if q else 10_000, 100_000, rng)
     print("\n## 2. Streaming, bounded memory")
     print(f"T={r2['T']}, n={r2['n']}, M={r2['M']} Paulis of weight 1..4, groups=10, chunks of 100,000:")

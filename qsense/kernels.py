@@ -43,8 +43,8 @@ __all__ = [
 #: Records processed per packing pass; bounds the packed tables to a few MB.
 CHUNK_RECORDS = 1 << 16
 #: Target size of one (terms x words) working array, in 64-bit words: small
-#: enough (512 KiB) to stay in cache across the AND/XOR passes.
-_WORK_WORDS = 1 << 16
+#: enough (256 KiB) to stay in cache across the AND/XOR passes.
+_WORK_WORDS = 1 << 15
 
 
 def segment_layout(lengths: Sequence[int]) -> tuple[list[tuple[int, int, int]], np.ndarray, int]:
@@ -156,22 +156,29 @@ def _count_terms(
     matched = np.empty((G, M), dtype=np.int64)
     odd = np.empty((G, M), dtype=np.int64)
     step = max(1, _WORK_WORDS // max(W, 1))
+    # reused buffers: no allocation in the loop; take(mode="wrap") writes straight
+    # into ``out`` (mode="raise" would buffer a copy first); indices are in range
+    acc = np.empty((min(step, M), W), dtype=np.uint64)
+    par = np.empty_like(acc)
+    tmp = np.empty_like(acc)
+    cnt = np.empty(acc.shape, dtype=np.uint8)
     for lo in range(0, M, step):
         hi = min(M, lo + step)
-        acc = np.take(match_rows, match_idx[lo:hi, 0], axis=0)
-        par = np.take(sign_rows, sign_idx[lo:hi, 0], axis=0)
+        a, p, t, c = acc[: hi - lo], par[: hi - lo], tmp[: hi - lo], cnt[: hi - lo]
+        np.take(match_rows, match_idx[lo:hi, 0], axis=0, out=a, mode="wrap")
+        np.take(sign_rows, sign_idx[lo:hi, 0], axis=0, out=p, mode="wrap")
         for s in range(1, kmax):
-            acc &= np.take(match_rows, match_idx[lo:hi, s], axis=0)
-            par ^= np.take(sign_rows, sign_idx[lo:hi, s], axis=0)
-        par &= acc
-        m = np.bitwise_count(acc)
-        o = np.bitwise_count(par)
-        if G == 1:
-            matched[0, lo:hi] = m.sum(axis=1, dtype=np.int64)
-            odd[0, lo:hi] = o.sum(axis=1, dtype=np.int64)
-        else:
-            matched[:, lo:hi] = np.add.reduceat(m, word_starts, axis=1, dtype=np.int64).T
-            odd[:, lo:hi] = np.add.reduceat(o, word_starts, axis=1, dtype=np.int64).T
+            np.take(match_rows, match_idx[lo:hi, s], axis=0, out=t, mode="wrap")
+            a &= t
+            np.take(sign_rows, sign_idx[lo:hi, s], axis=0, out=t, mode="wrap")
+            p ^= t
+        p &= a
+        for arr, dest in ((a, matched), (p, odd)):
+            np.bitwise_count(arr, out=c)
+            if G == 1:
+                dest[0, lo:hi] = c.sum(axis=1, dtype=np.int64)
+            else:
+                dest[:, lo:hi] = np.add.reduceat(c, word_starts, axis=1, dtype=np.int64).T
     return matched, odd
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
@@ -97,20 +98,32 @@ def _term(ops: Iterable[tuple[Hashable, str]], positional: bool, text: str) -> P
         if w in seen:
             raise ValueError(f"Pauli '{text}' names wire {w} twice")
         seen[w] = p
-    key = (lambda x: x[0]) if positional else (lambda x: (str(type(x[0])), str(x[0])))
-    return PauliTerm(tuple(sorted(((w, p) for w, p in seen.items() if p != "I"), key=key)), positional)
+    kept = [(w, p) for w, p in seen.items() if p != "I"]
+    if positional:
+        kept.sort()
+    else:  # labels of mixed types: order by type name, then text
+        kept.sort(key=lambda x: (str(type(x[0])), str(x[0])))
+    return PauliTerm(tuple(kept), positional)
 
 
+@lru_cache(maxsize=1 << 16)
 def _parse_string(s: str) -> PauliTerm:
+    # cached: the same observable lists are parsed again and again by callers of
+    # the batch API; PauliTerm is immutable, and errors are not cached
     text = s.strip()
     if text in ("", "I"):
         return PauliTerm((), True)
     if any(ch.isdigit() for ch in text):
-        rest = _SPARSE_TOKEN.sub("", text)
-        if rest.replace("@", "").replace("*", "").strip():
-            raise ValueError(f"cannot parse Pauli string '{s}': unexpected '{rest.strip()}'")
+        tokens = text.replace("@", " ").replace("*", " ").split()
+        if all(len(t) > 1 and t[1:].isdigit() for t in tokens):  # fast path: "X0 Z12"
+            pairs = [(t[0], t[1:]) for t in tokens]
+        else:
+            rest = _SPARSE_TOKEN.sub("", text)
+            if rest.replace("@", "").replace("*", "").strip():
+                raise ValueError(f"cannot parse Pauli string '{s}': unexpected '{rest.strip()}'")
+            pairs = _SPARSE_TOKEN.findall(text)
         ops = []
-        for letter, wire in _SPARSE_TOKEN.findall(text):
+        for letter, wire in pairs:
             if letter not in LETTER_CODE:
                 raise ValueError(f"unknown Pauli letter '{letter}' in '{s}' (use I, X, Y, Z)")
             ops.append((int(wire), letter))
@@ -215,14 +228,16 @@ def compile_observables(observables: Sequence[PauliObservable], wires: Sequence[
             entries.append((i, j, coeff))
     M = len(terms)
     kmax = max([len(t) for t in terms] + [1])
+    weight = np.fromiter((len(t) for t in terms), dtype=np.int64, count=M)
+    flat = [op for t in terms for op in t]
+    rows = np.repeat(np.arange(M), weight)
+    slots = np.arange(len(flat)) - np.repeat(np.cumsum(weight) - weight, weight)
     support = np.full((M, kmax), -1, dtype=np.int64)
     letters = np.zeros((M, kmax), dtype=np.uint8)
-    weight = np.zeros(M, dtype=np.int64)
-    for j, t in enumerate(terms):
-        weight[j] = len(t)
-        for s, (col, code) in enumerate(t):
-            support[j, s] = col
-            letters[j, s] = code
+    if flat:
+        cols_codes = np.array(flat, dtype=np.int64)
+        support[rows, slots] = cols_codes[:, 0]
+        letters[rows, slots] = cols_codes[:, 1]
     ent = np.array(entries, dtype=np.float64).reshape(-1, 3)
     return PauliTable(
         support, letters, weight, ent[:, 0].astype(np.int64), ent[:, 1].astype(np.int64), ent[:, 2],
