@@ -11,7 +11,7 @@ exercised by ``examples/daemon_config.toml``::
     [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
     [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
                       max_queued_batches, name
-    [[estimators]]    name, type = "shadow" | "bell" | "purity", sources, and
+    [[estimators]]    name, type = "shadow" | "bell" | "purity", sources, wires, and
                       shadow: observables, groups, method
                       bell:   observables, t2, purity_subsystems
                       purity: subsystems
@@ -97,6 +97,9 @@ class EstimatorConfig:
     purity_subsystems: tuple[tuple[int, ...], ...] = ()
     subsystems: tuple[tuple[int, ...], ...] = ()
     sources: tuple[str, ...] = ()
+    #: if set, only batches on exactly these wires are accepted (an int n means 0..n-1),
+    #: so a misconfigured producer cannot bind the estimator to the wrong register
+    wires: tuple | None = None
 
     @property
     def record_kind(self) -> str:
@@ -109,6 +112,7 @@ class EstimatorConfig:
             "type": self.type, "observables": list(self.observables), "groups": self.groups, "method": self.method,
             "t2": self.t2, "purity_subsystems": [list(s) for s in self.purity_subsystems],
             "subsystems": [list(s) for s in self.subsystems],
+            "wires": None if self.wires is None else list(self.wires),
         }
 
 
@@ -324,6 +328,14 @@ def _subsystems(v: Any) -> tuple[tuple[int, ...], ...]:
     return out
 
 
+def _wires(v: Any) -> tuple:
+    if isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 4096:
+        return tuple(range(v))
+    if isinstance(v, list) and v and all(isinstance(w, (int, str)) and not isinstance(w, bool) for w in v) and len(set(v)) == len(v):
+        return tuple(v)
+    raise _Bad(f"expected a number of qubits or a list of distinct wire labels, got {_show(v)}")
+
+
 def _endpoint(v: Any) -> str:
     s = _string(v)
     if "://" not in s:
@@ -391,7 +403,8 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
     if "/" in name or "+" in name or "#" in name:
         t.fail(f"estimator names become topic levels; {name!r} may not contain '/', '+' or '#'", "name")
     typ = t.get("type", _choice(*ESTIMATOR_TYPES), required=True)
-    kw: dict[str, Any] = {"name": name, "type": typ, "sources": t.get("sources", _strings, ())}
+    kw: dict[str, Any] = {"name": name, "type": typ, "sources": t.get("sources", _strings, ()),
+                          "wires": t.get("wires", _wires, None)}
     if typ in ("shadow", "bell"):
         obs = t.get("observables", _strings, required=(typ == "shadow")) if typ == "shadow" else t.get("observables", _strings, ())
         for o in obs:

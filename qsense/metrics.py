@@ -153,7 +153,7 @@ class MetricsServer:
         self.metrics = metrics
         self.host = host
         self.port = port
-        self._server: asyncio.base_events.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> int:
         """Listen; returns the port (useful with port 0)."""
