@@ -1,0 +1,332 @@
+"""Measurement backends: turn a measurement plan into records.
+
+A :class:`MeasurementPlan` names a family (``"shadow"`` or ``"bell"``) and the
+copies to measure: items of one :class:`~qsense.memory.StoredCopy` (shadow) or
+two (Bell, the first copy is the one that waited).  Every backend implements
+
+    async def measure(plan) -> list[ShadowBatch | BellBatch]
+
+with one record row per item, in item order (split into several batches only
+when items live on different wires).  Row timestamps ``t`` are the items'
+release times; a Bell row's ``wait`` is the *total* time its two copies spent in
+memory (under local depolarizing, tr(P D_a ρ) tr(P D_b ρ) = e^{-k(a+b)/T2} tr(Pρ)²,
+so the sum is exactly what ``BellEstimator(t2=...)`` must undo; it equals the
+first copy's wait when the second is measured on arrival).
+
+Backends here:
+
+* :class:`PennyLaneBackend` runs the shadow and two-copy Bell circuits on a
+  ``qml.device`` (``default.qubit`` for statevectors, ``default.mixed`` for
+  density matrices); :func:`pennylane_shadows` / :func:`pennylane_bell` are the
+  one-call versions.
+* ``sims.backend_sim.SimulatedBackend`` samples with the fast ``sims`` samplers
+  (:func:`make_backend` finds it by name, so the core never imports ``sims``).
+
+Depolarizing memories have a structure both use (:func:`depolarize_shadow_bits`,
+:func:`depolarize_bell_codes`): a qubit depolarized for time τ is untouched with
+probability p = e^{-τ/T2} and otherwise replaced by I/2.  Measuring I/2 in any
+basis gives a uniform bit independent of everything else, and a Bell measurement
+of I/2 ⊗ σ gives a uniform code; so sampling the *undecohered* state with many
+shots and re-randomising the affected qubits of each row is exact, and lets one
+device call serve copies that waited different times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .memory import StoredCopy
+from .records import BellBatch, ShadowBatch
+
+__all__ = [
+    "MeasurementPlan",
+    "MeasurementBackend",
+    "PennyLaneBackend",
+    "pennylane_shadows",
+    "pennylane_bell",
+    "depolarize_shadow_bits",
+    "depolarize_bell_codes",
+    "group_items",
+    "assemble_records",
+    "survival_rows",
+    "make_backend",
+    "BACKENDS",
+]
+
+log = logging.getLogger(__name__)
+
+#: name -> "module:attribute", imported only when asked for
+BACKENDS = {
+    "simulated": "sims.backend_sim:SimulatedBackend",
+    "pennylane": "qsense.backends:PennyLaneBackend",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class MeasurementPlan:
+    """Which copies to measure and how.
+
+    ``family``: ``"shadow"`` (items of one copy) or ``"bell"`` (items of two:
+    qubit i of the first with qubit i of the second).  ``seq``: plan number.
+    """
+
+    family: str
+    items: tuple[tuple[StoredCopy, ...], ...]
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in ("shadow", "bell"):
+            raise ValueError(f"family must be 'shadow' or 'bell'; got {self.family!r}")
+        size = 1 if self.family == "shadow" else 2
+        for it in self.items:
+            if len(it) != size:
+                raise ValueError(f"a {self.family} item holds {size} copies; got {len(it)}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def copies(self) -> int:
+        """Copies consumed by the plan."""
+        return len(self.items) * (1 if self.family == "shadow" else 2)
+
+
+@runtime_checkable
+class MeasurementBackend(Protocol):
+    """Anything that measures plans: ``await backend.measure(plan)``."""
+
+    name: str
+
+    async def measure(self, plan: MeasurementPlan) -> list[ShadowBatch | BellBatch]: ...
+
+
+# -- helpers shared by backends ---------------------------------------------------------
+def _wires_of(sc: StoredCopy) -> tuple:
+    if sc.copy.wires is not None:
+        return tuple(sc.copy.wires)
+    n = sc.copy.n_qubits
+    if n is None:
+        raise ValueError(f"cannot tell the number of qubits of a copy from {sc.copy.source!r}")
+    return tuple(range(n))
+
+
+def group_items(items: Sequence[tuple[StoredCopy, ...]], decohered: bool = False) -> dict[tuple, list[int]]:
+    """Indices of items that can share one sampler call, keyed by
+    (wires, id of each copy's state object).  ``decohered``: key on the
+    decohered states (``StoredCopy.state``) instead of the raw ones."""
+    groups: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        wires = _wires_of(it[0])
+        for other in it[1:]:
+            if _wires_of(other) != wires:
+                raise ValueError(f"a Bell pair needs copies on the same wires; got {wires} and {_wires_of(other)}")
+        states = tuple(id(sc.state if decohered else sc.raw_state) for sc in it)
+        groups.setdefault((wires,) + states, []).append(i)
+    return groups
+
+
+def survival_rows(ps: Sequence[Any], n: int) -> np.ndarray:
+    """(T, n) per-row, per-qubit survival probabilities from scalars or (n,) arrays."""
+    out = np.empty((len(ps), n))
+    for i, p in enumerate(ps):
+        out[i] = np.broadcast_to(np.asarray(p, dtype=np.float64), (n,))
+    return out
+
+
+def depolarize_shadow_bits(outcomes: np.ndarray, survival: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Shadow outcome bits of depolarized copies from those of the clean state:
+    each qubit is kept with probability ``survival`` (broadcast to (T, n)) and
+    otherwise replaced by a uniform bit (measuring I/2 in any basis)."""
+    out = np.array(outcomes, dtype=np.uint8, copy=True)
+    p = np.broadcast_to(np.asarray(survival, dtype=np.float64), out.shape)
+    hit = rng.random(out.shape) >= p
+    if hit.any():
+        out[hit] = rng.integers(0, 2, size=int(hit.sum()), dtype=np.uint8)
+    return out
+
+
+def depolarize_bell_codes(codes: np.ndarray, survival: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bell codes of depolarized pairs from those of the clean pair: wire i is
+    kept with probability ``survival`` (the product of the two copies' survival
+    probabilities, broadcast to (T, n)) and otherwise replaced by a uniform code
+    (a Bell measurement of I/2 ⊗ σ is uniform and independent of the rest)."""
+    out = np.array(codes, dtype=np.uint8, copy=True)
+    p = np.broadcast_to(np.asarray(survival, dtype=np.float64), out.shape)
+    hit = rng.random(out.shape) >= p
+    if hit.any():
+        out[hit] = rng.integers(0, 4, size=int(hit.sum()), dtype=np.uint8)
+    return out
+
+
+def make_backend(name: str, **kw: Any) -> MeasurementBackend:
+    """A backend by name (``"simulated"`` needs the ``sims`` package)."""
+    try:
+        target = BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
+    mod, attr = target.split(":")
+    return getattr(importlib.import_module(mod), attr)(**kw)
+
+
+# -- PennyLane -------------------------------------------------------------------------------
+def _is_density(state: np.ndarray) -> bool:
+    return np.ndim(state) == 2
+
+
+def _device(device: Any, wires: int, seed: Any, density: bool) -> Any:
+    import pennylane as qml
+
+    if not isinstance(device, str):
+        return device
+    if density and device == "default.qubit":
+        device = "default.mixed"  # default.qubit cannot prepare a density matrix
+    return qml.device(device, wires=wires, seed=seed)
+
+
+def _prepare(state: np.ndarray, wires: Sequence[int]) -> None:
+    import pennylane as qml
+
+    if _is_density(state):
+        qml.QubitDensityMatrix(np.asarray(state, dtype=complex), wires=list(wires))
+    else:
+        qml.StatePrep(np.asarray(state, dtype=complex), wires=list(wires), normalize=True)
+
+
+def pennylane_shadows(
+    state: Any, shots: int, *, device: Any = "default.qubit", seed: Any = None, wires: Sequence | None = None,
+    source: str = "", seq: int = 0, t: Any = None,
+) -> ShadowBatch:
+    """``shots`` classical-shadow snapshots of ``state`` (statevector or density
+    matrix) measured on a PennyLane device with ``qml.classical_shadow``."""
+    import pennylane as qml
+
+    state = np.asarray(state)
+    n = int(round(np.log2(state.shape[0])))
+    dev = _device(device, n, seed, _is_density(state))
+
+    @qml.qnode(dev)
+    def circuit():
+        _prepare(state, range(n))
+        return qml.classical_shadow(wires=list(range(n)))
+
+    bits, recipes = qml.set_shots(circuit, shots=int(shots))()
+    bits = np.asarray(bits).reshape(int(shots), n)
+    recipes = np.asarray(recipes).reshape(int(shots), n)
+    return ShadowBatch(recipes, bits, wires=wires, source=source, seq=seq, t=t)
+
+
+def pennylane_bell(
+    state_a: Any, state_b: Any, shots: int, *, device: Any = "default.qubit", seed: Any = None,
+    wires: Sequence | None = None, source: str = "", seq: int = 0, t: Any = None, wait: Any = None,
+) -> BellBatch:
+    """``shots`` two-copy Bell measurements of ``state_a ⊗ state_b`` on a PennyLane
+    device: copy A on wires 0, 2, 4..., copy B on 1, 3, 5...; per pair
+    CNOT(A_i → B_i), H(A_i), then ``qml.sample`` (the ReCirq interleaved layout)."""
+    import pennylane as qml
+
+    a = np.asarray(state_a)
+    b = np.asarray(state_b)
+    n = int(round(np.log2(a.shape[0])))
+    density = _is_density(a) or _is_density(b)
+    if density:
+        a = a if _is_density(a) else np.outer(a, a.conj())
+        b = b if _is_density(b) else np.outer(b, b.conj())
+    dev = _device(device, 2 * n, seed, density)
+    A = [2 * i for i in range(n)]
+    B = [2 * i + 1 for i in range(n)]
+    joint = np.kron(a, b)
+
+    @qml.qnode(dev)
+    def circuit():
+        _prepare(joint, A + B)
+        for i in range(n):
+            qml.CNOT(wires=[A[i], B[i]])
+            qml.Hadamard(wires=A[i])
+        return qml.sample(wires=list(range(2 * n)))
+
+    samples = np.asarray(qml.set_shots(circuit, shots=int(shots))()).reshape(int(shots), 2 * n)
+    return BellBatch.from_interleaved(samples.astype(np.uint8), wires=wires, source=source, seq=seq, t=t, wait=wait)
+
+
+class PennyLaneBackend:
+    """Measure plans by running circuits on a PennyLane device.
+
+    Items that share a state object share one circuit execution (``shots`` =
+    their number).  Decoherence from waiting: with a local-depolarizing memory the
+    clean state is executed once and the affected qubits re-randomised per row
+    (exact, see the module docstring); otherwise each copy's decohered state is
+    executed on its own.
+
+    Parameters
+    ----------
+    device:
+        A device name (``"default.qubit"``; density matrices switch to
+        ``"default.mixed"``) or a device instance with enough wires.
+    seed:
+        Seed for the devices and the re-randomisation.
+    """
+
+    name = "pennylane"
+
+    def __init__(self, device: Any = "default.qubit", seed: Any = None) -> None:
+        self.device = device
+        self.rng = np.random.default_rng(seed)
+
+    def _seed(self) -> int:
+        return int(self.rng.integers(2**31 - 1))
+
+    async def measure(self, plan: MeasurementPlan) -> list[ShadowBatch | BellBatch]:
+        # circuits are CPU-bound: run them off the event loop
+        return await asyncio.to_thread(self._measure, plan)
+
+    def _measure(self, plan: MeasurementPlan) -> list[ShadowBatch | BellBatch]:
+        items = plan.items
+        if not items:
+            return []
+        fast = all(sc.survival is not None for it in items for sc in it)
+        groups = group_items(items, decohered=not fast)
+        rows: dict[tuple, list[tuple[int, Any]]] = {}
+        for key, idx in groups.items():
+            wires, n = key[0], len(key[0])
+            first = items[idx[0]]
+            states = [sc.raw_state if fast else sc.state for sc in first]
+            if plan.family == "shadow":
+                batch = pennylane_shadows(states[0], len(idx), device=self.device, seed=self._seed())
+                out = batch.outcomes
+                if fast:
+                    out = depolarize_shadow_bits(out, survival_rows([items[i][0].survival for i in idx], n), self.rng)
+                for r, i in enumerate(idx):
+                    rows.setdefault(wires, []).append((i, (batch.bases[r], out[r])))
+            else:
+                batch = pennylane_bell(states[0], states[1], len(idx), device=self.device, seed=self._seed())
+                codes = batch.outcomes
+                if fast:
+                    p = survival_rows([items[i][0].survival for i in idx], n) * survival_rows([items[i][1].survival for i in idx], n)
+                    codes = depolarize_bell_codes(codes, p, self.rng)
+                for r, i in enumerate(idx):
+                    rows.setdefault(wires, []).append((i, codes[r]))
+        return assemble_records(plan, rows)
+
+
+def assemble_records(plan: MeasurementPlan, rows: dict[tuple, list[tuple[int, Any]]]) -> list[ShadowBatch | BellBatch]:
+    """Records in item order per wires group (shared by backends)."""
+    out: list[ShadowBatch | BellBatch] = []
+    for wires, lst in rows.items():
+        lst.sort(key=lambda r: r[0])
+        idx = [i for i, _ in lst]
+        t = np.array([plan.items[i][-1].released for i in idx], dtype=np.float64)
+        if plan.family == "shadow":
+            bases = np.stack([r[0] for _, r in lst]).astype(np.uint8)
+            outs = np.stack([r[1] for _, r in lst]).astype(np.uint8)
+            out.append(ShadowBatch(bases, outs, wires=wires, t=t))
+        else:
+            codes = np.stack([r for _, r in lst]).astype(np.uint8)
+            wait = np.array([sum(sc.wait for sc in plan.items[i]) for i in idx], dtype=np.float64)
+            out.append(BellBatch(codes, wires=wires, t=t, wait=wait))
+    return out

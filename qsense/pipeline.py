@@ -1,0 +1,452 @@
+"""The asynchronous acquisition pipeline: drivers → memory/scheduler → backend →
+records → estimators and sinks.
+
+::
+
+    driver ─┐                 ┌────────────┐  plans   ┌─────────┐ records ┌──────────┐
+    driver ─┼─▶ arrivals ───▶ │ scheduler  │ ───────▶ │ backend │ ──────▶ │ consumer │─▶ estimators
+    driver ─┘   (bounded)     │ + memory   │ (bounded)│ workers │(bounded)│          │─▶ sinks
+                              └────────────┘          └─────────┘         └──────────┘
+
+* A **driver** is any async iterable of :class:`~qsense.memory.Copy` (bare
+  arrays are wrapped).  :func:`poisson_copies` is the simulated one.
+* The **ingest** task hands each arrival to the :class:`~qsense.scheduler.Scheduler`
+  (which uses the memory) and batches the resulting measurements into
+  :class:`~qsense.backends.MeasurementPlan` s of up to ``batch_size`` items,
+  flushed at latest ``flush_interval`` seconds (wall time) after their first item.
+* **Backend workers** measure plans; the **consumer** folds records into the
+  estimators (anything with ``update(batch)``; an ``accepts(kind)`` method, if
+  present, filters by record kind) and awaits each **sink** (``async
+  sink(batch)``, e.g. a ZeroMQ publisher).
+
+All queues are bounded, so a slow backend or sink slows the drivers
+(backpressure).  A driver that cannot pause (a photon stream) should use
+``on_arrival_full="drop"``: arrivals that find the queue full are dropped and
+counted.  Shutdown is structured (``asyncio.TaskGroup``): when every driver has
+finished (or :meth:`Pipeline.stop` was called) the ingest drains the queue and
+the scheduler (openers still waiting are evicted, counted), workers finish the
+queued plans and the consumer the queued records; cancelling :meth:`Pipeline.run`
+cancels every task it started and waits for them.  An exception in one driver
+is logged and counted and the other drivers go on; errors in a backend call, an
+estimator or a sink are logged and counted too, never silent.
+
+Time: with a clock that has ``advance_to`` (:class:`~qsense.memory.ManualClock`)
+the pipeline runs in *event time*: the clock jumps to each copy's timestamp, so
+a simulation of 10^4 copies/s with T2 = 1 ms runs as fast as the CPU allows and
+is exactly reproducible.  Otherwise (:class:`~qsense.memory.MonotonicClock`)
+copies are stamped on arrival and waits are wall-clock waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .backends import MeasurementBackend, MeasurementPlan
+from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory
+from .records import BellBatch, ShadowBatch
+from .scheduler import Item, Scheduler
+
+__all__ = ["Pipeline", "PipelineReport", "Sink", "poisson_copies", "as_copy"]
+
+log = logging.getLogger(__name__)
+
+Record = ShadowBatch | BellBatch
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where records go besides the estimators: ``await sink(batch)``."""
+
+    def __call__(self, batch: Record) -> Awaitable[None]: ...
+
+
+@dataclass
+class PipelineReport:
+    """What a run did.  ``counters`` merges the pipeline's, the scheduler's
+    (``scheduler.*``) and the memory's (``memory.*``); ``errors`` lists
+    ``(where, message)``; ``unaccounted`` is arrivals not explained by a
+    measurement, an eviction, a drop or a failure (0 unless there is a bug)."""
+
+    counters: dict[str, int]
+    errors: list[tuple[str, str]]
+    elapsed: float
+    unaccounted: int
+    plans: list[str] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> int:
+        return self.counters.get(key, 0)
+
+
+def as_copy(obj: Any, source: str) -> Copy:
+    """A driver's item as a :class:`Copy` (bare states are wrapped)."""
+    if isinstance(obj, Copy):
+        return obj if obj.source else Copy(obj.state, obj.t, source, obj.seq, obj.wires, obj.key, obj.meta)
+    return Copy(state=obj, source=source)
+
+
+async def poisson_copies(
+    state: Any,
+    rate: float,
+    count: int,
+    *,
+    seed: Any = None,
+    source: str = "sim",
+    start: float = 0.0,
+    realtime: bool = False,
+    key: Any = None,
+    wires: tuple | None = None,
+) -> AsyncIterator[Copy]:
+    """A simulated driver: ``count`` copies of ``state`` arriving as a Poisson
+    process of ``rate`` copies/s.
+
+    ``state`` is an array (the same object for every copy, so that backends can
+    batch them) or a callable ``state(i) -> array`` for a changing source.
+    Event time (default): copies carry timestamps ``start + cumulative Exp(rate)``
+    and nothing sleeps; ``realtime=True`` sleeps between copies and leaves the
+    timestamp to the pipeline's clock.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be positive; got {rate!r}")
+    rng = np.random.default_rng(seed)
+    t = float(start)
+    for i in range(int(count)):
+        dt = float(rng.exponential(1.0 / rate))
+        t += dt
+        s = state(i) if callable(state) else state
+        if realtime:
+            await asyncio.sleep(dt)
+            yield Copy(state=s, t=None, source=source, seq=i, key=key, wires=wires)
+        else:
+            yield Copy(state=s, t=t, source=source, seq=i, key=key, wires=wires)
+
+
+_END = object()
+
+
+class Pipeline:
+    """Wire drivers, a memory + scheduler, a backend, estimators and sinks.
+
+    Parameters
+    ----------
+    drivers:
+        ``{name: async iterable of Copy}`` (or a sequence; named ``driver0``...).
+    memory, scheduler, backend:
+        The :class:`~qsense.memory.QuantumMemory` the scheduler uses, the
+        :class:`~qsense.scheduler.Scheduler`, and a
+        :class:`~qsense.backends.MeasurementBackend`.
+    estimators:
+        Objects with ``update(batch)`` (``ShadowEstimator``, ``BellEstimator``,
+        ``ShadowPurity``, ``TargetSet``...).  Known core estimators receive only
+        the record kind they understand; others may define ``accepts(kind)``.
+    sinks:
+        Async callables ``await sink(batch)``, called in order for every batch.
+    clock:
+        Default: the memory's clock.  A clock with ``advance_to`` means event time.
+    batch_size, flush_interval:
+        Items per measurement plan, and the longest (wall-clock) time a partial
+        plan waits before it is sent.
+    arrival_queue, plan_queue, record_queue:
+        Bounds of the three queues.
+    on_arrival_full:
+        ``"block"`` (backpressure to the drivers) or ``"drop"`` (count and drop).
+    workers:
+        Concurrent backend calls.
+    tick_interval:
+        How often (s, wall time) expiries and partial plans are checked when no
+        copy arrives.
+    name:
+        Prefix of the records' ``source`` (``"<name>.shadow"``, ``"<name>.bell"``).
+    """
+
+    def __init__(
+        self,
+        drivers: Mapping[str, AsyncIterable[Any]] | Sequence[AsyncIterable[Any]],
+        memory: QuantumMemory,
+        scheduler: Scheduler,
+        backend: MeasurementBackend,
+        *,
+        estimators: Iterable[Any] = (),
+        sinks: Iterable[Callable[[Record], Awaitable[None]]] = (),
+        clock: Clock | None = None,
+        batch_size: int = 256,
+        flush_interval: float = 0.02,
+        arrival_queue: int = 1024,
+        plan_queue: int = 8,
+        record_queue: int = 64,
+        on_arrival_full: str = "block",
+        workers: int = 1,
+        tick_interval: float = 0.01,
+        name: str = "pipeline",
+    ) -> None:
+        if isinstance(drivers, Mapping):
+            self.drivers = dict(drivers)
+        else:
+            self.drivers = {f"driver{i}": d for i, d in enumerate(drivers)}
+        if on_arrival_full not in ("block", "drop"):
+            raise ValueError(f"on_arrival_full must be 'block' or 'drop'; got {on_arrival_full!r}")
+        if batch_size < 1 or workers < 1:
+            raise ValueError("batch_size and workers must be >= 1")
+        self.memory = memory
+        self.scheduler = scheduler
+        self.backend = backend
+        self.estimators = list(estimators)
+        self.sinks = list(sinks)
+        self.clock: Clock = clock or getattr(memory, "clock", None) or MonotonicClock()
+        self.event_time = hasattr(self.clock, "advance_to")
+        self.batch_size = int(batch_size)
+        self.flush_interval = float(flush_interval)
+        self.tick_interval = float(tick_interval)
+        self.on_arrival_full = on_arrival_full
+        self.workers = int(workers)
+        self.name = name
+        self._qsizes = (int(arrival_queue), int(plan_queue), int(record_queue))
+        self.counters = Counters()
+        self.errors: list[tuple[str, str]] = []
+        self._stop = asyncio.Event()
+        self._drivers_done = asyncio.Event()
+        self._driver_tasks: list[asyncio.Task] = []
+        self._seq = {"shadow": 0, "bell": 0}
+        self._plan_seq = 0
+        self._running = False
+
+    # -- control -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the pipeline to finish: drivers are cancelled, everything already
+        arrived is measured and folded in, then :meth:`run` returns."""
+        self._stop.set()
+        for t in self._driver_tasks:
+            t.cancel()
+
+    def _error(self, where: str, exc: BaseException) -> None:
+        self.errors.append((where, f"{type(exc).__name__}: {exc}"))
+        log.error("%s: error in %s: %s", self.name, where, exc, exc_info=exc)
+
+    # -- tasks ------------------------------------------------------------------------------
+    async def _drive(self, name: str, driver: AsyncIterable[Any], arrivals: asyncio.Queue) -> None:
+        try:
+            async for obj in driver:
+                copy = as_copy(obj, name)
+                self.counters["arrived"] += 1
+                self.counters[f"arrived.{name}"] += 1
+                if self.on_arrival_full == "block":
+                    await arrivals.put(copy)
+                else:
+                    try:
+                        arrivals.put_nowait(copy)
+                    except asyncio.QueueFull:
+                        self.counters["dropped_arrival"] += 1
+            self.counters["drivers_finished"] += 1
+            log.info("%s: driver %r finished", self.name, name)
+        except asyncio.CancelledError:
+            self.counters["drivers_stopped"] += 1
+            log.info("%s: driver %r stopped", self.name, name)
+            if not self._stop.is_set():
+                raise
+        except Exception as exc:  # one driver's failure must not stop the others
+            self.counters["driver_errors"] += 1
+            self._error(f"driver {name!r}", exc)
+        finally:
+            aclose = getattr(driver, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except Exception:  # pragma: no cover - a driver that cannot close
+                    pass
+
+    async def _watch_drivers(self, tasks: list[asyncio.Task]) -> None:
+        # gather with return_exceptions: _drive already reports errors
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._drivers_done.set()
+
+    async def _flush(self, family: str, buf: list[Item], plans: asyncio.Queue) -> None:
+        if not buf:
+            return
+        plan = MeasurementPlan(family, tuple(buf), self._plan_seq)
+        self._plan_seq += 1
+        buf.clear()
+        self.counters["plans"] += 1
+        await plans.put(plan)
+
+    async def _ingest(self, arrivals: asyncio.Queue, plans: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        bufs: dict[str, list[Item]] = {"shadow": [], "bell": []}
+        born: dict[str, float] = {"shadow": 0.0, "bell": 0.0}
+
+        async def route(items: list[Item]) -> None:
+            for it in items:
+                fam = "shadow" if len(it) == 1 else "bell"
+                if not bufs[fam]:
+                    born[fam] = loop.time()
+                bufs[fam].append(it)
+                if len(bufs[fam]) >= self.batch_size:
+                    await self._flush(fam, bufs[fam], plans)
+
+        async def flush_aged() -> None:
+            now = loop.time()
+            for fam in ("shadow", "bell"):
+                if bufs[fam] and now - born[fam] >= self.flush_interval:
+                    await self._flush(fam, bufs[fam], plans)
+
+        while True:
+            try:
+                copy = arrivals.get_nowait()
+            except asyncio.QueueEmpty:
+                if self._drivers_done.is_set():
+                    break
+                try:
+                    copy = await asyncio.wait_for(arrivals.get(), self.tick_interval)
+                except TimeoutError:
+                    if not self.event_time:
+                        await route(await self.scheduler.on_tick(self.clock()))
+                    await flush_aged()
+                    continue
+            if self.event_time and copy.t is not None:
+                self.clock.advance_to(copy.t)  # type: ignore[attr-defined]
+            now = self.clock()
+            if copy.t is None:
+                copy = copy.stamped(now)
+            await route(await self.scheduler.on_arrival(copy, now))
+            await flush_aged()
+        # drained: openers still waiting will never be paired
+        await route(await self.scheduler.drain(self.clock()))
+        for fam in ("shadow", "bell"):
+            await self._flush(fam, bufs[fam], plans)
+        # sentinels only on a normal finish: when cancelled, every task is being
+        # cancelled too and a put into a full queue could wait forever
+        for _ in range(self.workers):
+            await plans.put(_END)
+
+    async def _measure(self, plans: asyncio.Queue, records: asyncio.Queue, done: list[int]) -> None:
+        while True:
+            plan = await plans.get()
+            if plan is _END:
+                break
+            try:
+                batches = await self.backend.measure(plan)
+            except Exception as exc:
+                self.counters["plans_failed"] += 1
+                self.counters[f"copies_failed.{plan.family}"] += plan.copies
+                self._error(f"backend {getattr(self.backend, 'name', '?')} plan {plan.seq}", exc)
+                continue
+            rows = 0
+            for b in batches:
+                fam = b.kind
+                src = f"{self.name}.{fam}"
+                b = b.with_meta(source=src, seq=self._seq[fam])
+                self._seq[fam] += 1
+                rows += b.T
+                self.counters[f"records.{fam}"] += b.T
+                self.counters["record_batches"] += 1
+                await records.put(b)
+            if rows != len(plan):
+                # a backend that returns fewer rows than items loses copies: count it
+                self.counters[f"copies_failed.{plan.family}"] += (len(plan) - rows) * (plan.copies // max(len(plan), 1))
+                self._error(f"backend plan {plan.seq}", RuntimeError(f"{rows} records for {len(plan)} items"))
+        done[0] += 1
+        if done[0] == self.workers:
+            await records.put(_END)
+
+    def _wants(self, est: Any, kind: str) -> bool:
+        accepts = getattr(est, "accepts", None)
+        if accepts is not None:
+            return bool(accepts(kind))
+        from .bell import BellEstimator
+        from .purity import ShadowPurity
+        from .shadow import ShadowEstimator
+
+        if isinstance(est, (ShadowEstimator, ShadowPurity)):
+            return kind == "shadow"
+        if isinstance(est, BellEstimator):
+            return kind == "bell"
+        return True
+
+    async def _consume(self, records: asyncio.Queue) -> None:
+        while True:
+            batch = await records.get()
+            if batch is _END:
+                break
+            for est in self.estimators:
+                if not self._wants(est, batch.kind):
+                    continue
+                try:
+                    est.update(batch)
+                except Exception as exc:
+                    self.counters["estimator_errors"] += 1
+                    self._error(f"estimator {type(est).__name__}", exc)
+            for sink in self.sinks:
+                try:
+                    await sink(batch)
+                    self.counters["sink_batches"] += 1
+                except Exception as exc:
+                    self.counters["sink_errors"] += 1
+                    self._error(f"sink {getattr(sink, '__name__', type(sink).__name__)}", exc)
+            self.counters["records_consumed"] += batch.T
+
+    # -- running -------------------------------------------------------------------------------
+    async def run(self, duration: float | None = None) -> PipelineReport:
+        """Run until every driver is exhausted (or ``stop()``, or ``duration``
+        seconds of wall time), then drain; returns a :class:`PipelineReport`."""
+        if self._running:
+            raise RuntimeError("this pipeline is already running")
+        self._running = True
+        start = time.perf_counter()
+        aq, pq, rq = self._qsizes
+        arrivals: asyncio.Queue = asyncio.Queue(aq)
+        plans: asyncio.Queue = asyncio.Queue(pq)
+        records: asyncio.Queue = asyncio.Queue(rq)
+        done = [0]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._driver_tasks = [
+                    tg.create_task(self._drive(name, d, arrivals), name=f"{self.name}.driver.{name}")
+                    for name, d in self.drivers.items()
+                ]
+                if self._stop.is_set():
+                    self.stop()
+                tg.create_task(self._watch_drivers(self._driver_tasks), name=f"{self.name}.watch")
+                tg.create_task(self._ingest(arrivals, plans), name=f"{self.name}.ingest")
+                for i in range(self.workers):
+                    tg.create_task(self._measure(plans, records, done), name=f"{self.name}.worker{i}")
+                tg.create_task(self._consume(records), name=f"{self.name}.consume")
+                if duration is not None:
+                    tg.create_task(self._timer(duration), name=f"{self.name}.timer")
+        finally:
+            self._running = False
+            self._driver_tasks = []
+        return self.report(time.perf_counter() - start)
+
+    async def _timer(self, duration: float) -> None:
+        try:
+            await asyncio.wait_for(self._drivers_done.wait(), duration)
+        except TimeoutError:
+            log.info("%s: duration %.3g s reached; stopping", self.name, duration)
+            self.stop()
+
+    def report(self, elapsed: float = math.nan) -> PipelineReport:
+        """Counters so far, with the accounting check."""
+        c = dict(self.counters.snapshot())
+        for k, v in self.scheduler.counters.snapshot().items():
+            c[f"scheduler.{k}"] = v
+        mem = getattr(self.memory, "counters", None)
+        if mem is not None:
+            for k, v in mem.snapshot().items():
+                c[f"memory.{k}"] = v
+        evicted = sum(v for k, v in c.items() if k.startswith("memory.evicted_"))
+        measured = c.get("scheduler.shadow_copies", 0) + c.get("scheduler.bell_copies", 0)
+        waiting = len(self.memory) if hasattr(self.memory, "__len__") else 0
+        unaccounted = c.get("arrived", 0) - (measured + evicted + c.get("dropped_arrival", 0) + waiting)
+        # measured copies must all come back as records or be counted as failed
+        failed = c.get("copies_failed.shadow", 0) + c.get("copies_failed.bell", 0)
+        rec = c.get("records.shadow", 0) + 2 * c.get("records.bell", 0)
+        in_flight = measured - rec - failed
+        c["lost"] = evicted + c.get("dropped_arrival", 0) + failed
+        c["in_flight"] = in_flight
+        plans = [p.describe() for _, p in self.scheduler.history[-3:]]
+        return PipelineReport(c, list(self.errors), elapsed, unaccounted + in_flight, plans)

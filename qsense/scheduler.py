@@ -1,0 +1,542 @@
+"""The measurement scheduler: copy by copy, single-copy shadow or two-copy Bell.
+
+Two pieces, each with one job:
+
+* a **policy** turns what is known (targets and their running estimates, the
+  copy arrival rate λ, the memory's capacity and T2) into a :class:`Plan`: the
+  fraction ``pair_fraction`` of arriving copies committed to Bell pairs and the
+  longest time ``cap`` a stored copy may wait for its partner.  Policies:
+  ``shadow`` (f = 0), ``bell`` (f = 1), ``fixed`` (a given f) and ``adaptive``
+  (:func:`plan_adaptive`, derived in docs/scheduler.md);
+* the :class:`Scheduler` executes the plan on every arrival.  A copy whose
+  pairing key has a partner waiting in memory *closes* the pair (Bell); otherwise
+  a deficit counter decides whether it *opens* a pair (stored in memory) or is
+  measured at once as a shadow.  Because the partner is always the very next
+  arrival with that key, the first copy's wait is τ ~ Exp(λ), the shortest
+  possible, whatever f is.  Openers older than ``cap`` are evicted (or, with
+  ``salvage=True``, measured as shadows).
+
+The scheduler never measures anything itself: it returns *items*, tuples of
+:class:`~qsense.memory.StoredCopy` of length 1 (shadow) or 2 (Bell, first copy
+first), which the pipeline batches into measurement plans for a backend.
+
+Every decision is counted (``counters``) and every re-plan is logged with its
+reasoning (INFO when the plan changes, DEBUG otherwise).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Hashable, Mapping, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .memory import Clock, Copy, Counters, ManualClock, MonotonicClock, QuantumMemory, StoredCopy
+from .targets import Purity, Target, TargetSet, wait_moment
+
+__all__ = [
+    "Plan",
+    "TargetCost",
+    "PlanContext",
+    "Policy",
+    "ShadowPolicy",
+    "BellPolicy",
+    "FixedPolicy",
+    "AdaptivePolicy",
+    "make_policy",
+    "plan_adaptive",
+    "Scheduler",
+    "POLICIES",
+]
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("shadow", "bell", "fixed", "adaptive")
+
+#: the second plan is made after this many arrivals (the first rate estimate)
+_EARLY_REPLAN = 16
+
+#: Item = one measurement: (copy,) for a shadow, (first, second) for a Bell pair.
+Item = tuple[StoredCopy, ...]
+
+
+@dataclass(frozen=True)
+class TargetCost:
+    """One row of a plan's reasoning: what each family would cost a target."""
+
+    label: str
+    tol: float
+    value: float | None
+    shadow_copies: float  # snapshots needed by shadows alone
+    bell_shots: float  # Bell shots (pairs) needed by Bell alone, at the plan's cap
+    family: str  # "shadow", "bell", "both" (share of precision at the optimum) or "unreachable"
+    bell_share: float  # fraction of this target's precision that comes from Bell data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the scheduler does until the next re-plan.
+
+    ``pair_fraction``: fraction of arrivals committed to Bell pairing (openers and
+    closers). ``cap``: seconds an opener may wait (None: no cap).
+    ``copies_to_finish``: predicted copies until every target reaches its
+    tolerance (inf: some target cannot be reached).  ``reason``: one line.
+    """
+
+    pair_fraction: float
+    cap: float | None = None
+    policy: str = ""
+    copies_to_finish: float = math.nan
+    rate: float = math.nan
+    t2: float = math.inf
+    costs: tuple[TargetCost, ...] = ()
+    reason: str = ""
+
+    @property
+    def seconds_to_finish(self) -> float:
+        return self.copies_to_finish / self.rate if self.rate and self.rate > 0 else math.nan
+
+    @property
+    def assignment(self) -> dict[str, str]:
+        return {c.label: c.family for c in self.costs}
+
+    def describe(self) -> str:
+        cap = "none" if self.cap is None else f"{self.cap:.3g} s"
+        head = (
+            f"[{self.policy}] pair_fraction={self.pair_fraction:.3f} cap={cap} "
+            f"rate={self.rate:.4g}/s T2={self.t2:.3g} s copies_to_finish={self.copies_to_finish:.4g}"
+        )
+        rows = [
+            f"  {c.label}: {c.family} (value={'prior' if c.value is None else f'{c.value:.4g}'}, tol={c.tol:g}, "
+            f"N_shadow={c.shadow_copies:.4g}, shots_bell={c.bell_shots:.4g}, bell_share={c.bell_share:.2f})"
+            for c in self.costs
+        ]
+        return "\n".join([head, "  " + self.reason] + rows)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What a policy may look at when it plans."""
+
+    rate: float  # copies per second per pairing key
+    t2: float
+    capacity: int
+    keys: int  # distinct pairing keys active
+    n: int | None  # qubits per copy
+    copies: int  # copies seen so far
+    now: float
+
+
+@runtime_checkable
+class Policy(Protocol):
+    name: str
+
+    def plan(self, ctx: PlanContext) -> Plan: ...
+
+
+def _pairing_limit(ctx: PlanContext) -> float:
+    """Largest feasible pair fraction: 0 without memory; with K keys sharing C < K
+    slots only C/K of the keys can hold an opener at a time."""
+    if ctx.capacity < 1:
+        return 0.0
+    return min(1.0, ctx.capacity / max(ctx.keys, 1))
+
+
+class ShadowPolicy:
+    """Single-copy only: every copy is a classical-shadow snapshot."""
+
+    name = "shadow"
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        return Plan(0.0, None, self.name, rate=ctx.rate, t2=ctx.t2, reason="policy 'shadow': every copy measured on arrival")
+
+
+class BellPolicy:
+    """Two-copy only: every copy is paired (``cap``: optional wait limit)."""
+
+    name = "bell"
+
+    def __init__(self, cap: float | None = None) -> None:
+        self.cap = cap
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        f = _pairing_limit(ctx)
+        why = "policy 'bell': every copy paired" if f == 1.0 else f"policy 'bell' limited to f={f:.3f} by memory capacity {ctx.capacity}"
+        return Plan(f, self.cap, self.name, rate=ctx.rate, t2=ctx.t2, reason=why)
+
+
+class FixedPolicy:
+    """A fixed fraction ``ratio`` of copies goes to Bell pairs."""
+
+    name = "fixed"
+
+    def __init__(self, ratio: float, cap: float | None = None) -> None:
+        if not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratio must lie in [0, 1]; got {ratio!r}")
+        self.ratio = float(ratio)
+        self.cap = cap
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        f = min(self.ratio, _pairing_limit(ctx))
+        return Plan(f, self.cap, self.name, rate=ctx.rate, t2=ctx.t2, reason=f"policy 'fixed': ratio {self.ratio:g} (feasible {f:.3f})")
+
+
+def plan_adaptive(
+    targets: Sequence[Target],
+    values: Mapping[str, float | None] | None = None,
+    *,
+    rate: float,
+    t2: float = math.inf,
+    capacity: int = 1,
+    keys: int = 1,
+    tol: float = 0.05,
+    n: int | None = None,
+    salvage: bool = False,
+    caps: Sequence[float | None] | None = None,
+    grid: int = 2001,
+) -> Plan:
+    """The adaptive rule: the pair fraction f and cap c that reach every target's
+    tolerance with the fewest copies (docs/scheduler.md).
+
+    Per copy, shadows arrive at rate σ(f) = 1 − f (+ f(1−π)/(1+π) salvaged when
+    ``salvage``) and Bell shots at β(f) = fπ/(1+π), π = P(partner within c).
+    Target q then gains precision at R_q(f) = σ(f)/N_S(q) + β(f)/S_B(q) per copy
+    (N_S: snapshots needed by shadows alone, S_B: shots by Bell alone, both at
+    the target's tolerance, from the plug-in ``values``), because the combined
+    estimate weights the two families by inverse variance.  The copies needed
+    to finish all targets are 1/max_f min_q R_q; the maximising f and the best c
+    over a grid are the plan.  Assigning each target to one family (PHYSICS.md
+    §4) is one feasible point of this problem, so the optimum is never worse.
+    """
+    values = dict(values or {})
+    tols = np.array([tol if t.tol is None else float(t.tol) for t in targets])
+    for t in targets:
+        if isinstance(t, Purity) and t.wires is None and t.n is None:
+            if n is None:
+                raise ValueError("plan_adaptive needs n for a whole-register purity target")
+            t.n = n
+    vals = [values.get(t.label) for t in targets]
+    NS = np.array([t.shadow_copies(v, e) for t, v, e in zip(targets, vals, tols)])
+    fmax = 0.0 if capacity < 1 else min(1.0, capacity / max(keys, 1))
+    finite_t2 = math.isfinite(t2) and t2 > 0
+    if caps is None:
+        caps = [None]
+        if finite_t2 and rate > 0:
+            caps += [float(x) / rate for x in np.geomspace(0.05, 20.0, 36)]
+    fgrid = np.linspace(0.0, 1.0, grid) * fmax
+    best = None
+    for cap in caps:
+        pi = 1.0 if cap is None else -math.expm1(-rate * cap)
+
+        @lru_cache(maxsize=None)
+        def moment(j: int, _cap=cap) -> float:
+            return wait_moment(j, rate, t2 if finite_t2 else math.inf, _cap)
+
+        SB = np.array([t.bell_shots(v, e, moment) for t, v, e in zip(targets, vals, tols)])
+        sigma = (1.0 - fgrid) + (fgrid * (1.0 - pi) / (1.0 + pi) if salvage else 0.0)
+        beta = fgrid * pi / (1.0 + pi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rs = np.where(np.isfinite(NS)[:, None], sigma[None, :] / NS[:, None], 0.0)
+            rb = np.where(np.isfinite(SB)[:, None], beta[None, :] / SB[:, None], 0.0)
+        R = rs + rb
+        reachable = (R.max(axis=1) > 0)
+        Rr = R[reachable] if reachable.any() else R
+        worst = Rr.min(axis=0)
+        j = int(np.argmax(worst))  # first maximum: the smallest such f
+        copies = 1.0 / worst[j] if worst[j] > 0 else math.inf
+        if not reachable.all():
+            copies = math.inf
+        key = (copies if math.isfinite(copies) else math.inf, 1.0 / worst[j] if worst[j] > 0 else math.inf)
+        if best is None or key < best[0]:
+            best = (key, cap, j, NS, SB, rs[:, j], rb[:, j], reachable, copies)
+    (_, cap, j, NS, SB, rsj, rbj, reachable, copies) = best
+    f = float(fgrid[j])
+    costs = []
+    for i, t in enumerate(targets):
+        tot = rsj[i] + rbj[i]
+        share = float(rbj[i] / tot) if tot > 0 else 0.0
+        if not reachable[i]:
+            fam = "unreachable"
+        elif share > 0.99:
+            fam = "bell"
+        elif share < 0.01:
+            fam = "shadow"
+        else:
+            fam = "both"
+        costs.append(TargetCost(t.label, float(tols[i]), vals[i], float(NS[i]), float(SB[i]), fam, share))
+    binding = [c.label for c, r in zip(costs, reachable) if r]
+    fams = {c.family for c in costs}
+    if fmax == 0.0:
+        why = "no memory slot for a partner: shadows only"
+    elif f == 0.0:
+        why = "every target is cheaper with single-copy shadows than with Bell pairs"
+    elif f >= fmax - 1e-12:
+        why = "every target is cheaper with Bell pairs" + (" (limited by memory capacity)" if fmax < 1 else "")
+    else:
+        why = f"mixing families balances the slowest targets ({', '.join(sorted(fams))})"
+    if cap is not None:
+        why += f"; cap {cap * rate:.3g}/λ = {cap / t2:.3g} T2 keeps decoherence reweighting affordable"
+    if not all(reachable):
+        why += "; unreachable: " + ", ".join(c.label for c in costs if c.family == "unreachable")
+    return Plan(f, cap, "adaptive", copies, rate, t2, tuple(costs), why)
+
+
+class AdaptivePolicy:
+    """Minimises the copies (time) until every target reaches its tolerance,
+    from running plug-in estimates (see :func:`plan_adaptive`).
+
+    Parameters
+    ----------
+    targets:
+        A :class:`~qsense.targets.TargetSet` (its running estimates are the
+        plug-ins; give the same object to the pipeline as an estimator) or a
+        list of targets (priors only).
+    tol:
+        Default tolerance (a TargetSet's own ``tol`` wins).
+    shrink:
+        Pseudo-records of prior mixed into each plug-in value, so that a handful
+        of early records cannot swing the plan (value = (N v + shrink prior)/(N + shrink)).
+    salvage:
+        Whether capped openers are measured as shadows (see the Scheduler).
+    """
+
+    name = "adaptive"
+
+    def __init__(self, targets: TargetSet | Sequence[Target], tol: float = 0.05, shrink: float = 20.0, salvage: bool = False) -> None:
+        if isinstance(targets, TargetSet):
+            self.target_set: TargetSet | None = targets
+            self.targets = targets.targets
+            self.tol = targets.tol
+        else:
+            self.target_set = None
+            self.targets = list(targets)
+            self.tol = float(tol)
+        self.shrink = float(shrink)
+        self.salvage = salvage
+
+    def values(self) -> dict[str, float | None]:
+        if self.target_set is None:
+            return {}
+        raw = self.target_set.plugin()
+        c = self.target_set.counts
+        N = c["shadow"] + c["bell"]
+        out = {}
+        for t in self.targets:
+            v = raw.get(t.label)
+            out[t.label] = None if v is None else (N * v + self.shrink * t.prior) / (N + self.shrink)
+        return out
+
+    def plan(self, ctx: PlanContext) -> Plan:
+        return plan_adaptive(
+            self.targets, self.values(), rate=ctx.rate, t2=ctx.t2, capacity=ctx.capacity, keys=ctx.keys,
+            tol=self.tol, n=ctx.n, salvage=self.salvage,
+        )
+
+
+def make_policy(name: str, **kw: Any) -> Policy:
+    """``make_policy("fixed", ratio=0.3)``, ``make_policy("adaptive", targets=ts)``..."""
+    if name == "shadow":
+        return ShadowPolicy()
+    if name == "bell":
+        return BellPolicy(**kw)
+    if name == "fixed":
+        return FixedPolicy(**kw)
+    if name == "adaptive":
+        return AdaptivePolicy(**kw)
+    raise ValueError(f"unknown policy {name!r}; choose one of {POLICIES}")
+
+
+class Scheduler:
+    """Executes a policy's plan copy by copy (see the module docstring).
+
+    Parameters
+    ----------
+    policy:
+        A :class:`Policy` (or its name with ``policy_kw``).
+    memory:
+        Where openers wait (:class:`~qsense.memory.QuantumMemory`).
+    t2:
+        T2 the policy plans with (default: the memory's coherence model's).
+    replan_every:
+        Re-plan after this many arrivals (and on the first one).
+    salvage:
+        Measure openers that exceed the plan's cap as shadows instead of
+        evicting them.  Their shadow values are then biased by e^{-k·cap/T2}, so
+        it is off by default.
+    rate_window:
+        Arrivals used to estimate the arrival rate (sliding window).
+    rate_hint:
+        Arrival rate assumed before there are two arrivals to measure it.
+    clock:
+        Time source for copies without timestamps (default: the memory's).
+    """
+
+    def __init__(
+        self,
+        policy: Policy | str,
+        memory: QuantumMemory,
+        *,
+        t2: float | None = None,
+        replan_every: int = 256,
+        salvage: bool = False,
+        rate_window: int = 512,
+        rate_hint: float | None = None,
+        clock: Clock | None = None,
+        name: str = "scheduler",
+        **policy_kw: Any,
+    ) -> None:
+        self.policy: Policy = make_policy(policy, **policy_kw) if isinstance(policy, str) else policy
+        self.memory = memory
+        self.t2 = float(t2) if t2 is not None else float(getattr(getattr(memory, "coherence", None), "t2", math.inf))
+        if replan_every < 1:
+            raise ValueError("replan_every must be >= 1")
+        self.replan_every = int(replan_every)
+        self.salvage = salvage
+        self.name = name
+        self.clock: Clock = clock or getattr(memory, "clock", None) or MonotonicClock()
+        if rate_hint is None:
+            # before any arrival-rate estimate exists, assume a memory that is good
+            # for ~1000 arrivals (one re-plan fixes it as soon as data exist)
+            rate_hint = 1000.0 / self.t2 if math.isfinite(self.t2) else 1.0
+        self.rate_hint = float(rate_hint)
+        self.counters = Counters()
+        self.plan: Plan | None = None
+        self.history: list[tuple[float, Plan]] = []
+        self._times: deque[float] = deque(maxlen=rate_window)
+        self._keys: deque[Hashable] = deque(maxlen=rate_window)
+        self._credit = 0.0
+        self._since_plan = 0
+        self._n: int | None = None
+
+    # -- planning ----------------------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Arrival rate per pairing key (copies/s) over the sliding window."""
+        if len(self._times) < 2:
+            return math.nan
+        span = self._times[-1] - self._times[0]
+        keys = max(len(set(self._keys)), 1)
+        return (len(self._times) - 1) / span / keys if span > 0 else math.inf
+
+    def context(self, now: float) -> PlanContext:
+        rate = self.rate
+        if not math.isfinite(rate) or rate <= 0:
+            rate = self.rate_hint
+        return PlanContext(
+            rate=rate, t2=self.t2, capacity=int(getattr(self.memory, "capacity", 0)),
+            keys=max(len(set(self._keys)), 1), n=self._n, copies=int(self.counters["arrived"]), now=now,
+        )
+
+    def replan(self, now: float) -> Plan:
+        """Ask the policy for a new plan now; logs and counts the decision."""
+        new = self.policy.plan(self.context(now))
+        old = self.plan
+        self.plan = new
+        self._since_plan = 0
+        self.counters["replans"] += 1
+        self.history.append((now, new))
+        changed = (
+            old is None
+            or abs(new.pair_fraction - old.pair_fraction) > 0.02
+            or (new.cap is None) != (old.cap is None)
+            or (new.cap is not None and abs(new.cap * new.rate - old.cap * old.rate) > 0.25)
+            or new.assignment != old.assignment
+        )
+        if old is not None and (old.pair_fraction == 0.0) != (new.pair_fraction == 0.0):
+            self.counters["family_switches"] += 1
+        if old is not None and new.assignment != old.assignment:
+            self.counters["assignment_changes"] += 1
+        log.log(logging.INFO if changed else logging.DEBUG, "%s: plan at t=%.6g after %d copies:\n%s", self.name, now, self.counters["arrived"], new.describe())
+        return new
+
+    # -- execution ---------------------------------------------------------------
+    async def _expire(self, now: float) -> list[Item]:
+        """Evict (or salvage) openers past the plan's cap, and memory-expired copies."""
+        items: list[Item] = []
+        sweep = getattr(self.memory, "sweep", None)
+        if sweep is not None:
+            gone = await sweep(now)
+            self.counters["expired_memory"] += len(gone)
+        cap = self.plan.cap if self.plan is not None else None
+        if cap is None:
+            return items
+        for info in self.memory.waiting():
+            if now - info.arrival > cap:
+                at = info.arrival + cap
+                if self.salvage:
+                    (sc,) = await self.memory.take([info.slot], at=at)
+                    items.append((sc,))
+                    self.counters["salvaged"] += 1
+                    self.counters["shadow_copies"] += 1
+                else:
+                    await self.memory.evict([info.slot], "cap", at=at)
+                    self.counters["expired_cap"] += 1
+        return items
+
+    def _observe(self, copy: Copy, now: float) -> None:
+        self.counters["arrived"] += 1
+        self._times.append(now)
+        self._keys.append(copy.pair_key)
+        if self._n is None:
+            self._n = copy.n_qubits
+
+    async def on_arrival(self, copy: Copy, now: float | None = None) -> list[Item]:
+        """Decide what happens to an arriving copy; returns the measurements to make."""
+        if now is None:
+            now = float(copy.t) if copy.t is not None else self.clock()
+        now = float(now)
+        self._observe(copy, now)
+        items = await self._expire(now)
+        # plan on the first copy (rate unknown: rate_hint), again once a rate
+        # estimate exists, then every replan_every copies
+        if self.plan is None or self._since_plan >= self.replan_every or self.counters["arrived"] == _EARLY_REPLAN:
+            self.replan(now)
+        self._since_plan += 1
+        f = self.plan.pair_fraction
+        self._credit = min(self._credit + f, 2.0)
+        partner = self.memory.oldest(copy.pair_key) if hasattr(self.memory, "oldest") else next(iter(self.memory.waiting(copy.pair_key)), None)
+        if partner is not None:
+            (first,) = await self.memory.take([partner.slot], at=now)
+            items.append((first, StoredCopy.direct(copy, now)))
+            self._credit = max(self._credit - 1.0, -1.0)
+            self.counters["bell_pairs"] += 1
+            self.counters["bell_copies"] += 2
+            self.counters["closed"] += 1
+            return items
+        if f > 0.0 and self._credit >= 1.0:
+            slot = await self.memory.put(copy.stamped(now) if copy.t is None else copy)
+            if slot is not None:
+                self._credit -= 1.0
+                self.counters["opened"] += 1
+                return items
+            # refused (full memory): the copy is still useful as a shadow
+            self.counters["no_slot"] += 1
+        items.append((StoredCopy.direct(copy, now),))
+        self.counters["shadow_copies"] += 1
+        return items
+
+    async def on_tick(self, now: float) -> list[Item]:
+        """Periodic housekeeping between arrivals (expiries)."""
+        return await self._expire(now)
+
+    async def drain(self, now: float) -> list[Item]:
+        """End of stream: openers still waiting will never get a partner.
+
+        They are salvaged as shadows when ``salvage`` is on, else evicted and
+        counted as ``evicted_drain`` by the memory.
+        """
+        items = await self._expire(now)
+        for info in self.memory.waiting():
+            if self.salvage:
+                (sc,) = await self.memory.take([info.slot], at=now)
+                items.append((sc,))
+                self.counters["salvaged"] += 1
+                self.counters["shadow_copies"] += 1
+            else:
+                await self.memory.evict([info.slot], "drain", at=now)
+                self.counters["unpaired_at_end"] += 1
+        return items
