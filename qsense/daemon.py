@@ -411,6 +411,10 @@ class EstimationDaemon:
             if not await self._mqtt_out.flush(timeout=min(5.0, self.config.drain_timeout + 1.0)):
                 log.warning("MQTT broker unreachable: the last estimates were not published there")
             self._mqtt_out.stop()
+            # let it mark us offline and disconnect cleanly (cancelled below if the broker is away)
+            out = [t for t in self._service_tasks if t.get_name() == "qsense-mqtt-out"]
+            if out:
+                await asyncio.wait(out, timeout=2.0)
         await self._close_resources()
         self._stopped.set()
         log.info("daemon %r stopped", self.name)

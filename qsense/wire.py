@@ -273,7 +273,9 @@ def _build(h: WireHeader, bufs: Sequence[memoryview]) -> Batch:
         if len(mv) != want:
             raise WireFormatError(f"array {name!r} frame holds {len(mv)} bytes; its declared shape {shape} needs {want}", "size")
         # a view on the received frame: no copy, nothing sized by the header alone
-        arrays.append(np.frombuffer(mv, dtype=dtype).reshape(shape))
+        arr = np.frombuffer(mv, dtype=dtype).reshape(shape)
+        arr.flags.writeable = False  # a view on someone else's buffer: never write through it
+        arrays.append(arr)
     wires = None if h.wires is None else tuple(h.wires)
     try:
         if h.kind == "shadow":
