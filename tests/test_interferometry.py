@@ -1,0 +1,274 @@
+"""Visibility estimators and source fits (qsense/interferometry.py).
+
+* the memory-qubit readout formulas (<XX+YY>/2 = 2 Re rho_jk, <YX-XY>/2 =
+  2 Im rho_jk, <Z> = 1 - 2 rho_jj, Bell sum = 8|rho_jk|^2) hold on the exact
+  density matrix;
+* the estimators equal the generic Pauli estimators on the same data and
+  recover the truth within their error bars (pull distributions over seeds);
+* fitted binary / disk / Gaussian parameters land within their uncertainties.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import qsense
+import sims
+from exact import expval
+from qsense.interferometry import (
+    MAS,
+    SquaredVisibilityEstimator,
+    VisibilityEstimator,
+    all_pairs,
+    binary_visibility,
+    disk_visibility,
+    fit_binary,
+    fit_disk,
+    fit_gaussian,
+    squared_visibilities_from_paulis,
+    squared_visibility_observables,
+    uv_coordinates,
+    visibilities_from_paulis,
+    visibility_observables,
+)
+from sims.telescope import (
+    BinaryStar,
+    GaussianSource,
+    PointSource,
+    TelescopeArray,
+    TelescopeSim,
+    UniformDisk,
+    demo_array,
+    single_excitation_to_qubits,
+)
+
+LAM = 800e-9
+
+
+def _word(M: int, ops: dict[int, str]) -> str:
+    return "".join(ops.get(i, "I") for i in range(M))
+
+
+def test_readout_sign_convention_against_density_matrix():
+    rng = np.random.default_rng(0)
+    M = 4
+    A = rng.normal(size=(M, 3)) + 1j * rng.normal(size=(M, 3))
+    rho1 = A @ A.conj().T
+    rho1 /= np.trace(rho1).real
+    R = single_excitation_to_qubits(rho1, heralded=True)
+    for j in range(M):
+        assert np.isclose(expval(R, _word(M, {j: "Z"})), 1 - 2 * rho1[j, j].real)
+        for k in range(M):
+            if j == k:
+                continue
+            xx = expval(R, _word(M, {j: "X", k: "X"}))
+            yy = expval(R, _word(M, {j: "Y", k: "Y"}))
+            yx = expval(R, _word(M, {j: "Y", k: "X"}))
+            xy = expval(R, _word(M, {j: "X", k: "Y"}))
+            assert np.isclose((xx + yy) / 2, 2 * rho1[j, k].real)
+            assert np.isclose((yx - xy) / 2, 2 * rho1[j, k].imag)  # PHYSICS.md's sign is right
+            assert np.isclose(xx, yy) and np.isclose(yx, -xy)
+            assert np.isclose(xx**2 + xy**2 + yx**2 + yy**2, 8 * abs(rho1[j, k]) ** 2)
+
+
+def _sim(source, M=6, seed=0, **kw):
+    return TelescopeSim(TelescopeArray(demo_array(M), LAM), source, seed=seed, **kw)
+
+
+def test_single_copy_estimator_equals_generic_pauli_estimates():
+    sim = _sim(BinaryStar(3 * MAS, math.radians(60), 0.5), M=5, seed=1)
+    sb = sim.shadows(sim.photons(count=5000))
+    pairs = all_pairs(5)
+    obs = visibility_observables(pairs, 5)
+    vals = qsense.shadow_expval(sb, obs)
+    r = qsense.ShadowEstimator(obs)
+    r.update(sb)
+    for norm in ("diagonal", "equal"):
+        est = VisibilityEstimator(5, normalize=norm)
+        est.update(sb[:1234])
+        est.update(sb[1234:])
+        generic = visibilities_from_paulis(pairs, 5, vals, r.estimate().stderr, normalize=norm)
+        assert np.allclose(est.estimate().values, generic.values, atol=1e-12)
+        # the exact covariance differs from the quadrature sum only by the small cross terms
+        ratio = generic.stderr_re / est.estimate().stderr_re
+        assert np.all((ratio > 0.8) & (ratio < 1.25))
+
+
+def test_two_copy_estimator_equals_generic_bell_estimates():
+    sim = _sim(UniformDisk(1.0 * MAS), M=4, seed=2)
+    ph = sim.photons(count=6000)
+    bb = sim.bell(ph[:3000], ph[3000:])
+    pairs = all_pairs(4)
+    b = qsense.BellEstimator(squared_visibility_observables(pairs))
+    b.update(bb)
+    r = b.estimate()
+    est = SquaredVisibilityEstimator(4)
+    est.update(bb)
+    generic = squared_visibilities_from_paulis(pairs, 4, r.values, r.stderr)
+    assert np.allclose(est.estimate().values, generic.values, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", ["diagonal", "equal"])
+def test_visibilities_recover_truth_within_error_bars(normalize):
+    src = BinaryStar(3 * MAS, math.radians(60), 0.5)
+    pulls = []
+    for seed in range(8):
+        sim = _sim(src, seed=seed)
+        est = VisibilityEstimator(6, normalize=normalize)
+        est.update(sim.shadows(sim.photons(count=8000)))
+        e = est.estimate()
+        d = e.values - sim.true_visibilities()
+        pulls += list(d.real / e.stderr_re) + list(d.imag / e.stderr_im)
+    pulls = np.asarray(pulls)
+    assert abs(pulls.mean()) < 0.25 and 0.8 < pulls.std() < 1.2
+    assert np.mean(np.abs(pulls) < 2) > 0.9
+
+
+def test_squared_visibilities_recover_truth_and_ignore_piston():
+    src = UniformDisk(1.2 * MAS)
+    pulls = []
+    for seed in range(6):
+        # strong atmosphere: 100 rad^2/s, photons paired 0.1 ms apart on average
+        sim = _sim(src, seed=seed, epsilon=1e-5, piston_diffusion=100.0)
+        ph = sim.photons(count=10000)
+        est = SquaredVisibilityEstimator(6)
+        est.update(sim.bell(ph[0::2], ph[1::2]))
+        e = est.estimate()
+        pulls += list((e.values - np.abs(sim.true_visibilities()) ** 2) / e.stderr)
+    pulls = np.asarray(pulls)
+    assert abs(pulls.mean()) < 0.3 and 0.75 < pulls.std() < 1.25
+    # the single-copy (signed) visibility is washed out by the same atmosphere
+    sim = _sim(src, seed=9, epsilon=1e-5, piston_diffusion=100.0)
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(sim.photons(count=20000)))
+    truth = np.abs(sim.true_visibilities())
+    assert np.mean(est.estimate().amplitude) < 0.6 * np.mean(truth)
+
+
+@pytest.mark.parametrize("normalize", ["diagonal", "equal"])
+def test_full_covariance_matches_monte_carlo(normalize):
+    sim = _sim(BinaryStar(3 * MAS, math.radians(60), 0.5), M=4, seed=21)
+    vs, covs = [], []
+    for _ in range(500):
+        est = VisibilityEstimator(4, normalize=normalize)
+        est.update(sim.shadows(sim.photons(count=1500)))
+        e = est.estimate()
+        assert np.allclose(np.diag(e.full_cov)[:6], e.cov[:, 0, 0], rtol=1e-9)
+        assert np.allclose(np.diag(e.full_cov)[6:], e.cov[:, 1, 1], rtol=1e-9)
+        vs.append(np.concatenate([e.values.real, e.values.imag]))
+        covs.append(e.full_cov)
+    emp = np.cov(np.asarray(vs).T)
+    ana = np.mean(covs, axis=0)
+    sd = np.sqrt(np.diag(ana))
+    assert np.allclose(np.sqrt(np.diag(emp)) / sd, 1.0, atol=0.15)
+    # correlations agree to Monte Carlo accuracy (sd ~ 1/sqrt(500) = 0.045)
+    iu = np.triu_indices(12, 1)
+    dz = ((emp - ana) / np.outer(sd, sd))[iu] / 0.045
+    assert np.sqrt(np.mean(dz**2)) < 1.5
+    # and the correlations are real: ignoring them would be wrong
+    assert np.max(np.abs((ana / np.outer(sd, sd))[iu])) > 0.1
+
+
+def test_dark_counts_dilute_and_loss_is_normalised_away():
+    src = PointSource((0.5 * MAS, 0.2 * MAS))
+    sim = _sim(src, seed=4, dark_prob=0.25e-5)  # dark fraction 0.2
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(sim.photons(count=20000)))
+    e = est.estimate()
+    expect = 0.8 * sim.true_visibilities()
+    assert np.mean(np.abs(e.values - expect) / np.hypot(e.stderr_re, e.stderr_im)) < 2.0
+    # photon loss in memory (T1): the diagonal normalisation removes the bias
+    sim = _sim(src, seed=5, t1=1e-3)
+    ph = sim.photons(count=20000)
+    sb = sim.shadows(ph, wait=0.7e-3)
+    diag = VisibilityEstimator(6)
+    diag.update(sb)
+    eq = VisibilityEstimator(6, normalize="equal")
+    eq.update(sb)
+    truth = sim.true_visibilities()
+    d = diag.estimate()
+    assert np.all(np.abs(d.values - truth) < 4 * np.hypot(d.stderr_re, d.stderr_im))
+    assert np.mean(np.abs(eq.estimate().values)) == pytest.approx(math.exp(-0.7), abs=0.06)
+
+
+def test_merge_and_checkpoint_roundtrip():
+    sim = _sim(GaussianSource(1.0 * MAS), M=4, seed=6)
+    ph = sim.photons(count=4000)
+    sb = sim.shadows(ph)
+    a, b, whole = VisibilityEstimator(4), VisibilityEstimator(4), VisibilityEstimator(4)
+    a.update(sb[:1500])
+    b.update(sb[1500:])
+    whole.update(sb)
+    a.merge(b)
+    c = VisibilityEstimator.from_bytes(a.to_bytes())
+    assert np.array_equal(c.estimate().values, whole.estimate().values)
+    assert np.allclose(c.estimate().cov, whole.estimate().cov)
+    bb = sim.bell(ph[:2000], ph[2000:])
+    x, y = SquaredVisibilityEstimator(4), SquaredVisibilityEstimator(4)
+    x.update(bb[:700])
+    y.update(bb[700:])
+    z = SquaredVisibilityEstimator.from_bytes(x.merge(y).to_bytes())
+    w = SquaredVisibilityEstimator(4)
+    w.update(bb)
+    assert np.array_equal(z.estimate().values, w.estimate().values)
+    with pytest.raises(ValueError):
+        VisibilityEstimator.from_bytes(b"garbage")
+    with pytest.raises(ValueError):
+        VisibilityEstimator(5).update(sb)
+
+
+def _pull_ok(fit, truth: dict, k: float = 3.0) -> None:
+    for name, value in truth.items():
+        v, e = fit[name]
+        assert abs(v - value) < k * e, (name, v, e, value, str(fit))
+
+
+def test_binary_fit_lands_within_uncertainty():
+    truth = {"separation": 3.0, "position_angle": 60.0, "flux_ratio": 0.5}
+    src = BinaryStar(3.0 * MAS, math.radians(60.0), 0.5)
+    sim = _sim(src, seed=12)
+    uv = sim.array.uv()
+    ph = sim.photons(count=30000)
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(ph[:15000]))
+    e = est.estimate()
+    fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov)
+    _pull_ok(fit, truth)
+    assert fit.chi2 < fit.dof + 5 * math.sqrt(2 * fit.dof)
+    b = SquaredVisibilityEstimator(6)
+    b.update(sim.bell(ph[15000::2], ph[15001::2]))
+    be = b.estimate()
+    fit2 = fit_binary(uv, be.values, be.stderr, kind="squared")
+    _pull_ok(fit2, truth)
+
+
+def test_disk_and_gaussian_fits():
+    sim = _sim(UniformDisk(1.5 * MAS), seed=13)
+    ph = sim.photons(count=20000)
+    b = SquaredVisibilityEstimator(6)
+    b.update(sim.bell(ph[0::2], ph[1::2]))
+    be = b.estimate()
+    _pull_ok(fit_disk(sim.array.uv(), be.values, be.stderr, kind="squared"), {"diameter": 1.5})
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(ph))
+    e = est.estimate()
+    _pull_ok(fit_disk(sim.array.uv(), e.values, e.stderr, cov=e.full_cov), {"diameter": 1.5})
+    sim = _sim(GaussianSource(1.0 * MAS), seed=14)
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(sim.photons(count=20000)))
+    e = est.estimate()
+    _pull_ok(fit_gaussian(sim.array.uv(), e.values, e.stderr, cov=e.full_cov), {"fwhm": 1.0})
+
+
+def test_models_and_geometry_helpers():
+    pos = demo_array(5)
+    uv = uv_coordinates(pos, LAM)
+    assert uv.shape == (10, 2)
+    assert np.allclose(uv, TelescopeArray(pos, LAM).uv())
+    src = BinaryStar(2 * MAS, 1.0, 0.3)
+    assert np.allclose(binary_visibility(uv, 2 * MAS, 1.0, 0.3), src.visibility(uv))
+    assert np.allclose(disk_visibility(uv, 1 * MAS), UniformDisk(1 * MAS).visibility(uv).real)
+    assert visibility_observables([[0, 2]], 3) == ["X0 X2", "Y0 Y2", "Y0 X2", "X0 Y2", "Z0", "Z1", "Z2"]
