@@ -285,6 +285,8 @@ def _decode_digits(idx: np.ndarray, n: int, base: int) -> np.ndarray:
 #: i.e. the row V[d] = (alpha, beta).
 _ALPHA = _V[:, 0].copy()
 _BETA = _V[:, 1].copy()
+#: X/Y children without the common 1/sqrt2: a0 + beta2 * a1
+_BETA2 = np.sqrt(2.0) * _BETA
 
 
 def _split_counts(counts: np.ndarray, ev: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -344,21 +346,31 @@ class _Tree:
             return
         m = n - q  # wires left, this one included
         h = 1 << (m - 1)
+        # Branch states are unnormalised; the marginals divide by the current norm / trace N.
         if self.density:
             s = states.reshape(B, 2, h, 2, h)
             t00 = np.einsum("bii->b", s[:, 0, :, 0, :]).real
             t11 = np.einsum("bii->b", s[:, 1, :, 1, :]).real
             t01 = np.einsum("bii->b", s[:, 0, :, 1, :])
-            ev = np.stack([2.0 * t01.real, -2.0 * t01.imag, t00 - t11], axis=1)
+            N = t00 + t11
+            ev = np.stack([2.0 * t01.real, -2.0 * t01.imag, t00 - t11], axis=1) / N[:, None]
         else:
             s = states.reshape(B, 2, h)
             a0, a1 = s[:, 0], s[:, 1]
-            c = np.einsum("bi,bi->b", a0.conj(), a1)
-            n0 = np.einsum("bi,bi->b", a0.conj(), a0).real
-            n1 = np.einsum("bi,bi->b", a1.conj(), a1).real
-            ev = np.stack([2.0 * c.real, 2.0 * c.imag, n0 - n1], axis=1)
+            c = np.vecdot(a0, a1)  # sum conj(a0) a1, no conjugated copy
+            n0 = np.vecdot(a0, a0).real
+            n1 = np.vecdot(a1, a1).real
+            N = n0 + n1
+            ev = np.stack([2.0 * c.real, 2.0 * c.imag, n0 - n1], axis=1) / N[:, None]
+        if not np.all(np.abs(ev) <= 1.0 + 1e-6):
+            raise ValueError("state is not positive semidefinite (a marginal probability lies outside [0, 1])")
         cc = _split_counts(counts, ev, self.rng)
         br, cls = np.nonzero(cc)  # children, grouped by branch (row-major order)
+        if m > 1:
+            # Z children are plain blocks (a gather); X/Y children mix the two blocks.
+            # Put the Z children first; the order of children is immaterial.
+            zfirst = np.argsort(cls < 4, kind="stable")
+            br, cls = br[zfirst], cls[zfirst]
         ccount = cc[br, cls]
         basis = cls >> 1
         bit = cls & 1
@@ -367,22 +379,30 @@ class _Tree:
         if m == 1:
             self._descend(np.ones((br.size, 1), dtype=np.complex128), ccount, nb, no, q + 1)
             return
-        al = _ALPHA[cls]
-        be = _BETA[cls]
+        nz = int(np.count_nonzero(cls >= 4))
+        bz, bitz, bxy, cxy = br[:nz], bit[:nz], br[nz:], cls[nz:]
+        # Children are left unnormalised (their norm / trace is the probability of
+        # the path so far, far above underflow for any path that gets sampled), and
+        # X/Y children drop the common 1/sqrt2: one pass less per level.
         if self.density:
-            # (U rho U^dag)_{oo} = |al|^2 r00 + al conj(be) r01 + be conj(al) r10 + |be|^2 r11
-            kids = (
-                (np.abs(al) ** 2)[:, None, None] * s[br, 0, :, 0, :]
-                + (al * be.conj())[:, None, None] * s[br, 0, :, 1, :]
-                + (be * al.conj())[:, None, None] * s[br, 1, :, 0, :]
-                + (np.abs(be) ** 2)[:, None, None] * s[br, 1, :, 1, :]
-            )
-            tr = np.einsum("bii->b", kids).real
-            kids /= tr[:, None, None]
+            kids = np.empty((br.size, h, h), dtype=np.complex128)
+            kids[:nz] = s[bz, bitz, :, bitz, :]
+            # 2 (U rho U^dag)_{oo} = r00 + r11 + k r01 + conj(k) r10, k = 2 al conj(be)
+            k = (2.0 * _ALPHA[cxy] * _BETA[cxy].conj())[:, None, None]
+            x = kids[nz:]
+            np.add(s[bxy, 0, :, 0, :], s[bxy, 1, :, 1, :], out=x)
+            x += k * s[bxy, 0, :, 1, :]
+            x += k.conj() * s[bxy, 1, :, 0, :]
         else:
-            kids = al[:, None] * a0[br] + be[:, None] * a1[br]
-            nrm = np.sqrt(np.einsum("bi,bi->b", kids.conj(), kids).real)
-            kids /= nrm[:, None]
+            rows = states.reshape(B * 2, h)  # row 2b: block a0 of branch b, row 2b + 1: a1
+            kids = np.empty((br.size, h), dtype=np.complex128)
+            np.take(rows, 2 * bz + bitz, axis=0, out=kids[:nz])
+            if br.size > nz:
+                x = kids[nz:]
+                np.take(rows, 2 * bxy, axis=0, out=x)
+                other = np.take(rows, 2 * bxy + 1, axis=0)
+                other *= _BETA2[cxy][:, None]
+                x += other
         self._descend(kids, ccount, nb, no, q + 1)
 
 
