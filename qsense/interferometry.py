@@ -408,79 +408,14 @@ class VisibilityEstimator:
         return VisibilityEstimate(self.pairs, V, vcov, self.count, full)
 
     def _full_covariance(self, r: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """(2P, 2P) covariance of the normalised visibilities across pairs.
-
-        Per snapshot, with y = (Re rho_p..., Im rho_p...) built from shadow terms
-        x_P = 9 s s [match]: two terms on pairs sharing one telescope s (others
-        u, v) have E[x_P x_Q] = 3 [same letter on s] <P_u Q_v>, a weight-2 Pauli
-        on (u, v) read off the plug-in rho_uv; terms on disjoint pairs have
-        E[x_P x_Q] = <weight-4 Pauli> = 0 on single-excitation states; a pair term
-        and Z_l (l outside the pair) have E = <P> (Z_l = +1 wherever the pair term
-        acts).  Same-pair blocks use the exact counts.  Then the delta method.
-        """
-        M, P = self.M, len(self.pairs)
+        """(2P, 2P) covariance across pairs from the exact same-pair moments."""
         N = float(self.count)
-        pairs = self.pairs
-        R = self._rho_matrix()
-        mu = np.concatenate([r.real, r.imag])  # (2P,)
-        E = np.zeros((2 * P, 2 * P))
-        # coefficient of x_{l_a l_b} in (re, im); rows = letter on pairs[:, 0], cols on pairs[:, 1]
-        Ck = np.array([[[0.25, 0.0], [0.0, 0.25]], [[0.0, -0.25], [0.25, 0.0]]])  # (kind, l_a, l_b)
-        for s_ in range(M):
-            i0 = np.flatnonzero(pairs[:, 0] == s_)
-            i1 = np.flatnonzero(pairs[:, 1] == s_)
-            idx = np.concatenate([i0, i1])
-            if len(idx) < 2:
-                continue
-            other = np.concatenate([pairs[i0, 1], pairs[i1, 0]])
-            # oriented coefficients Chat[p, kind, l_s, l_other]
-            Chat = np.concatenate(
-                [np.broadcast_to(Ck, (len(i0), 2, 2, 2)), np.broadcast_to(Ck.transpose(0, 2, 1), (len(i1), 2, 2, 2))]
-            )
-            Ruv = R[other[:, None], other[None, :]]  # (n, n) rho_{u v}
-            W = np.empty(Ruv.shape + (2, 2))
-            W[..., 0, 0] = W[..., 1, 1] = 2.0 * Ruv.real  # <X_u X_v> = <Y_u Y_v>
-            W[..., 1, 0] = 2.0 * Ruv.imag  # <Y_u X_v>
-            W[..., 0, 1] = -2.0 * Ruv.imag  # <X_u Y_v>
-            Eb = 3.0 * np.einsum("pasu,pquv,qbsv->apbq", Chat, W, Chat)  # (2, n, 2, n)
-            rows = (np.arange(2)[:, None] * P + idx[None, :]).ravel()
-            E[np.ix_(rows, rows)] = Eb.reshape(2 * len(idx), 2 * len(idx))
-        Cyy = E - np.outer(mu, mu)
-        # same-pair blocks from the exact counts (this also overwrites the u = v
-        # entries the loop above filled with meaningless values)
-        _, cov_pp, _, dcov = self.rho()
         corr = N / (N - 1.0)
-        raw = cov_pp * (N / corr)  # back to per-snapshot moments
-        ar = np.arange(P)
-        Cyy[ar, ar] = raw[:, 0, 0]
-        Cyy[P + ar, P + ar] = raw[:, 1, 1]
-        Cyy[ar, P + ar] = Cyy[P + ar, ar] = raw[:, 0, 1]
-        z = 1.0 - 2.0 * d
-        outside = np.ones((P, M))
-        outside[ar, pairs[:, 0]] = 0.0
-        outside[ar, pairs[:, 1]] = 0.0
-        outside2 = np.concatenate([outside, outside])  # (2P, M)
-        Cyz = mu[:, None] * outside2 - np.outer(mu, z)
-        # Sigma_theta / N for theta = (y, d): d = (1 - z)/2
-        Cyy = Cyy * corr / N
-        Cyd = -Cyz / 2.0 * corr / N
-        Cdd = dcov
-        if self.normalize == "equal":
-            f2 = np.concatenate([self._factor, self._factor])
-            return Cyy * np.outer(f2, f2)
-        j, k = pairs[:, 0], pairs[:, 1]
-        dj, dk = np.maximum(d[j], 1e-12), np.maximum(d[k], 1e-12)
-        g = 1.0 / np.sqrt(dj * dk)
-        g2 = np.concatenate([g, g])
-        V = np.concatenate([r.real * g, r.imag * g])
-        K = np.zeros((2 * P, M))  # d V / d d
-        rows = np.arange(2 * P)
-        jj, kk = np.concatenate([j, j]), np.concatenate([k, k])
-        K[rows, jj] += -V / (2.0 * np.concatenate([dj, dj]))
-        K[rows, kk] += -V / (2.0 * np.concatenate([dk, dk]))
-        GCyd = g2[:, None] * Cyd
-        full = np.outer(g2, g2) * Cyy + GCyd @ K.T + K @ GCyd.T + K @ Cdd @ K.T
-        return 0.5 * (full + full.T)
+        _, cov_pp, _, dcov = self.rho()
+        return _visibility_covariance(
+            self.pairs, self.M, N, r, self._rho_matrix(), d, cov_pp * (N / corr), dcov * 4.0 * (N / corr),
+            self.normalize, self._factor,
+        )
 
     # -- checkpoints -------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -502,6 +437,83 @@ class VisibilityEstimator:
         est.S, est.N, est.z1, est.count = z["S"], z["N"], z["z1"], int(meta["count"])
         return est
 
+
+
+def _visibility_covariance(
+    pairs: np.ndarray, M: int, N: float, r: np.ndarray, R: np.ndarray, d: np.ndarray, raw_pp: np.ndarray,
+    zraw: np.ndarray, normalize: str, factor: np.ndarray,
+) -> np.ndarray:
+    """(2P, 2P) covariance of ``[Re V..., Im V...]`` estimated from N snapshots.
+
+    Inputs: ``r`` (P,) rho estimates of the pairs, ``R`` (M, M) rho_uv for every
+    off-diagonal (u, v), ``d`` (M,) the diagonal, ``raw_pp`` (P, 2, 2) per-snapshot
+    covariance of a pair's (Re, Im) terms, ``zraw`` (M, M) per-snapshot covariance
+    of the Z terms.
+
+    Per snapshot, with y = (Re rho_p..., Im rho_p...) built from shadow terms
+    x_P = 9 s s [match]: two terms on pairs sharing one telescope s (others u, v)
+    have E[x_P x_Q] = 3 [same letter on s] <P_u Q_v>, a weight-2 Pauli on (u, v)
+    read off rho_uv; terms on disjoint pairs have E[x_P x_Q] = <weight-4 Pauli> = 0
+    on single-excitation states; a pair term and Z_l with l outside the pair have
+    E = <P> (Z_l = +1 wherever the pair term acts), with l inside 0.  Then the
+    delta method for the normalisation.
+    """
+    P = len(pairs)
+    mu = np.concatenate([r.real, r.imag])  # (2P,)
+    E = np.zeros((2 * P, 2 * P))
+    # coefficient of x_{l_a l_b} in (re, im); rows = letter on pairs[:, 0], cols on pairs[:, 1]
+    Ck = np.array([[[0.25, 0.0], [0.0, 0.25]], [[0.0, -0.25], [0.25, 0.0]]])  # (kind, l_a, l_b)
+    for s_ in range(M):
+        i0 = np.flatnonzero(pairs[:, 0] == s_)
+        i1 = np.flatnonzero(pairs[:, 1] == s_)
+        idx = np.concatenate([i0, i1])
+        if len(idx) < 2:
+            continue
+        other = np.concatenate([pairs[i0, 1], pairs[i1, 0]])
+        # oriented coefficients Chat[p, kind, l_s, l_other]
+        Chat = np.concatenate(
+            [np.broadcast_to(Ck, (len(i0), 2, 2, 2)), np.broadcast_to(Ck.transpose(0, 2, 1), (len(i1), 2, 2, 2))]
+        )
+        Ruv = R[other[:, None], other[None, :]]  # (n, n) rho_{u v}
+        W = np.empty(Ruv.shape + (2, 2))
+        W[..., 0, 0] = W[..., 1, 1] = 2.0 * Ruv.real  # <X_u X_v> = <Y_u Y_v>
+        W[..., 1, 0] = 2.0 * Ruv.imag  # <Y_u X_v>
+        W[..., 0, 1] = -2.0 * Ruv.imag  # <X_u Y_v>
+        Eb = 3.0 * np.einsum("pasu,pquv,qbsv->apbq", Chat, W, Chat)  # (2, n, 2, n)
+        rows = (np.arange(2)[:, None] * P + idx[None, :]).ravel()
+        E[np.ix_(rows, rows)] = Eb.reshape(2 * len(idx), 2 * len(idx))
+    Cyy = E - np.outer(mu, mu)
+    # same-pair blocks (this also overwrites the u = v entries filled above)
+    ar = np.arange(P)
+    Cyy[ar, ar] = raw_pp[:, 0, 0]
+    Cyy[P + ar, P + ar] = raw_pp[:, 1, 1]
+    Cyy[ar, P + ar] = Cyy[P + ar, ar] = raw_pp[:, 0, 1]
+    z = 1.0 - 2.0 * d
+    outside = np.ones((P, M))
+    outside[ar, pairs[:, 0]] = 0.0
+    outside[ar, pairs[:, 1]] = 0.0
+    outside2 = np.concatenate([outside, outside])  # (2P, M)
+    Cyz = mu[:, None] * outside2 - np.outer(mu, z)
+    corr = N / (N - 1.0)
+    Cyy = Cyy * corr / N
+    if normalize == "equal":
+        f2 = np.concatenate([factor, factor])
+        return Cyy * np.outer(f2, f2)
+    # theta = (y, d) with d = (1 - z)/2
+    Cyd = -Cyz / 2.0 * corr / N
+    Cdd = zraw / 4.0 * corr / N
+    j, k = pairs[:, 0], pairs[:, 1]
+    dj, dk = np.maximum(d[j], 1e-12), np.maximum(d[k], 1e-12)
+    g = 1.0 / np.sqrt(dj * dk)
+    g2 = np.concatenate([g, g])
+    V = np.concatenate([r.real * g, r.imag * g])
+    K = np.zeros((2 * P, M))  # dV / dd
+    rows = np.arange(2 * P)
+    K[rows, np.concatenate([j, j])] += -V / (2.0 * np.concatenate([dj, dj]))
+    K[rows, np.concatenate([k, k])] += -V / (2.0 * np.concatenate([dk, dk]))
+    GCyd = g2[:, None] * Cyd
+    full = np.outer(g2, g2) * Cyy + GCyd @ K.T + K @ GCyd.T + K @ Cdd @ K.T
+    return 0.5 * (full + full.T)
 
 def _load(data: bytes, expected: str) -> tuple[Any, dict]:
     try:
@@ -606,40 +618,65 @@ class SquaredVisibilityEstimator:
 # From generic Pauli estimates (e.g. the daemon's ShadowEstimator / BellEstimator)
 # --------------------------------------------------------------------------------------
 def visibilities_from_paulis(
-    pairs: np.ndarray, M: int, values: Sequence[float], stderr: Sequence[float], count: int = 0,
+    pairs: np.ndarray, M: int, values: Sequence[float], stderr: Sequence[float] | None = None, count: int = 0,
     normalize: str = "diagonal", apertures: Any = None,
 ) -> VisibilityEstimate:
-    """Complex visibilities from Pauli expectations in :func:`visibility_observables` order.
+    """Complex visibilities from Pauli expectations in :func:`visibility_observables` order
+    (the output of a generic :class:`~qsense.ShadowEstimator`, e.g. the daemon's).
 
-    Errors combine the terms in quadrature (the exact covariances that
-    :class:`VisibilityEstimator` uses are not available from generic estimates).
+    With ``count`` (the number of snapshots) the covariance, full across pairs
+    when P <= :data:`FULL_COV_MAX_PAIRS`, is the plug-in version of the one
+    :class:`VisibilityEstimator` computes: the same formulas with the
+    per-snapshot moments replaced by their expectations (E[re^2] = 9/8, E[z^2] =
+    3, <Z_j Z_k> = 1 - 2 rho_jj - 2 rho_kk) and rho_uv of pairs not listed taken
+    as 0.  Without ``count`` the ``stderr`` of the terms are combined in
+    quadrature (no cross-pair covariance).
     """
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     P = len(p)
     v = np.asarray(values, dtype=np.float64)
-    e = np.asarray(stderr, dtype=np.float64)
-    if v.shape != (4 * P + M,) or e.shape != v.shape:
+    if v.shape != (4 * P + M,):
         raise ValueError(f"expected {4 * P + M} values in visibility_observables order; got {v.shape}")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}")
     xx, yy, yx, xy = (v[0 : 4 * P : 4], v[1 : 4 * P : 4], v[2 : 4 * P : 4], v[3 : 4 * P : 4])
-    exx, eyy, eyx, exy = (e[0 : 4 * P : 4], e[1 : 4 * P : 4], e[2 : 4 * P : 4], e[3 : 4 * P : 4])
     r = (xx + yy) / 4.0 + 1j * (yx - xy) / 4.0
+    z = v[4 * P :]
+    d = np.maximum((1.0 - z) / 2.0, 1e-12)
+    f = _norm_factor(M, p, apertures)
+    j, k = p[:, 0], p[:, 1]
+    g = f if normalize == "equal" else 1.0 / np.sqrt(d[j] * d[k])
+    Vr = r * g
+    if count and count > 1:
+        R = np.zeros((M, M), np.complex128)
+        R[j, k] = r
+        R[k, j] = np.conj(r)
+        raw = np.empty((P, 2, 2))
+        raw[:, 0, 0] = 9.0 / 8.0 - r.real**2
+        raw[:, 1, 1] = 9.0 / 8.0 - r.imag**2
+        raw[:, 0, 1] = raw[:, 1, 0] = -r.real * r.imag
+        zraw = (1.0 - 2.0 * d[:, None] - 2.0 * d[None, :]) - np.outer(z, z)
+        np.fill_diagonal(zraw, 3.0 - z**2)
+        if P <= FULL_COV_MAX_PAIRS:
+            full = _visibility_covariance(p, M, float(count), r, R, d, raw, zraw, normalize, f)
+            ar = np.arange(P)
+            cov = np.empty((P, 2, 2))
+            cov[:, 0, 0] = full[ar, ar]
+            cov[:, 1, 1] = full[P + ar, P + ar]
+            cov[:, 0, 1] = cov[:, 1, 0] = full[ar, P + ar]
+            return VisibilityEstimate(p, Vr, cov, int(count), full)
+        # large arrays: per-pair blocks only (delta method without the Z terms)
+        cov = raw * (g**2)[:, None, None] / (count - 1.0)
+        return VisibilityEstimate(p, Vr, cov, int(count))
+    if stderr is None:
+        raise ValueError("give count (preferred) or stderr")
+    e = np.asarray(stderr, dtype=np.float64)
+    exx, eyy, eyx, exy = (e[0 : 4 * P : 4], e[1 : 4 * P : 4], e[2 : 4 * P : 4], e[3 : 4 * P : 4])
+    ez = e[4 * P :]
     var_re = (exx**2 + eyy**2) / 16.0
     var_im = (eyx**2 + exy**2) / 16.0
-    z, ez = v[4 * P :], e[4 * P :]
-    if normalize == "equal":
-        f = _norm_factor(M, p, apertures)
-        g = f
-        var_d = np.zeros(P)
-        Vr = r * f
-    elif normalize == "diagonal":
-        d = np.maximum((1.0 - z) / 2.0, 1e-12)
-        dj, dk = d[p[:, 0]], d[p[:, 1]]
-        g = 1.0 / np.sqrt(dj * dk)
-        Vr = r * g
-        # relative variance of sqrt(d_j d_k): (sigma_dj / 2 d_j)^2 + (sigma_dk / 2 d_k)^2
-        var_d = (ez[p[:, 0]] / 2.0 / (2.0 * dj)) ** 2 + (ez[p[:, 1]] / 2.0 / (2.0 * dk)) ** 2
-    else:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}")
+    # relative variance of sqrt(d_j d_k): (sigma_dj / 2 d_j)^2 + (sigma_dk / 2 d_k)^2 with sigma_d = sigma_z / 2
+    var_d = 0.0 if normalize == "equal" else (ez[j] / (4.0 * d[j])) ** 2 + (ez[k] / (4.0 * d[k])) ** 2
     cov = np.zeros((P, 2, 2))
     cov[:, 0, 0] = var_re * g**2 + Vr.real**2 * var_d
     cov[:, 1, 1] = var_im * g**2 + Vr.imag**2 * var_d
@@ -648,17 +685,36 @@ def visibilities_from_paulis(
 
 
 def squared_visibilities_from_paulis(
-    pairs: np.ndarray, M: int, values: Sequence[float], stderr: Sequence[float], count: int = 0, apertures: Any = None
+    pairs: np.ndarray, M: int, values: Sequence[float], stderr: Sequence[float] | None = None, count: int = 0,
+    apertures: Any = None,
 ) -> SquaredVisibilityEstimate:
     """|V|^2 from tr(P rho)^2 estimates in :func:`squared_visibility_observables` order
-    (errors in quadrature, which ignores the per-shot correlation of the four terms)."""
+    (the output of a generic :class:`~qsense.BellEstimator`).
+
+    The four terms of a pair are strongly correlated shot by shot (their sum is
+    ``u_j u_k``, zero unless both sites hold a Psi), so adding their errors in
+    quadrature overstates the error about twofold.  With ``count`` (shots) the
+    error is the plug-in one: per-shot variance ``16 P(Psi_j, Psi_k) - (8|rho_jk|^2)^2``
+    with ``P(Psi_j, Psi_k) = (1 - z_j^2 - z_k^2 + z_jk^2)/4``, z from the aperture
+    populations (``z_j = 1 - 2 a_j/sum(a)``, ``z_jk = z_j + z_k - 1``).
+    """
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     v = np.asarray(values, dtype=np.float64).reshape(-1, 4)
-    e = np.asarray(stderr, dtype=np.float64).reshape(-1, 4)
     if v.shape[0] != len(p):
         raise ValueError("need four values per pair")
     c2 = _norm_factor(M, p, apertures) ** 2 / 8.0
-    return SquaredVisibilityEstimate(p, c2 * v.sum(axis=1), c2 * np.sqrt((e**2).sum(axis=1)), int(count))
+    s = v.sum(axis=1)
+    if count and count > 1:
+        a = np.ones(M) if apertures is None else np.asarray(apertures, dtype=np.float64)
+        zd = 1.0 - 2.0 * a / a.sum()
+        zj, zk = zd[p[:, 0]], zd[p[:, 1]]
+        both = (1.0 - zj**2 - zk**2 + (zj + zk - 1.0) ** 2) / 4.0
+        var = np.maximum(16.0 * both - s**2, 0.0)
+        return SquaredVisibilityEstimate(p, c2 * s, c2 * np.sqrt(var / (count - 1.0)), int(count))
+    if stderr is None:
+        raise ValueError("give count (preferred) or stderr")
+    e = np.asarray(stderr, dtype=np.float64).reshape(-1, 4)
+    return SquaredVisibilityEstimate(p, c2 * s, c2 * np.sqrt((e**2).sum(axis=1)), int(count))
 
 
 # --------------------------------------------------------------------------------------

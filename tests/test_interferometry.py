@@ -90,11 +90,17 @@ def test_single_copy_estimator_equals_generic_pauli_estimates():
         est = VisibilityEstimator(5, normalize=norm)
         est.update(sb[:1234])
         est.update(sb[1234:])
-        generic = visibilities_from_paulis(pairs, 5, vals, r.estimate().stderr, normalize=norm)
-        assert np.allclose(est.estimate().values, generic.values, atol=1e-12)
-        # the exact covariance differs from the quadrature sum only by the small cross terms
-        ratio = generic.stderr_re / est.estimate().stderr_re
-        assert np.all((ratio > 0.8) & (ratio < 1.25))
+        exact = est.estimate()
+        generic = visibilities_from_paulis(pairs, 5, vals, count=sb.T, normalize=norm)
+        assert np.allclose(exact.values, generic.values, atol=1e-12)
+        # the plug-in covariance (expected moments) is close to the exact-count one
+        ratio = np.sqrt(np.diag(generic.full_cov) / np.diag(exact.full_cov))
+        assert np.all(np.abs(ratio - 1) < 0.06)
+        sd = np.sqrt(np.diag(exact.full_cov))
+        assert np.max(np.abs((generic.full_cov - exact.full_cov) / np.outer(sd, sd))) < 0.08
+        # without a count: terms in quadrature, no cross-pair covariance
+        quad = visibilities_from_paulis(pairs, 5, vals, r.estimate().stderr, normalize=norm)
+        assert quad.full_cov is None and np.all(np.abs(quad.stderr_re / exact.stderr_re - 1) < 0.25)
 
 
 def test_two_copy_estimator_equals_generic_bell_estimates():
@@ -107,8 +113,13 @@ def test_two_copy_estimator_equals_generic_bell_estimates():
     r = b.estimate()
     est = SquaredVisibilityEstimator(4)
     est.update(bb)
-    generic = squared_visibilities_from_paulis(pairs, 4, r.values, r.stderr)
-    assert np.allclose(est.estimate().values, generic.values, atol=1e-12)
+    exact = est.estimate()
+    generic = squared_visibilities_from_paulis(pairs, 4, r.values, count=r.count)
+    assert np.allclose(exact.values, generic.values, atol=1e-12)
+    assert np.all(np.abs(generic.stderr / exact.stderr - 1) < 0.1)
+    # adding the four correlated terms' errors in quadrature overstates the error
+    quad = squared_visibilities_from_paulis(pairs, 4, r.values, r.stderr)
+    assert np.all(quad.stderr > 1.3 * exact.stderr)  # ~sqrt(M/2) too large
 
 
 @pytest.mark.parametrize("normalize", ["diagonal", "equal"])
