@@ -480,12 +480,14 @@ class EstimationDaemon:
             await asyncio.sleep(0)
 
     async def _publish_loop(self) -> None:
+        # publish at once too, so that snapshots and retained topics show the
+        # resumed state right after a restart
         while True:
-            await asyncio.sleep(self.config.publish_interval)
             try:
                 await self.publish_estimates()
             except Exception:  # a failing output must not stop estimation
                 log.exception("publishing estimates failed")
+            await asyncio.sleep(self.config.publish_interval)
 
     async def _checkpoint_loop(self) -> None:
         assert self.config.checkpoint is not None
