@@ -348,18 +348,21 @@ class RecordPublisher:
         else:
             self._sock.connect(endpoint)
 
-    async def send(self, batch: ShadowBatch | BellBatch, *, timeout: float | None = None) -> int:
+    async def send(self, batch: ShadowBatch | BellBatch, *, timeout: float | None = None, epoch: int | None = None) -> int:
         """Send one batch; waits while the queue is full. Returns the seq it was sent with.
 
         The batch's arrays are sent zero-copy: do not modify them afterwards.
         ``timeout`` (seconds) raises ``TimeoutError`` if no peer takes it in time.
+        ``epoch`` overrides the publisher's (a relay forwarding another
+        producer's numbering passes that producer's epoch).
         """
+        epoch = self.epoch if epoch is None else epoch
         if self.source is not None:
             seq = self.next_seq
-            frames = encode(batch, source=self.source, seq=seq, epoch=self.epoch)
+            frames = encode(batch, source=self.source, seq=seq, epoch=epoch)
         else:
             seq = batch.seq
-            frames = encode(batch, epoch=self.epoch)
+            frames = encode(batch, epoch=epoch)
         fut = self._sock.send_multipart(frames, copy=False)
         if timeout is None:
             await fut

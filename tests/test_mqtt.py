@@ -224,3 +224,43 @@ async def test_daemon_mqtt_in_and_retained_estimates_out(broker, tmp_path):  # n
     np.testing.assert_allclose([body["estimates"][k]["value"] for k in ("Z0 Z1", "X0")], ref.estimate().values, atol=1e-12)
     assert seen["qsense/lab/status"]["totals"]["malformed"] == 1
     assert seen["qsense/lab/online"] == b"offline"  # clean stop marks the daemon offline
+
+
+# -- the bridge example ---------------------------------------------------------------------------
+async def test_bridge_example_forwards_detector_events(broker, tmp_path):  # noqa: F811
+    import sys
+    from pathlib import Path
+
+    from qsense.transport import RecordReceiver, SequenceTracker
+
+    rx = RecordReceiver("tcp://127.0.0.1:*")
+    script = Path(__file__).resolve().parents[1] / "examples" / "mqtt_detector_bridge.py"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), "--simulate", "--seconds", "1.5", "--rate", "2000", "--mqtt-port", str(broker.auth_port),
+        "--username", broker.settings("password").username, "--password", broker.settings("password").password,
+        "--topic", "lab/+/events", "--zmq", rx.endpoint, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    tracker, records = SequenceTracker(), 0
+    est = ShadowEstimator(["Z0 Z1", "Z1 Z2", "X0 X1 X2"])
+    try:
+        async with asyncio.timeout(25):
+            while True:
+                try:
+                    msg = await asyncio.wait_for(rx.recv(), 0.3)
+                except asyncio.TimeoutError:
+                    if proc.returncode is not None:
+                        break  # the bridge exited and nothing more is queued
+                    continue
+                assert tracker.observe(msg.batch.source, msg.batch.seq, msg.epoch).accepted
+                est.update(msg.batch)
+                records += msg.batch.T
+        out = (await proc.stdout.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        rx.close()
+    assert proc.returncode == 0, out
+    assert records > 500 and f"forwarded {records} records" in out
+    assert tracker.totals()["gaps"] == 0 and tracker.totals()["duplicates"] == 0
+    z = est.estimate()
+    assert np.all(np.abs(z.values - 1.0) < 5 * z.stderr + 0.05)  # GHZ: <ZZ> = <XXX> = 1
