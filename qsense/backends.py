@@ -240,11 +240,18 @@ def pennylane_bell(
     dev = _device(device, 2 * n, seed, density)
     A = [2 * i for i in range(n)]
     B = [2 * i + 1 for i in range(n)]
+    # reorder the joint state's qubits (A_0..A_n-1, B_0..B_n-1) into the interleaved
+    # wire order ourselves: not every device honours an unsorted wire list in state prep
+    perm = [q for i in range(n) for q in (i, n + i)]
     joint = np.kron(a, b)
+    if density:
+        joint = joint.reshape((2,) * (4 * n)).transpose(perm + [2 * n + q for q in perm]).reshape(4**n, 4**n)
+    else:
+        joint = joint.reshape((2,) * (2 * n)).transpose(perm).reshape(-1)
 
     @qml.qnode(dev)
     def circuit():
-        _prepare(joint, A + B)
+        _prepare(joint, range(2 * n))
         for i in range(n):
             qml.CNOT(wires=[A[i], B[i]])
             qml.Hadamard(wires=A[i])
