@@ -1,0 +1,508 @@
+"""Simulated telescope array observing a binary star, end to end through the real chain.
+
+``qsense demo`` runs, in one process and with no external services::
+
+    TelescopeSim ─▶ TelescopeDriver ─▶ QuantumMemory + Scheduler ─▶ TelescopeBackend
+      (photons)       (async, paced)     (pairs photons for Bell)     (O(M) samplers)
+                                                                          │ records
+     table, fits, PNGs ◀── estimates ◀── EstimationDaemon ◀── ZeroMQ PUSH/PULL (127.0.0.1)
+
+A heralded photon collected by M telescopes is stored as M memory qubits.  Some
+photons are measured at once in random Pauli bases (single-copy shadows: signed
+complex visibilities V_jk); others wait in memory for the next photon and the two
+are Bell-measured site by site (two-copy: |V_jk|^2, insensitive to atmospheric
+piston).  The daemon estimates the Pauli expectations; the demo turns them into
+visibilities with error bars (``qsense.interferometry``), fits the source, prints
+a table of true vs estimated values and writes two plots:
+
+* ``visibilities.png``: visibility amplitude and phase vs (projected) baseline,
+  truth curve vs both estimates with error bars;
+* ``convergence.png``: error vs copies consumed, single-copy vs two-copy.
+
+It also writes ``results.json``.  Physics: ``docs/telescope.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .interferometry import (
+    MAS,
+    SquaredVisibilityEstimate,
+    VisibilityEstimate,
+    all_pairs,
+    fit_binary,
+    fit_disk,
+    fit_gaussian,
+    squared_visibilities_from_paulis,
+    squared_visibility_observables,
+    visibilities_from_paulis,
+    visibility_observables,
+)
+
+__all__ = ["add_arguments", "run", "DemoResult", "run_demo"]
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("binary", "disk", "gaussian", "point")
+POLICIES = ("fixed", "shadow", "bell", "adaptive")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``qsense demo``."""
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of observation (wall time; default 15)")
+    parser.add_argument("--out", type=Path, default=Path("qsense-demo"), help="output folder for PNGs and results.json (default ./qsense-demo)")
+    parser.add_argument("--telescopes", "-M", type=int, default=6, help="number of telescopes (default 6; the simulator handles >= 64)")
+    parser.add_argument("--source", choices=SOURCES, default="binary", help="what the array observes (default binary)")
+    parser.add_argument("--separation", type=float, default=3.0, help="binary separation, mas (default 3)")
+    parser.add_argument("--position-angle", type=float, default=60.0, help="binary position angle, deg East of North (default 60)")
+    parser.add_argument("--flux-ratio", type=float, default=0.5, help="binary flux ratio I2/I1 (default 0.5)")
+    parser.add_argument("--diameter", type=float, default=1.5, help="disk diameter or Gaussian FWHM, mas (default 1.5)")
+    parser.add_argument("--wavelength", type=float, default=800.0, help="wavelength, nm (default 800)")
+    parser.add_argument("--scale", type=float, default=60.0, help="array size scale, m (default 60: baselines 25-140 m)")
+    parser.add_argument("--rate", type=float, default=4000.0, help="heralded photons per second (default 4000)")
+    parser.add_argument("--policy", choices=POLICIES, default="fixed", help="scheduler policy (default fixed)")
+    parser.add_argument("--pair-fraction", type=float, default=0.5, help="fraction of photons paired for Bell with --policy fixed (default 0.5)")
+    parser.add_argument("--tol", type=float, default=0.05, help="|V|^2 tolerance for --policy adaptive (default 0.05)")
+    parser.add_argument("--memory", type=int, default=4, help="quantum memory slots (default 4)")
+    parser.add_argument("--t2", type=float, default=0.02, help="memory dephasing time T2, s (default 0.02; 0 = perfect memory)")
+    parser.add_argument("--dark", type=float, default=0.01, help="fraction of heralds that are dark counts (default 0.01; corrected for)")
+    parser.add_argument("--piston", type=float, default=0.0, help="atmospheric piston diffusion, rad^2/s per telescope (default 0)")
+    parser.add_argument("--seed", type=int, default=2024, help="random seed (default 2024)")
+    parser.add_argument("--no-plot", action="store_true", help="skip the PNGs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verbose", action="store_true", help="keep the pipeline's and daemon's INFO logs (default: warnings only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``qsense demo``."""
+    if not getattr(args, "verbose", False):
+        # the components log every plan and lifecycle step at INFO, which would
+        # interleave with the progress bar; the demo prints its own summary
+        for name in ("qsense.pipeline", "qsense.scheduler", "qsense.daemon", "qsense.memory", "qsense.transport", "qsense.sequence"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        result = asyncio.run(run_demo(args))
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0 if result.ok else 1
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass
+class DemoResult:
+    """What a demo run produced (also written to ``results.json``)."""
+
+    ok: bool
+    truth: np.ndarray
+    single: VisibilityEstimate | None
+    double: SquaredVisibilityEstimate | None
+    fits: dict[str, Any]
+    counters: dict[str, int]
+    files: list[Path] = field(default_factory=list)
+    history: dict[str, list] = field(default_factory=dict)
+    chain: list[str] = field(default_factory=list)
+
+
+def _make_source(args: argparse.Namespace, tel: Any) -> Any:
+    if args.source == "binary":
+        return tel.BinaryStar(args.separation * MAS, math.radians(args.position_angle), args.flux_ratio)
+    if args.source == "disk":
+        return tel.UniformDisk(args.diameter * MAS)
+    if args.source == "gaussian":
+        return tel.GaussianSource(args.diameter * MAS)
+    return tel.PointSource((1.0 * MAS, 0.5 * MAS))
+
+
+def _truth_params(args: argparse.Namespace) -> dict[str, float]:
+    if args.source == "binary":
+        return {"separation": args.separation, "position_angle": args.position_angle % 360.0, "flux_ratio": args.flux_ratio}
+    if args.source == "disk":
+        return {"diameter": args.diameter}
+    if args.source == "gaussian":
+        return {"fwhm": args.diameter}
+    return {}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if not args.duration > 0:
+        raise SystemExit("qsense demo: --duration must be positive")
+    if args.telescopes < 2:
+        raise SystemExit("qsense demo: need at least 2 telescopes")
+    if not 0 <= args.pair_fraction <= 1:
+        raise SystemExit("qsense demo: --pair-fraction must lie in [0, 1]")
+    if not 0 <= args.dark < 0.5:
+        raise SystemExit("qsense demo: --dark must lie in [0, 0.5)")
+    if not args.rate > 0:
+        raise SystemExit("qsense demo: --rate must be positive")
+
+
+def _values(body: dict, labels: list[str]) -> np.ndarray | None:
+    est = body.get("estimates") or {}
+    try:
+        return np.array([est[lab]["value"] for lab in labels], dtype=np.float64)
+    except KeyError:
+        return None
+
+
+async def run_demo(args: argparse.Namespace) -> DemoResult:
+    """The whole demo (``args`` as parsed by :func:`add_arguments`)."""
+    _check_args(args)
+    # sims and drivers are found by name: the core never imports them at import time
+    tel = importlib.import_module("sims.telescope")
+    drv = importlib.import_module("drivers.telescope")
+    from .daemon import EstimationDaemon
+    from .memory import ManualClock, SlotMemory
+    from .pipeline import Pipeline
+    from .scheduler import Scheduler
+    from .transport import RecordPublisher
+
+    t_start = time.perf_counter()
+    M = int(args.telescopes)
+    lam = args.wavelength * 1e-9
+    array = tel.TelescopeArray(tel.demo_array(M, scale=args.scale), lam)
+    source = _make_source(args, tel)
+    bin_time = 1e-9
+    t2 = math.inf if args.t2 <= 0 else float(args.t2)
+    sim = tel.TelescopeSim(
+        array, source, epsilon=args.rate * (1 - args.dark) * bin_time, dark_prob=args.rate * args.dark * bin_time,
+        bin_time=bin_time, t2=t2, piston_diffusion=args.piston, seed=args.seed,
+    )
+    pairs = all_pairs(M)
+    truth = sim.true_visibilities(pairs)
+    shadow_labels = visibility_observables(pairs, M)
+    bell_labels = squared_visibility_observables(pairs)
+    dark = sim.dark_fraction
+
+    config = {
+        "daemon": {"name": "demo", "publish_interval": 0.5, "drain_timeout": 5.0},
+        "inputs": {"zmq": [{"name": "records", "endpoint": "tcp://127.0.0.1:*", "bind": True}]},
+        "estimators": [
+            {"name": "visibility", "type": "shadow", "observables": shadow_labels, "wires": M},
+            {"name": "visibility2", "type": "bell", "observables": bell_labels, "wires": M,
+             **({"t2": t2} if math.isfinite(t2) else {})},
+        ],
+    }
+    chain = [
+        "TelescopeSim (sims.telescope)",
+        "TelescopeDriver (drivers.telescope, async, paced)",
+        f"SlotMemory ({args.memory} slots, T2 = {args.t2:g} s) + Scheduler (policy {args.policy})",
+        "TelescopeBackend (O(M) single-excitation samplers)",
+        "ZeroMQ PUSH -> PULL on 127.0.0.1",
+        "EstimationDaemon (in-process; shadow + Bell estimators)",
+    ]
+    history: dict[str, list] = {"single": [], "double": [], "single_v2": []}
+    progress = None
+    async with EstimationDaemon(config, resume=False) as daemon:
+        endpoint = daemon.endpoints["input.records"]
+        publisher = RecordPublisher(endpoint)
+        clock = ManualClock()
+        memory = SlotMemory(args.memory, tel.TelescopeCoherence(t2), clock=clock, name="telescope-memory")
+        estimators: list[Any] = []
+        if args.policy == "adaptive":
+            from .targets import TargetSet, visibility_squared
+
+            ts = TargetSet([visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs], tol=args.tol / M**2,
+                           t2=t2 if math.isfinite(t2) else None)
+            scheduler = Scheduler("adaptive", memory, targets=ts, replan_every=2000, clock=clock)
+            estimators.append(ts)
+        elif args.policy == "fixed":
+            scheduler = Scheduler("fixed", memory, ratio=args.pair_fraction, clock=clock)
+        else:
+            scheduler = Scheduler(args.policy, memory, clock=clock)
+        driver = drv.TelescopeDriver(sim, rate=args.rate, duration=args.duration, realtime=True)
+        backend = tel.TelescopeBackend(sim)
+        pipe = Pipeline({"telescope": driver}, memory, scheduler, backend, estimators=estimators,
+                        sinks=[publisher.send], clock=clock, batch_size=512, flush_interval=0.05, name="telescope")
+
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=round(args.duration, 1), unit="s", desc="observing", file=sys.stderr,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s{postfix}")
+
+        def snapshot() -> None:
+            """Record convergence points and refresh the progress bar."""
+            bodies = daemon.estimates()
+            sb, bb = bodies.get("visibility", {}), bodies.get("visibility2", {})
+            ns, nb = int(sb.get("count", 0)), int(bb.get("count", 0))
+            if ns > 50:
+                v = _values(sb, shadow_labels)
+                if v is not None:
+                    e = visibilities_from_paulis(pairs, M, v, count=ns)
+                    vv = e.values / (1 - dark)
+                    history["single"].append((ns, float(np.sqrt(np.mean(np.abs(vv - truth) ** 2))),
+                                              float(np.sqrt(np.mean(e.stderr_re**2 + e.stderr_im**2))) / (1 - dark)))
+                    v2 = e.squared_amplitude / (1 - dark) ** 2
+                    history["single_v2"].append((ns, float(np.sqrt(np.mean((v2 - np.abs(truth) ** 2) ** 2)))))
+            if nb > 50:
+                v = _values(bb, bell_labels)
+                if v is not None:
+                    e2 = squared_visibilities_from_paulis(pairs, M, v, count=nb)
+                    history["double"].append((2 * nb, float(np.sqrt(np.mean((e2.values / (1 - dark) ** 2 - np.abs(truth) ** 2) ** 2))),
+                                              float(np.sqrt(np.mean(e2.stderr**2))) / (1 - dark) ** 2))
+            if progress is not None:
+                progress.n = min(round(clock() - 0.0, 1), progress.total)
+                progress.set_postfix_str(f"copies {pipe.counters['arrived']}, shadows {ns}, Bell pairs {nb}", refresh=False)
+                progress.refresh()
+
+        async def monitor() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                snapshot()
+
+        mon = asyncio.create_task(monitor())
+        try:
+            report = await pipe.run(duration=args.duration + 5.0)
+            # wait until the daemon has folded in every record the pipeline sent
+            want = {"visibility": report["records.shadow"], "visibility2": report["records.bell"]}
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline:
+                counts = {s.name: s.count for s in daemon.slots}
+                if all(counts[k] >= v for k, v in want.items()):
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            mon.cancel()
+            await asyncio.gather(mon, return_exceptions=True)
+            publisher.close()
+        snapshot()
+        if progress is not None:
+            progress.n = progress.total
+            progress.refresh()
+            progress.close()
+        bodies = daemon.estimates()
+        zstats = daemon.stats()
+
+    counters = dict(report.counters)
+    counters["daemon.records.shadow"] = int(bodies["visibility"].get("count", 0))
+    counters["daemon.records.bell"] = int(bodies["visibility2"].get("count", 0))
+    counters["zmq.messages"] = int(sum(v["messages"] for v in zstats["inputs"]["zmq"].values()))
+    counters["zmq.malformed"] = int(zstats["totals"].get("malformed", 0))
+    single = double = None
+    ns, nb = counters["daemon.records.shadow"], counters["daemon.records.bell"]
+    if ns > 1:
+        e = visibilities_from_paulis(pairs, M, _values(bodies["visibility"], shadow_labels), count=ns)
+        # correct for the known dark-count fraction (a dark count carries no coherence)
+        s = 1.0 / (1 - dark)
+        single = VisibilityEstimate(e.pairs, e.values * s, e.cov * s**2, e.count, None if e.full_cov is None else e.full_cov * s**2)
+    if nb > 1:
+        e2 = squared_visibilities_from_paulis(pairs, M, _values(bodies["visibility2"], bell_labels), count=nb)
+        s2 = 1.0 / (1 - dark) ** 2
+        double = SquaredVisibilityEstimate(e2.pairs, e2.values * s2, e2.stderr * s2, e2.count)
+    fits = _fits(args, array.uv(pairs), single, double)
+    ok = not report.errors and report.unaccounted == 0 and (single is not None or double is not None)
+    result = DemoResult(ok, truth, single, double, fits, counters, history=history, chain=chain)
+    _print_report(args, sim, array, pairs, result, time.perf_counter() - t_start)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_plot:
+        result.files += _plots(args, sim, array, pairs, result)
+    result.files.append(_write_json(args, array, pairs, result))
+    for f in result.files:
+        print(f"wrote {f}")
+    if report.errors:
+        print(f"errors: {report.errors}", file=sys.stderr)
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+def _fits(args: argparse.Namespace, uv: np.ndarray, single: VisibilityEstimate | None,
+          double: SquaredVisibilityEstimate | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    fitter = {"binary": fit_binary, "disk": fit_disk, "gaussian": fit_gaussian}.get(args.source)
+    if fitter is None:
+        return out
+    try:
+        if single is not None:
+            out["single-copy"] = fitter(uv, single.values, single.stderr, kind="complex", cov=single.full_cov)
+        if double is not None and np.all(double.stderr > 0):
+            out["two-copy"] = fitter(uv, double.values, double.stderr, kind="squared")
+    except (ValueError, np.linalg.LinAlgError) as exc:  # a degenerate short run must still print its table
+        log.warning("fit failed: %s", exc)
+    return out
+
+
+def _fmt(v: float, e: float, digits: int = 3) -> str:
+    return f"{v:.{digits}f} ± {e:.{digits}f}"
+
+
+def _print_report(args, sim, array, pairs, res: DemoResult, elapsed: float) -> None:
+    c = res.counters
+    B = array.baselines(pairs)
+    truth = res.truth
+    print()
+    print(f"qsense demo: {args.source} observed by {array.M} telescopes at {args.wavelength:g} nm for {args.duration:g} s "
+          f"({args.rate:g} photons/s, policy {args.policy})")
+    print("chain: " + " -> ".join(res.chain))
+    print(f"copies {c.get('arrived', 0)}: {c.get('scheduler.shadow_copies', 0)} single-copy shadows, "
+          f"{c.get('scheduler.bell_pairs', 0)} Bell pairs; lost {c.get('lost', 0)}; "
+          f"ZeroMQ batches {c['zmq.messages']} (malformed {c['zmq.malformed']}); daemon records "
+          f"{c['daemon.records.shadow']} shadow + {c['daemon.records.bell']} Bell")
+    if sim.dark_fraction > 0:
+        print(f"estimates corrected for the known dark-count fraction {sim.dark_fraction:.3g}")
+    print()
+    hdr = (f"{'pair':>6} {'|B| m':>7} {'|V| true':>8} {'|V| single-copy':>16} {'phase true':>10} {'phase single-copy':>18} "
+           f"{'|V|^2 true':>10} {'|V|^2 two-copy':>16}")
+    print(hdr)
+    print("-" * len(hdr))
+    s, d = res.single, res.double
+    for p, (j, k) in enumerate(pairs):
+        amp = _fmt(s.amplitude[p], s.amplitude_err[p]) if s is not None else "-"
+        ph = f"{math.degrees(s.phase[p]):7.1f} ± {math.degrees(s.phase_err[p]):5.1f}" if s is not None else "-"
+        v2 = _fmt(d.values[p], d.stderr[p]) if d is not None else "-"
+        print(f"{f'{j}-{k}':>6} {np.hypot(*B[p]):7.1f} {abs(truth[p]):8.3f} {amp:>16} {math.degrees(np.angle(truth[p])):10.1f} "
+              f"{ph:>18} {abs(truth[p]) ** 2:10.3f} {v2:>16}")
+    if s is not None:
+        z = np.concatenate([(s.values.real - truth.real) / s.stderr_re, (s.values.imag - truth.imag) / s.stderr_im])
+        print(f"single-copy: {np.mean(np.abs(z) < 2) * 100:.0f}% of Re/Im within 2 sigma of the truth")
+    if d is not None:
+        z = (d.values - np.abs(truth) ** 2) / d.stderr
+        print(f"two-copy:    {np.mean(np.abs(z) < 2) * 100:.0f}% of |V|^2 within 2 sigma of the truth")
+    truth_p = _truth_params(args)
+    if res.fits:
+        print()
+        names = next(iter(res.fits.values())).names
+        units = next(iter(res.fits.values())).units
+        print(f"{'parameter':>16} {'truth':>10} " + " ".join(f"{k + ' fit':>22}" for k in res.fits))
+        for i, n in enumerate(names):
+            row = f"{n + (' (' + units[i] + ')' if units[i] else ''):>16} {truth_p.get(n, float('nan')):10.3f} "
+            row += " ".join(f"{_fmt(f.values[i], f.stderr[i]):>22}" for f in res.fits.values())
+            print(row)
+        print("chi2/dof: " + ", ".join(f"{k} {f.chi2:.1f}/{f.dof}" for k, f in res.fits.items()))
+    print(f"\nfinished in {elapsed:.1f} s")
+
+
+def _projection(args: argparse.Namespace, B: np.ndarray) -> tuple[np.ndarray, str]:
+    """x-axis of the visibility plot: baseline projected on the binary axis, or |B|."""
+    if args.source == "binary":
+        pa = math.radians(args.position_angle)
+        return B @ np.array([math.sin(pa), math.cos(pa)]), "baseline projected on the binary axis (m)"
+    if args.source == "point":
+        off = np.array([1.0, 0.5]) / math.hypot(1.0, 0.5)
+        return B @ off, "baseline projected on the source offset (m)"
+    return np.hypot(B[:, 0], B[:, 1]), "baseline length |B| (m)"
+
+
+def _plots(args, sim, array, pairs, res: DemoResult) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    lam = array.wavelength
+    B = array.baselines(pairs)
+    x, xlabel = _projection(args, B)
+    # the truth curve along the projection axis (exact for binary/point; radial for disks)
+    xmax = max(np.abs(x).max() * 1.08, 1.0)
+    xs = np.linspace(0 if args.source in ("disk", "gaussian") else -xmax, xmax, 600)
+    if args.source == "binary":
+        pa = math.radians(args.position_angle)
+        direction = np.array([math.sin(pa), math.cos(pa)])
+    elif args.source == "point":
+        direction = np.array([1.0, 0.5]) / math.hypot(1.0, 0.5)
+    else:
+        direction = np.array([1.0, 0.0])
+    curve = sim.source.visibility(np.outer(xs, direction) / lam)
+    if args.source in ("binary", "point"):
+        # fold to non-negative projections: V(-B) = conj V(B)
+        x = np.abs(x)
+        keep = xs >= 0
+        xs, curve = xs[keep], curve[keep]
+        sign = np.sign(B @ direction)
+    else:
+        sign = np.ones(len(x))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8.5, 8), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    ax1.plot(xs, np.abs(curve), color="0.3", lw=1.5, label="truth |V|")
+    s, d = res.single, res.double
+    if s is not None:
+        ax1.errorbar(x - 0.6, s.amplitude, yerr=s.amplitude_err, fmt="o", ms=5, capsize=3, color="tab:blue",
+                     label=f"single-copy shadows ({s.count} photons)")
+    if d is not None:
+        ax1.errorbar(x + 0.6, d.amplitude, yerr=d.amplitude_err, fmt="s", ms=5, capsize=3, color="tab:orange",
+                     label=f"two-copy Bell, √|V|² ({d.count} pairs)")
+    ax1.set_ylabel("visibility amplitude |V|")
+    ax1.set_ylim(-0.02, 1.08)
+    ax1.grid(alpha=0.3)
+    ax1.legend(loc="lower left", fontsize=9)
+    title = {"binary": f"binary: separation {args.separation:g} mas, PA {args.position_angle:g}°, flux ratio {args.flux_ratio:g}",
+             "disk": f"uniform disk: diameter {args.diameter:g} mas", "gaussian": f"Gaussian: FWHM {args.diameter:g} mas",
+             "point": "off-axis point source"}[args.source]
+    ax1.set_title(f"{array.M} telescopes, λ = {args.wavelength:g} nm — {title}", fontsize=11)
+    ax2.plot(xs, np.degrees(np.angle(curve)), color="0.3", lw=1.5, label="truth arg V")
+    if s is not None:
+        # folded baselines: V(-B) = conj V(B), so the phase changes sign
+        ax2.errorbar(x, np.degrees(np.angle(s.values)) * np.where(sign < 0, -1.0, 1.0), yerr=np.degrees(s.phase_err), fmt="o", ms=5, capsize=3, color="tab:blue", label="single-copy shadows")
+    ax2.set_ylabel("phase arg V (deg)")
+    ax2.set_xlabel(xlabel)
+    ax2.set_ylim(-200, 200)
+    ax2.set_yticks([-180, -90, 0, 90, 180])
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="lower left", fontsize=9)
+    fig.tight_layout()
+    f1 = args.out / "visibilities.png"
+    fig.savefig(f1, dpi=110)
+    plt.close(fig)
+    files.append(f1)
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    h = res.history
+    if h.get("single_v2"):
+        a = np.array(h["single_v2"])
+        ax.loglog(a[:, 0], a[:, 1], "o-", ms=3, color="tab:blue", label="single-copy shadows: |V|² RMS error")
+    if h.get("double"):
+        a = np.array(h["double"])
+        ax.loglog(a[:, 0], a[:, 1], "s-", ms=3, color="tab:orange", label="two-copy Bell: |V|² RMS error")
+        ax.loglog(a[:, 0], a[:, 2], "--", color="tab:orange", alpha=0.7, label="two-copy Bell: mean error bar")
+    if h.get("single"):
+        a = np.array(h["single"])
+        ax.loglog(a[:, 0], a[:, 1], "^-", ms=3, color="tab:green", alpha=0.8, label="single-copy shadows: complex V RMS error")
+        ax.loglog(a[:, 0], a[:, 2], "--", color="tab:green", alpha=0.6, label="single-copy shadows: mean error bar")
+        n = a[:, 0]
+        ax.loglog(n, a[-1, 2] * np.sqrt(n[-1] / n), ":", color="0.5", label="∝ 1/√copies")
+    ax.set_xlabel("copies consumed (photons)")
+    ax.set_ylabel("RMS error over baselines")
+    ax.set_title(f"convergence: {array.M} telescopes, {args.source}", fontsize=11)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    f2 = args.out / "convergence.png"
+    fig.savefig(f2, dpi=110)
+    plt.close(fig)
+    files.append(f2)
+    return files
+
+
+def _write_json(args, array, pairs, res: DemoResult) -> Path:
+    s, d = res.single, res.double
+    doc = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if not k.startswith("_") and not callable(v)},
+        "telescopes": array.positions.tolist(),
+        "wavelength_m": array.wavelength,
+        "pairs": pairs.tolist(),
+        "truth": {"re": res.truth.real.tolist(), "im": res.truth.imag.tolist()},
+        "single_copy": None if s is None else s.as_dict(),
+        "two_copy": None if d is None else d.as_dict(),
+        "fits": {k: f.as_dict() for k, f in res.fits.items()},
+        "truth_parameters": _truth_params(args),
+        "counters": res.counters,
+        "chain": res.chain,
+        "history": res.history,
+    }
+    path = args.out / "results.json"
+    path.write_text(json.dumps(doc, indent=1))
+    return path
