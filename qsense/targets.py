@@ -123,11 +123,17 @@ def purity_shadow_variance(p: float, m: int) -> tuple[float, float]:
 
 def _purity_bell_second_moment(p: float, m: int, moment: Moment) -> float:
     """E[(Π_wires f)^2] of the reweighted Bell purity shot (PHYSICS.md §3: triplet
-    (1+w)/2, singlet (1−3w)/2, w = e^{τ/T2}) for a product state with per-qubit
-    Bloch length² r²: per wire E[f²] = (1 + 2r² − 2r² w + 3 w²)/4, a polynomial in
-    w whose m-th power is averaged term by term with E[w^j] = moment(j)."""
-    r2 = _local_r2(p, m)
-    per_wire = np.array([(1.0 + 2.0 * r2) / 4.0, -2.0 * r2 / 4.0, 3.0 / 4.0])
+    (1+w)/2, singlet (1−3w)/2, w = e^{τ/T2}).
+
+    For one wire of a product state with Bloch length² r², E[f²] =
+    (1 + 3w² + 2r²(1 − w))/4 ≤ (1 + 3w²)/4 (w ≥ 1), with equality for maximally
+    mixed marginals.  We use the bound for every state: exact at w = 1 (the
+    familiar 1 − p² per-shot variance), an upper bound for product states, and
+    within a few per cent of the measured variance for entangled states, whose
+    marginals are close to maximally mixed (docs/scheduler.md).  Its m-th power
+    is a polynomial in w², averaged term by term with E[w^j] = moment(j).
+    """
+    per_wire = np.array([0.25, 0.0, 0.75])
     poly = np.array([1.0])
     for _ in range(m):
         poly = np.convolve(poly, per_wire)

@@ -281,3 +281,23 @@ async def test_adaptive_replans_from_estimates_and_logs_reasoning(caplog):
     assert 0 < sched.plan.pair_fraction < first.pair_fraction
     assert sched.counters["replans"] >= 3
     assert dict(sched.plan.assignment)["<Z0>"] == "shadow"
+
+
+def test_bell_purity_variance_model_on_an_entangled_state():
+    """Reweighted Bell purity shots of an entangled 6-qubit state with waits
+    τ ~ Exp(λ) capped at c: measured per-shot variance vs the cost model."""
+    rng = np.random.default_rng(9)
+    psi = sims.random_circuit_state(6, 3, seed=2)
+    rho = 0.8 * sims.to_density_matrix(psi) + 0.2 * np.eye(64) / 64
+    p = float(np.trace(rho @ rho).real)
+    lam, t2, cap, T = 1e4, 1e-3, 1.2e-4, 200_000
+    tau = rng.exponential(1 / lam, 3 * T)
+    tau = tau[tau < cap][:T]
+    codes = sims.BellSampler(rho).sample_codes(T, rng)
+    codes = depolarize_bell_codes(codes, np.exp(-tau / t2)[:, None], rng)
+    est = BellEstimator([], t2=t2)
+    est.update(BellBatch(codes, wait=tau))
+    e = est.purity()
+    assert abs(e.values[0] - p) < 5 * e.stderr[0]
+    predicted = Purity(n=6).bell_shot_variance(p, lambda j: wait_moment(j, lam, t2, cap))
+    assert e.stderr[0] ** 2 * T == pytest.approx(predicted, rel=0.1)
