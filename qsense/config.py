@@ -7,7 +7,8 @@ integer, got 'ten'``.  Relative paths are resolved against the config file's
 directory.  The schema, with defaults, is documented in ``docs/daemon.md`` and
 exercised by ``examples/daemon_config.toml``::
 
-    [daemon]          name, publish_interval, drain_timeout
+    [daemon]          name, publish_interval, drain_timeout, coalesce_records,
+                      kernel_threads
     [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
     [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
                       max_queued_batches, name
@@ -195,6 +196,8 @@ class DaemonConfig:
     name: str = "qsense"
     publish_interval: float = 1.0
     drain_timeout: float = 5.0
+    coalesce_records: int = 65536
+    kernel_threads: int = 1
     zmq_inputs: tuple[ZmqInputConfig, ...] = ()
     mqtt_inputs: tuple[MqttInputConfig, ...] = ()
     estimators: tuple[EstimatorConfig, ...] = ()
@@ -480,6 +483,8 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         kw["name"] = d.get("name", _topic_name, "qsense")
         kw["publish_interval"] = d.get("publish_interval", _seconds, 1.0)
         kw["drain_timeout"] = d.get("drain_timeout", lambda v: _seconds(v, allow_zero=True), 5.0)
+        kw["coalesce_records"] = d.get("coalesce_records", _int_in(1, 1 << 24, "a number of records"), 65536)
+        kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), 1)
         d.done()
     inputs = top.sub("inputs")
     zin: list[ZmqInputConfig] = []

@@ -39,17 +39,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import zmq
 import zmq.asyncio
 
+from . import kernels
 from .bell import BellEstimator
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
 from .purity import ShadowPurity
-from .records import BellBatch, ShadowBatch
+from .records import BellBatch, ShadowBatch, concatenate
 from .shadow import ShadowEstimator
 from .transport import (
     CurveServerKeys,
@@ -90,6 +91,7 @@ class EstimatorSlot:
         self.updates = 0
         self.last_seq: dict[str, int] = {}  # source -> last seq folded in
         self.last_update = 0.0
+        self.last_record_time: float | None = None  # timestamp of the newest record folded in
         self._log = ThrottledLog(log)
 
     def _make(self) -> Any:
@@ -109,24 +111,32 @@ class EstimatorSlot:
             return False
         return not self.cfg.sources or batch.source in self.cfg.sources
 
-    def update(self, batch: ShadowBatch | BellBatch) -> bool:
-        """Fold ``batch`` in; on refusal count it, log why, and leave the state alone."""
+    def update(self, batch: ShadowBatch | BellBatch, parts: Sequence[ShadowBatch | BellBatch] | None = None) -> bool:
+        """Fold ``batch`` in; on refusal count it, log why, and leave the state alone.
+
+        ``parts``: the batches ``batch`` was concatenated from (for per-source
+        bookkeeping and counting refusals per batch).
+        """
+        parts = [batch] if parts is None else list(parts)
         if self.cfg.wires is not None and batch.wires != self.cfg.wires:
-            self.rejected["wires"] = self.rejected.get("wires", 0) + 1
+            self.rejected["wires"] = self.rejected.get("wires", 0) + len(parts)
             self._log.log(logging.WARNING, "pinned", "estimator %r refused a batch from %r (seq %d): wires %s, configured %s",
-                          self.name, batch.source, batch.seq, _short(batch.wires), _short(self.cfg.wires))
+                          self.name, parts[0].source, parts[0].seq, _short(batch.wires), _short(self.cfg.wires))
             return False
         try:
             self.est.update(batch)
         except ValueError as exc:
             reason = "wires" if "wire" in str(exc) or "outside" in str(exc) else "invalid"
-            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self.rejected[reason] = self.rejected.get(reason, 0) + len(parts)
             self._log.log(logging.WARNING, reason, "estimator %r refused a batch from %r (seq %d): %s",
-                          self.name, batch.source, batch.seq, exc)
+                          self.name, parts[0].source, parts[0].seq, exc)
             return False
-        self.updates += 1
-        self.last_seq[batch.source] = batch.seq
+        self.updates += len(parts)
+        for p in parts:
+            self.last_seq[p.source] = p.seq
         self.last_update = time.time()
+        if batch.T:
+            self.last_record_time = float(batch.t[-1])
         return True
 
     def body(self) -> dict:
@@ -148,7 +158,8 @@ class EstimatorSlot:
                     out["estimates"] = {**{f"purity{k}": v for k, v in p.items()}, **{f"S2{k}": v for k, v in s.items()}}
         except ValueError as exc:  # e.g. not bound yet; publish the count only
             log.debug("estimator %r has no estimate yet: %s", self.name, exc)
-        out.update(estimator=self.name, type=self.cfg.type, sources=dict(self.last_seq), updated=self.last_update)
+        out.update(estimator=self.name, type=self.cfg.type, sources=dict(self.last_seq), updated=self.last_update,
+                   last_record_time=self.last_record_time)
         return out
 
     def state(self) -> EstimatorState:
@@ -234,19 +245,44 @@ class EstimationDaemon:
         Returns False for a duplicate (dropped).  Synchronous: in-process
         producers may call it directly instead of going through ZeroMQ.
         """
-        verdict = self.tracker.observe(batch.source, batch.seq, epoch, batch.T)
-        if not verdict.accepted:
-            return False
+        return self.ingest_many([(batch, epoch)]) == 1
+
+    def ingest_many(self, items: Sequence[tuple[ShadowBatch | BellBatch, int]]) -> int:
+        """:meth:`ingest` for several ``(batch, epoch)`` in arrival order; returns
+        how many were accepted.
+
+        Every batch is sequence-checked on its own, then each estimator gets its
+        accepted batches with consecutive runs on the same wires concatenated
+        into one update.  The estimators' results do not depend on how the
+        stream is split (the median-of-means blocks follow arrival order
+        snapshot by snapshot), so this only saves the kernels' per-call
+        overhead when producers send small batches.
+        """
+        accepted = []
+        for batch, epoch in items:
+            if self.tracker.observe(batch.source, batch.seq, epoch, batch.T).accepted:
+                accepted.append(batch)
+        if not accepted:
+            return 0
         for slot in self.slots:
-            if slot.wants(batch):
-                t0 = time.perf_counter()
-                try:
-                    slot.update(batch)
-                except Exception:  # an estimator bug must not take the daemon down
-                    slot.rejected["error"] = slot.rejected.get("error", 0) + 1
-                    log.exception("estimator %r failed on a batch from %r", slot.name, batch.source)
-                self._update_hist[slot.name].observe(time.perf_counter() - t0)
-        return True
+            mine = [b for b in accepted if slot.wants(b)]
+            i = 0
+            while i < len(mine):
+                j = i + 1
+                while j < len(mine) and mine[j].wires == mine[i].wires:
+                    j += 1
+                self._update(slot, mine[i:j])
+                i = j
+        return len(accepted)
+
+    def _update(self, slot: EstimatorSlot, run: list[ShadowBatch | BellBatch]) -> None:
+        t0 = time.perf_counter()
+        try:
+            slot.update(run[0] if len(run) == 1 else concatenate(run), parts=run)
+        except Exception:  # an estimator bug must not take the daemon down
+            slot.rejected["error"] = slot.rejected.get("error", 0) + len(run)
+            log.exception("estimator %r failed on %d batch(es) from %r", slot.name, len(run), run[0].source)
+        self._update_hist[slot.name].observe(time.perf_counter() - t0)
 
     # -- state ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict]:
@@ -285,6 +321,9 @@ class EstimationDaemon:
         self._started = True
         cfg = self.config
         try:
+            if cfg.kernel_threads != kernels.get_threads():
+                # process-wide: the counting kernels of every estimator use them
+                kernels.set_threads(cfg.kernel_threads)
             if cfg.checkpoint is not None and self.resume:
                 self._restore(cfg.checkpoint.path)
             if self._ctx is None:
@@ -430,11 +469,13 @@ class EstimationDaemon:
                 n += 1
         for rx in self._receivers:
             while time.monotonic() < deadline:
-                msg = await rx.recv_nowait()
-                if msg is None:
+                items = []
+                while len(items) < 64 and (msg := await rx.recv_nowait()) is not None:
+                    items.append((msg.batch, msg.epoch))
+                if not items:
                     break
-                self.ingest(msg.batch, epoch=msg.epoch)
-                n += 1
+                self.ingest_many(items)
+                n += len(items)
         return n
 
     async def _close_resources(self) -> None:
@@ -466,17 +507,29 @@ class EstimationDaemon:
 
     # -- tasks -------------------------------------------------------------------------------
     async def _zmq_loop(self, rx: RecordReceiver) -> None:
+        limit = self.config.coalesce_records
         while True:
             msg = await rx.recv()
-            self.ingest(msg.batch, epoch=msg.epoch)
+            items, records = [(msg.batch, msg.epoch)], msg.batch.T
+            # take what is already queued (recv_nowait never suspends, so a
+            # cancellation cannot strike between receiving and ingesting)
+            while records < limit and (more := await rx.recv_nowait()) is not None:
+                items.append((more.batch, more.epoch))
+                records += more.batch.T
+            self.ingest_many(items)
             # a queued message makes recv() return without suspending; yield so
             # that publishing and checkpoints run while data pours in
             await asyncio.sleep(0)
 
     async def _mqtt_loop(self, src: Any) -> None:
+        limit = self.config.coalesce_records
         while True:
             item = await src.get()
-            self.ingest(item.batch, epoch=item.epoch)
+            items, records = [(item.batch, item.epoch)], item.batch.T
+            while records < limit and (more := src.get_nowait()) is not None:
+                items.append((more.batch, more.epoch))
+                records += more.batch.T
+            self.ingest_many(items)
             await asyncio.sleep(0)
 
     async def _publish_loop(self) -> None:

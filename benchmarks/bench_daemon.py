@@ -1,0 +1,337 @@
+"""End-to-end daemon throughput and latency over ZeroMQ, next to raw pyzmq on the same bytes.
+
+One run measures, on the same simulated records (n = 16 qubits, batches of
+``--batch`` random-Pauli snapshots, 1,000 random Pauli observables):
+
+1. **estimator alone** -- ``ShadowEstimator.update`` on the batches in memory
+   (the kernels' ceiling; no transport, no decode);
+2. **decode alone** -- ``qsense.decode`` of the encoded frames (validation included);
+3. **raw pyzmq** -- a sender process pushes the very same multipart messages
+   (header + bases + outcomes + t frames, zero-copy) to a PULL socket that only
+   receives them: the transport's ceiling on this machine;
+4. **daemon, saturated** -- the same sender process pushes into an
+   :class:`~qsense.daemon.EstimationDaemon` (ZeroMQ PULL input, the estimator,
+   estimates published on PUB every ``--publish-interval`` s, checkpoints every
+   2 s): sustained snapshots/s over the measuring window;
+5. **daemon, paced** -- the sender paced at ``--paced-fraction`` of (4); latency
+   from a record's send time to (a) being folded into the estimator and (b) the
+   first published estimate that includes it;
+6. **profile** -- a short cProfile of the daemon process under (4): where the time goes.
+
+The sender runs in its own process (``multiprocessing`` spawn), so the two
+cores are shared between sending and estimating, as they would be with a
+driver on the same host.  Usage::
+
+    python benchmarks/bench_daemon.py                 # full run (~1 min)
+    python benchmarks/bench_daemon.py --quick         # smoke run
+    python benchmarks/bench_daemon.py --transport ipc --kernel-threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+# -- data ------------------------------------------------------------------------------------------
+def random_paulis(rng: np.random.Generator, n: int, M: int, wmin: int, wmax: int) -> list[str]:
+    """M distinct random Pauli words of weight wmin..wmax on n qubits (sparse strings)."""
+    out: set[str] = set()
+    while len(out) < M:
+        k = int(rng.integers(wmin, wmax + 1))
+        qs = sorted(rng.choice(n, k, replace=False))
+        out.add(" ".join(f"{'XYZ'[rng.integers(3)]}{q}" for q in qs))
+    return sorted(out)
+
+
+def make_pool(n: int, T: int, size: int, seed: int):
+    from qsense import ShadowBatch
+
+    rng = np.random.default_rng(seed)
+    return [ShadowBatch(rng.integers(0, 3, (T, n), dtype=np.uint8), rng.integers(0, 2, (T, n), dtype=np.uint8),
+                        t=np.zeros(T)) for _ in range(size)]
+
+
+# -- the sender process ------------------------------------------------------------------------------
+def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn) -> None:
+    """Push encoded batches as fast as backpressure allows (or at ``rate`` snapshots/s)."""
+    import zmq
+
+    from qsense.wire import encode
+
+    pool = make_pool(n, T, 4, seed=1)
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.sndhwm = 16
+    sock.immediate = True
+    sock.connect(endpoint)
+    conn.send("ready")
+    conn.recv()  # go
+    t_arrays = [np.empty(T) for _ in range(32)]  # rotated: a frame may still be in flight zero-copy
+    sent = seq = 0
+    start = time.perf_counter()
+    end = start + seconds
+    while True:
+        now = time.perf_counter()
+        if now >= end:
+            break
+        if rate > 0:
+            due = start + sent / rate
+            if due > now:
+                time.sleep(min(due - now, 0.01))
+                continue
+        b = pool[seq % len(pool)]
+        frames = encode(b, source="bench", seq=seq, epoch=12345)
+        t = t_arrays[seq % len(t_arrays)]
+        t.fill(time.time())  # send time: the daemon reports the newest record time it folded in
+        frames[3] = memoryview(t).cast("B")
+        sock.send_multipart(frames, copy=False)
+        sent += T
+        seq += 1
+    sock.close(linger=10000)
+    ctx.term()
+    conn.send({"sent": sent, "batches": seq, "seconds": time.perf_counter() - start})
+
+
+def start_sender(endpoint: str, args, seconds: float, rate: float = 0.0):
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    p = ctx.Process(target=sender_main, args=(endpoint, args.n, args.batch, seconds, rate, child), daemon=True)
+    p.start()
+    assert parent.recv() == "ready"
+    return p, parent
+
+
+# -- parts -------------------------------------------------------------------------------------------
+def bench_estimator(args, words) -> dict:
+    from qsense import ShadowEstimator
+
+    pool = make_pool(args.n, args.batch, 4, seed=1)
+    est = ShadowEstimator(words, groups=args.groups)
+    est.update(pool[0])
+    rates = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        k = 0
+        while time.perf_counter() - t0 < 1.0:
+            est.update(pool[k % len(pool)])
+            k += 1
+        rates.append(k * args.batch / (time.perf_counter() - t0))
+    return {"snapshots_per_s": statistics.median(rates), "all": rates}
+
+
+def bench_decode(args) -> dict:
+    import qsense
+
+    pool = make_pool(args.n, args.batch, 4, seed=1)
+    frames = [[bytes(f) for f in qsense.encode(b)] for b in pool]
+    t0 = time.perf_counter()
+    k = 0
+    while time.perf_counter() - t0 < 1.0:
+        qsense.decode(frames[k % len(frames)])
+        k += 1
+    dt = time.perf_counter() - t0
+    return {"snapshots_per_s": k * args.batch / dt, "us_per_batch": dt / k * 1e6}
+
+
+def bench_raw(args, endpoint: str) -> dict:
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PULL)
+    sock.rcvhwm = 16
+    sock.bind(endpoint)
+    ep = sock.last_endpoint.decode()
+    proc, conn = start_sender(ep, args, args.seconds)
+    conn.send("go")
+    got = nbytes = 0
+    warm = args.seconds * 0.2
+    t_start = time.perf_counter()
+    t0 = r0 = None
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    while True:
+        if not poller.poll(2000):
+            break
+        frames = sock.recv_multipart(copy=False)
+        got += args.batch
+        nbytes += sum(len(f) for f in frames)
+        if t0 is None and time.perf_counter() - t_start > warm:
+            t0, r0, b0 = time.perf_counter(), got, nbytes
+        t_last = time.perf_counter()
+    res = conn.recv()
+    proc.join(10)
+    sock.close(0)
+    ctx.term()
+    dt = t_last - t0
+    return {"snapshots_per_s": (got - r0) / dt, "GB_per_s": (nbytes - b0) / dt / 1e9, "received": got, "sent": res["sent"]}
+
+
+class _Probe:
+    """Latency bookkeeping inside the daemon process."""
+
+    def __init__(self) -> None:
+        self.ingest_lat: list[float] = []
+        self.publish_lat: list[float] = []
+
+
+def _daemon_config(args, words, tmp: str, endpoint: str) -> dict:
+    return {
+        "daemon": {"name": "bench", "publish_interval": args.publish_interval, "drain_timeout": 1.0},
+        "inputs": {"zmq": [{"name": "in", "endpoint": endpoint, "hwm": 16}]},
+        "estimators": [{"name": "obs", "type": "shadow", "observables": words, "groups": args.groups}],
+        "outputs": {"zmq": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "topic_prefix": "b"}},
+        "checkpoint": {"path": os.path.join(tmp, "bench.ckpt"), "period": 2.0},
+    }
+
+
+async def _run_daemon(args, words, endpoint: str, seconds: float, rate: float, profile: bool) -> dict:
+    from qsense.daemon import EstimationDaemon
+    from qsense.transport import EstimateSubscriber
+
+    probe = _Probe()
+
+    class ProbedDaemon(EstimationDaemon):
+        def ingest(self, batch, *, epoch=0):  # noqa: D401 - measuring hook
+            ok = super().ingest(batch, epoch=epoch)
+            if batch.T:
+                probe.ingest_lat.append(time.time() - float(batch.t[-1]))
+            return ok
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = ProbedDaemon(_daemon_config(args, words, tmp, endpoint))
+        await d.start()
+        sub = EstimateSubscriber(d.endpoints["estimates"], None, ["b/estimates/obs"])
+
+        async def listen() -> None:
+            while True:
+                _, body = await sub.recv()
+                if body.get("last_record_time"):
+                    probe.publish_lat.append(time.time() - body["last_record_time"])
+
+        lt = asyncio.create_task(listen())
+        proc, conn = start_sender(d.endpoints["input.in"], args, seconds, rate)
+        conn.send("go")
+        prof = cProfile.Profile() if profile else None
+        warm = seconds * 0.2
+        await asyncio.sleep(warm)
+        r0, t0 = d.stats()["totals"]["records"], time.perf_counter()
+        u0 = d.metrics.update_seconds.labels("obs")._sum.get()
+        if prof:
+            prof.enable()
+        await asyncio.sleep(seconds - warm - 0.05)
+        if prof:
+            prof.disable()
+        r1, t1 = d.stats()["totals"]["records"], time.perf_counter()
+        u1 = d.metrics.update_seconds.labels("obs")._sum.get()
+        res = await asyncio.to_thread(conn.recv)
+        await asyncio.to_thread(proc.join, 10)
+        lt.cancel()
+        sub.close()
+        await d.stop()
+        stats = d.stats()
+    out = {
+        "snapshots_per_s": (r1 - r0) / (t1 - t0),
+        "estimator_busy_fraction": (u1 - u0) / (t1 - t0),
+        "sent": res["sent"], "received": stats["totals"]["records"], "malformed": stats["totals"]["malformed"],
+        "gaps": stats["totals"]["gaps"], "checkpoints": stats["checkpoint"]["written"],
+    }
+    if probe.ingest_lat:
+        lat = np.array(probe.ingest_lat[len(probe.ingest_lat) // 5:])
+        out["ingest_latency_ms"] = {q: float(np.percentile(lat, p) * 1e3) for q, p in (("p50", 50), ("p90", 90), ("max", 100))}
+    if probe.publish_lat:
+        lat = np.array(probe.publish_lat[len(probe.publish_lat) // 5:])
+        out["publish_latency_ms"] = {q: float(np.percentile(lat, p) * 1e3) for q, p in (("p50", 50), ("p90", 90), ("max", 100))}
+    if prof:
+        s = io.StringIO()
+        pstats.Stats(prof, stream=s).sort_stats("tottime").print_stats(18)
+        out["profile"] = s.getvalue()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--observables", type=int, default=1000)
+    ap.add_argument("--weight", type=int, nargs=2, default=(2, 2), metavar=("MIN", "MAX"),
+                    help="Pauli weights of the random observables (default 2 2, as benchmarks/bench_estimators.py)")
+    ap.add_argument("--groups", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=65536, help="snapshots per ZeroMQ message")
+    ap.add_argument("--seconds", type=float, default=8.0, help="length of each streaming measurement")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--transport", choices=["tcp", "ipc"], default="tcp")
+    ap.add_argument("--kernel-threads", type=int, default=1, help="qsense.kernels.set_threads for the daemon")
+    ap.add_argument("--publish-interval", type=float, default=0.1)
+    ap.add_argument("--paced-fraction", type=float, default=0.5)
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if args.quick:
+        args.seconds, args.repeat, args.observables = 2.0, 1, min(args.observables, 200)
+
+    from qsense import kernels
+
+    kernels.set_threads(args.kernel_threads)
+    words = random_paulis(np.random.default_rng(0), args.n, args.observables, *args.weight)
+    tmpdir = tempfile.mkdtemp(prefix="qsense-bench-")
+
+    def endpoint(tag: str) -> str:
+        return "tcp://127.0.0.1:*" if args.transport == "tcp" else f"ipc://{tmpdir}/{tag}.sock"
+
+    load = os.getloadavg()
+    print(f"qsense daemon benchmark: n={args.n}, {args.observables} observables (weight {args.weight[0]}-{args.weight[1]}), "
+          f"groups={args.groups}, batches of {args.batch}, {args.transport}, kernel threads={args.kernel_threads}, "
+          f"{os.cpu_count()} CPUs, load average before {load[0]:.2f}")
+    results: dict = {"config": vars(args), "loadavg_before": load}
+    results["estimator"] = bench_estimator(args, words)
+    print(f"  estimator alone       {results['estimator']['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
+          f"(runs: {', '.join(f'{r / 1e6:.2f}' for r in results['estimator']['all'])})")
+    results["decode"] = bench_decode(args)
+    print(f"  decode alone          {results['decode']['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
+          f"({results['decode']['us_per_batch']:.0f} us per batch)")
+    results["raw"] = bench_raw(args, endpoint("raw"))
+    print(f"  raw pyzmq PUSH/PULL   {results['raw']['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
+          f"({results['raw']['GB_per_s']:.2f} GB/s of the same frames)")
+    sat = asyncio.run(_run_daemon(args, words, endpoint("sat"), args.seconds, 0.0, False))
+    results["daemon"] = sat
+    print(f"  daemon, saturated     {sat['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
+          f"(estimator busy {100 * sat['estimator_busy_fraction']:.0f}% of the time; sent {sat['sent']}, "
+          f"folded {sat['received']}, malformed {sat['malformed']}, gaps {sat['gaps']}, checkpoints {sat['checkpoints']})")
+    if "ingest_latency_ms" in sat:
+        print(f"      latency under saturation: record->folded p50 {sat['ingest_latency_ms']['p50']:.0f} ms "
+              f"(queueing in the HWM buffers)")
+    rate = args.paced_fraction * sat["snapshots_per_s"]
+    paced = asyncio.run(_run_daemon(args, words, endpoint("paced"), args.seconds, rate, False))
+    results["paced"] = {"rate": rate, **paced}
+    il, pl = paced.get("ingest_latency_ms", {}), paced.get("publish_latency_ms", {})
+    print(f"  daemon, paced at {rate / 1e6:.2f} M/s: record->folded p50 {il.get('p50', float('nan')):.1f} ms, "
+          f"p90 {il.get('p90', float('nan')):.1f} ms, max {il.get('max', float('nan')):.1f} ms; "
+          f"record->published estimate p50 {pl.get('p50', float('nan')):.1f} ms, p90 {pl.get('p90', float('nan')):.1f} ms "
+          f"(publish interval {args.publish_interval * 1e3:.0f} ms)")
+    if not args.no_profile:
+        prof = asyncio.run(_run_daemon(args, words, endpoint("prof"), min(args.seconds, 4.0), 0.0, True))
+        results["profile"] = prof["profile"]
+        print("\n  where the daemon process spends its time (cProfile, saturated, by own time):")
+        lines = prof["profile"].splitlines()
+        start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
+        print("\n".join("    " + line for line in lines[start : start + 19]))
+    results["loadavg_after"] = os.getloadavg()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+if __name__ == "__main__":
+    main()
