@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rate", type=float, default=4000.0, help="heralded photons per second (default 4000)")
     parser.add_argument("--policy", choices=POLICIES, default="fixed", help="scheduler policy (default fixed)")
     parser.add_argument("--pair-fraction", type=float, default=0.5, help="fraction of photons paired for Bell with --policy fixed (default 0.5)")
-    parser.add_argument("--tol", type=float, default=0.05, help="|V|^2 tolerance for --policy adaptive (default 0.05)")
+    parser.add_argument("--tol", type=float, default=0.05, help="visibility tolerance (|V|^2 and Re V) for --policy adaptive (default 0.05)")
     parser.add_argument("--memory", type=int, default=4, help="quantum memory slots (default 4)")
     parser.add_argument("--t2", type=float, default=0.02, help="memory dephasing time T2, s (default 0.02; 0 = perfect memory)")
     parser.add_argument("--dark", type=float, default=0.01, help="fraction of heralds that are dark counts (default 0.01; corrected for)")
@@ -214,10 +214,13 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         memory = SlotMemory(args.memory, tel.TelescopeCoherence(t2), clock=clock, name="telescope-memory")
         estimators: list[Any] = []
         if args.policy == "adaptive":
-            from .targets import TargetSet, visibility_squared
+            from .targets import Expval, TargetSet, visibility_squared
 
-            ts = TargetSet([visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs], tol=args.tol / M**2,
-                           t2=t2 if math.isfinite(t2) else None)
+            # |V|^2 = M^2 |rho|^2 (either family) and the signed Re V = M <XX>/2 (shadows
+            # only), both to --tol in visibility units
+            targets = [visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs]
+            targets += [Expval(f"X{j} X{k}", tol=2 * args.tol / M) for j, k in pairs]
+            ts = TargetSet(targets, tol=args.tol / M**2, t2=t2 if math.isfinite(t2) else None)
             scheduler = Scheduler("adaptive", memory, targets=ts, replan_every=2000, clock=clock)
             estimators.append(ts)
         elif args.policy == "fixed":

@@ -1,0 +1,82 @@
+"""``qsense demo`` end to end: driver -> memory -> scheduler -> backend -> ZeroMQ -> daemon,
+with its table, fits and PNG plots (short duration)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+from qsense.cli import main
+
+
+def _png_ok(path) -> None:
+    import matplotlib.image as mpimg
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(path)
+    assert img.shape[0] > 300 and img.shape[1] > 500
+    assert img[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--duration", "2.5", "--out", str(out), "--seed", "7"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    # the table: one row per baseline of the 6 default telescopes, then fits
+    assert "|V| single-copy" in text and "|V|^2 two-copy" in text
+    rows = [line for line in text.splitlines() if re.match(r"^\s*\d+-\d+\s", line) and "±" in line]
+    assert len(rows) == 15
+    assert "separation (mas)" in text and "flux_ratio" in text and "chi2/dof" in text
+    assert "ZeroMQ" in text and "EstimationDaemon" in text
+    for name in ("visibilities.png", "convergence.png"):
+        _png_ok(out / name)
+    doc = json.loads((out / "results.json").read_text())
+    c = doc["counters"]
+    # nothing lost (at most an opener left unpaired at the end), and every record
+    # went through ZeroMQ into the daemon
+    assert c["lost"] <= 2 and c["zmq.malformed"] == 0 and c["zmq.messages"] > 0
+    assert c["daemon.records.shadow"] == c["records.shadow"] > 1000
+    assert c["daemon.records.bell"] == c["records.bell"] > 500
+    # estimates agree with the truth and the fit lands within its error bars
+    truth = np.array(doc["truth"]["re"]) + 1j * np.array(doc["truth"]["im"])
+    s = doc["single_copy"]
+    z = np.concatenate([(np.array(s["re"]) - truth.real) / np.array(s["stderr_re"]),
+                        (np.array(s["im"]) - truth.imag) / np.array(s["stderr_im"])])
+    assert np.mean(np.abs(z) < 2.5) > 0.85
+    d = doc["two_copy"]
+    z2 = (np.array(d["v2"]) - np.abs(truth) ** 2) / np.array(d["stderr"])
+    assert np.mean(np.abs(z2) < 2.5) > 0.85
+    for fit in doc["fits"].values():
+        for name, p in fit["parameters"].items():
+            assert abs(p["value"] - doc["truth_parameters"][name]) < 4 * p["stderr"], (name, p)
+
+
+def test_demo_options_disk_adaptive_as_a_subprocess(tmp_path):
+    out = tmp_path / "disk"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qsense", "demo", "--duration", "1.5", "--out", str(out), "--source", "disk",
+         "--policy", "adaptive", "--telescopes", "5", "--no-plot", "--no-progress", "--piston", "20"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "diameter (mas)" in proc.stdout
+    doc = json.loads((out / "results.json").read_text())
+    c = doc["counters"]
+    # the adaptive plan caps how long an opener waits: a few evictions are expected
+    assert c["lost"] < 0.01 * c["arrived"] and c["daemon.records.bell"] == c["records.bell"] > 100
+    assert not (out / "visibilities.png").exists()
+
+
+def test_demo_help_lists_options(capsys):
+    try:
+        main(["demo", "--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--duration", "--out", "--telescopes", "--source", "--policy", "--seed", "--rate", "--t2", "--piston"):
+        assert opt in text
