@@ -339,3 +339,21 @@ async def test_backend_in_a_pipeline_event_time():
     # Bell pairs waited ~0.1 ms against T2 = 10 ms: a 2% bias, well inside the errors
     e2 = vis2.estimate()
     assert np.mean(np.abs(e2.values - np.abs(truth) ** 2) / e2.stderr) < 2.0
+
+
+def test_example_telescope_binary_star_runs_as_written(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "telescope_binary_star.py"
+    spec = importlib.util.spec_from_file_location("telescope_binary_star", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main([])  # the defaults, exactly as a user runs it
+    text = capsys.readouterr().out
+    assert "single-copy fit" in text and "two-copy fit" in text and text.count("±") > 56
+    for key in ("fit_single", "fit_double"):
+        fit = out[key]
+        for name, value in out["params"].items():
+            v, e = fit[name]
+            assert abs(v - value) < 4 * e, (key, name, v, e)
