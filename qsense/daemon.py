@@ -585,17 +585,17 @@ class EstimationDaemon:
             t0 = time.perf_counter()
             # captured in one synchronous step: estimator states and the seq marks agree
             marks = self.tracker.marks()
-            ckpt = Checkpoint(
-                daemon=self.name, written_at=time.time(), sources=marks,
-                estimators={s.name: s.state() for s in self.slots},
-                pub_seq=self._publisher.pub_seq if self._publisher is not None else 0,
-            )
             try:
+                ckpt = Checkpoint(
+                    daemon=self.name, written_at=time.time(), sources=marks,
+                    estimators={s.name: s.state() for s in self.slots},
+                    pub_seq=self._publisher.pub_seq if self._publisher is not None else 0,
+                )
                 # the file write and fsync run in a worker thread so the loop keeps receiving
                 size = await asyncio.to_thread(write_checkpoint, path, ckpt)
-            except OSError as exc:
+            except Exception as exc:  # disk full, unserialisable wire labels, ...: keep running, say so
                 self.checkpoints["failures"] += 1
-                log.error("checkpoint to %s failed: %s", path, exc)
+                log.error("checkpoint to %s failed: %s: %s", path, type(exc).__name__, exc)
                 return None
             self.checkpoints["written"] += 1
             self.checkpoints["last_success"] = ckpt.written_at

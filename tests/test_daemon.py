@@ -297,7 +297,8 @@ async def _wait_ckpt_seq(path: Path, seq: int, timeout: float = 10.0) -> Checkpo
             await asyncio.sleep(0.02)
 
 
-async def test_sigterm_drains_checkpoints_and_exits_zero(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_sigterm_drains_checkpoints_and_exits_zero(tmp_path, sig):
     cfg = _write_config(tmp_path, period=3600)  # only the shutdown checkpoint
     proc = _Proc(cfg, tmp_path, "a")
     try:
@@ -306,7 +307,7 @@ async def test_sigterm_drains_checkpoints_and_exits_zero(tmp_path):
             for b in batches:
                 await tx.send(b, timeout=5)
             await asyncio.sleep(0.3)
-            proc.p.send_signal(signal.SIGTERM)
+            proc.p.send_signal(sig)
             rc = await asyncio.to_thread(proc.p.wait, 20)
     finally:
         proc.kill()
@@ -373,6 +374,18 @@ async def test_kill9_restart_loses_nothing_acknowledged_and_reports_the_gap(tmp_
         ref.update(b.with_meta(source="det"))
     assert final.count == ref.count
     np.testing.assert_allclose(final.estimate().values, ref.estimate().values, atol=1e-12)
+
+
+async def test_checkpoint_failure_is_counted_not_fatal(tmp_path):
+    blocker = tmp_path / "state"
+    cfg = {"estimators": [{"name": "e", "type": "shadow", "observables": ["Z0"]}],
+           "checkpoint": {"path": str(blocker / "c.ckpt"), "period": 3600}}
+    async with EstimationDaemon(cfg) as d:
+        blocker.write_text("a file where the checkpoint directory should be")  # e.g. a broken mount
+        d.ingest(_shadow(10, source="s", seq=0))
+        assert await d.checkpoint() is None
+        assert d.stats()["checkpoint"]["failures"] == 1
+        assert d.ingest(_shadow(10, source="s", seq=1))  # still running
 
 
 async def test_changed_estimator_config_starts_fresh(tmp_path, caplog):
