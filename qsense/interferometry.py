@@ -267,10 +267,11 @@ class VisibilityEstimator:
     apertures:
         relative collecting areas for ``normalize="equal"``.
 
-    Statistics (all int64, from one matrix product per batch): ``S[a, b]`` (M, M)
+    Statistics (all int64, from matrix products per batch): ``S[a, b]`` (M, M)
     = sum over snapshots with qubit j in basis a and qubit k in basis b of
-    ``s_j s_k`` (s = +-1), ``N[a, b]`` the number of such snapshots (a, b in X, Y,
-    Z), so means and exact per-snapshot variances follow.  Covariances between a
+    ``s_j s_k`` (s = +-1), ``N[a, b]`` the number of such snapshots, for a, b in
+    {X, Y}, plus ``S[Z, Z]``, the Z counts on the diagonal of ``N[Z, Z]`` and
+    ``z1`` (the signed Z sums); so means and exact per-snapshot variances follow.  Covariances between a
     pair's terms and the Z of a third telescope (O(|rho_jk| rho_ll)) are neglected.
     """
 
@@ -297,18 +298,26 @@ class VisibilityEstimator:
             raise ValueError(f"batch has {batch.n} qubits; this estimator is for {self.M} telescopes")
         if batch.T == 0:
             return
-        # float32 products are exact for counts below 2^24, so chunk at that size;
-        # BLAS makes the (T, M)^T (T, M) products fast.
+        # Only the blocks the estimates use are accumulated: S and N for the X/Y
+        # letters (one (T, 2M) product each), S[Z, Z] and the Z counts on the
+        # diagonal of N[Z, Z].  float32 BLAS products are exact for counts below
+        # 2^24, hence the chunking.
+        M = self.M
         for lo in range(0, batch.T, 1 << 20):
             b = batch.bases[lo : lo + (1 << 20)]
             s = 1.0 - 2.0 * batch.outcomes[lo : lo + (1 << 20)].astype(np.float32)
-            # (T, 3M) indicator of "qubit j measured in basis a", column a*M + j
-            ind = np.concatenate([(b == a) for a in range(3)], axis=1).astype(np.float32)
-            sig = ind * np.tile(s, (1, 3))
-            shape = (3, self.M, 3, self.M)
-            self.S += np.rint(sig.T @ sig).astype(np.int64).reshape(shape).transpose(0, 2, 1, 3)
-            self.N += np.rint(ind.T @ ind).astype(np.int64).reshape(shape).transpose(0, 2, 1, 3)
-            self.z1 += np.rint(sig[:, 2 * self.M :].sum(axis=0)).astype(np.int64)
+            ind = np.concatenate([b == 0, b == 1], axis=1).astype(np.float32)  # (T, 2M): X block, Y block
+            sig = ind * np.concatenate([s, s], axis=1)
+            Sxy = np.rint(sig.T @ sig).astype(np.int64).reshape(2, M, 2, M).transpose(0, 2, 1, 3)
+            Nxy = np.rint(ind.T @ ind).astype(np.int64).reshape(2, M, 2, M).transpose(0, 2, 1, 3)
+            self.S[:2, :2] += Sxy
+            self.N[:2, :2] += Nxy
+            zi = (b == 2).astype(np.float32)
+            zs = zi * s
+            self.S[2, 2] += np.rint(zs.T @ zs).astype(np.int64)
+            idx = np.arange(M)
+            self.N[2, 2, idx, idx] += zi.sum(axis=0).astype(np.int64)
+            self.z1 += np.rint(zs.sum(axis=0)).astype(np.int64)
         self.count += batch.T
 
     def merge(self, other: "VisibilityEstimator") -> "VisibilityEstimator":
