@@ -380,9 +380,9 @@ def _print_report(args, sim, array, pairs, res: DemoResult, elapsed: float) -> N
         print()
         names = next(iter(res.fits.values())).names
         units = next(iter(res.fits.values())).units
-        print(f"{'parameter':>16} {'truth':>10} " + " ".join(f"{k + ' fit':>22}" for k in res.fits))
+        print(f"{'parameter':>22} {'truth':>10} " + " ".join(f"{k + ' fit':>22}" for k in res.fits))
         for i, n in enumerate(names):
-            row = f"{n + (' (' + units[i] + ')' if units[i] else ''):>16} {truth_p.get(n, float('nan')):10.3f} "
+            row = f"{n + (' (' + units[i] + ')' if units[i] else ''):>22} {truth_p.get(n, float('nan')):10.3f} "
             row += " ".join(f"{_fmt(f.values[i], f.stderr[i]):>22}" for f in res.fits.values())
             print(row)
         print("chi2/dof: " + ", ".join(f"{k} {f.chi2:.1f}/{f.dof}" for k, f in res.fits.items()))
