@@ -123,7 +123,7 @@ async def test_receiver_refuses_oversized_frames(ctx):
 # -- sequence tracking ----------------------------------------------------------------------------
 def test_sequence_tracker_gaps_duplicates_restarts(caplog):
     tr = SequenceTracker()
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="qsense.transport"):
         assert tr.observe("a", 0, epoch=7, records=10) is SeqVerdict.FIRST
         assert tr.observe("a", 1, epoch=7, records=10) is SeqVerdict.OK
         assert tr.observe("a", 4, epoch=7, records=10) is SeqVerdict.GAP
@@ -144,7 +144,7 @@ def test_sequence_tracker_gap_across_restart(caplog):
         before.observe("det", s, epoch=3)
     after = SequenceTracker()
     after.restore(before.marks())
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="qsense.transport"):
         assert after.observe("det", 3, epoch=3) is SeqVerdict.DUPLICATE  # already counted before the restart
         assert after.observe("det", 9, epoch=3) is SeqVerdict.GAP
     assert after.as_dict()["det"]["missing"] == 4
