@@ -246,6 +246,8 @@ def _sample_categorical(cdf: np.ndarray, shots: int, rng: np.random.Generator) -
     idx = np.searchsorted(cdf, u, side="right")
     # guard the top end against rounding (u can equal cdf[-1] only by rounding)
     np.minimum(idx, cdf.size - 1, out=idx)
+    if cdf.size < 2**31:
+        idx = idx.astype(np.int32)  # a smaller array shuffles and decodes faster
     rng.shuffle(idx)
     return idx
 
@@ -271,7 +273,7 @@ def _decode_digits(idx: np.ndarray, n: int, base: int) -> np.ndarray:
     lut = _lut(base)
     chunk_div = base**4
     out = np.empty((T, words), dtype=np.uint32)
-    rest = idx.astype(np.int64, copy=True)
+    rest = idx.astype(np.int32 if base**n < 2**31 else np.int64, copy=True)
     for w in range(words - 1, -1, -1):
         rest, digit = np.divmod(rest, chunk_div)
         out[:, w] = lut[digit]
@@ -305,105 +307,121 @@ def _split_counts(counts: np.ndarray, ev: np.ndarray, rng: np.random.Generator) 
     return c
 
 
+#: smallest chunk of children (complex numbers) the tree builds, so that deep levels
+#: with an exhausted allowance are not cut into needlessly many pieces
+_MIN_CHUNK = 1 << 15
+
+
 class _Tree:
-    """Depth-first prefix tree over wires (see the module docstring)."""
+    """Depth-first prefix tree over wires (see the module docstring).
+
+    Memory: a level with ``avail`` complex numbers of allowance builds its
+    children in chunks of at most ``avail / 3`` (building one needs up to
+    three times its size in temporaries, freed before descending) and hands
+    ``avail - chunk`` to the chunk's subtree, finishing it (depth first) before
+    building the next chunk.  So the arrays alive along the path stay within
+    ``budget`` complex numbers plus the input state, up to two exceptions: a
+    single child is never split (at the top of a very large register one child,
+    half the state, may exceed the allowance), and chunks are never cut below
+    :data:`_MIN_CHUNK` numbers (at most n of those extra).  When everything fits,
+    a level is processed in one piece, breadth first.
+    """
 
     def __init__(self, n: int, density: bool, rng: np.random.Generator, budget: int) -> None:
         self.n = n
         self.density = density
         self.rng = rng
-        self.budget = budget
+        self.budget = max(int(budget), 1)
         self.leaves_b: list[np.ndarray] = []
         self.leaves_o: list[np.ndarray] = []
         self.leaves_c: list[np.ndarray] = []
 
-    def run(self, state: np.ndarray, shots: int) -> tuple[np.ndarray, np.ndarray]:
-        states = state[None, ...]
+    def run(self, state: np.ndarray, shots: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Leaves of the tree: base-3 basis codes, bit codes (int64, wire 0 most
+        significant) and shot counts, one entry per distinct (bases, bits) string."""
         zero = np.zeros(1, dtype=np.int64)
-        self._descend(states, np.array([shots], dtype=np.int64), zero, zero.copy(), 0)
-        bcode = np.concatenate(self.leaves_b)
-        ocode = np.concatenate(self.leaves_o)
-        counts = np.concatenate(self.leaves_c)
-        return bcode, ocode, counts
+        self._descend(state[None, ...], np.array([shots], dtype=np.int64), zero, zero.copy(), 0, self.budget)
+        return np.concatenate(self.leaves_b), np.concatenate(self.leaves_o), np.concatenate(self.leaves_c)
 
-    def _descend(self, states: np.ndarray, counts: np.ndarray, bcode: np.ndarray, ocode: np.ndarray, q: int) -> None:
-        n = self.n
-        if q == n:
-            self.leaves_b.append(bcode)
-            self.leaves_o.append(ocode)
-            self.leaves_c.append(counts)
-            return
+    def _marginals(self, states: np.ndarray, h: int) -> np.ndarray:
+        """(B, 3) expectations of X, Y, Z on the leading wire of each (unnormalised) branch."""
         B = states.shape[0]
-        per = states[0].size
-        # up to 6 children per branch, each a quarter (density) or half (pure) the size;
-        # keep the children array within the budget by taking branches in chunks
-        child = per // 4 if self.density else per // 2
-        max_b = max(1, self.budget // max(1, 6 * child))
-        if B > max_b:
-            for lo in range(0, B, max_b):
-                hi = min(B, lo + max_b)
-                self._descend(states[lo:hi], counts[lo:hi], bcode[lo:hi], ocode[lo:hi], q)
-            return
-        m = n - q  # wires left, this one included
-        h = 1 << (m - 1)
-        # Branch states are unnormalised; the marginals divide by the current norm / trace N.
         if self.density:
             s = states.reshape(B, 2, h, 2, h)
             t00 = np.einsum("bii->b", s[:, 0, :, 0, :]).real
             t11 = np.einsum("bii->b", s[:, 1, :, 1, :]).real
             t01 = np.einsum("bii->b", s[:, 0, :, 1, :])
-            N = t00 + t11
-            ev = np.stack([2.0 * t01.real, -2.0 * t01.imag, t00 - t11], axis=1) / N[:, None]
+            ev = np.stack([2.0 * t01.real, -2.0 * t01.imag, t00 - t11], axis=1) / (t00 + t11)[:, None]
         else:
             s = states.reshape(B, 2, h)
             a0, a1 = s[:, 0], s[:, 1]
-            c = np.vecdot(a0, a1)  # sum conj(a0) a1, no conjugated copy
+            c = np.vecdot(a0, a1)  # sum conj(a0) a1, without a conjugated copy
             n0 = np.vecdot(a0, a0).real
             n1 = np.vecdot(a1, a1).real
-            N = n0 + n1
-            ev = np.stack([2.0 * c.real, 2.0 * c.imag, n0 - n1], axis=1) / N[:, None]
+            ev = np.stack([2.0 * c.real, 2.0 * c.imag, n0 - n1], axis=1) / (n0 + n1)[:, None]
         if not np.all(np.abs(ev) <= 1.0 + 1e-6):
             raise ValueError("state is not positive semidefinite (a marginal probability lies outside [0, 1])")
+        return ev
+
+    def _children(self, states: np.ndarray, br: np.ndarray, cls: np.ndarray, h: int) -> np.ndarray:
+        """Post-measurement states of the remaining wires for children (branch, class),
+        Z classes first.  Unnormalised: the norm (trace) is the path probability, far
+        above underflow for any path that is ever sampled; X/Y children also drop the
+        common 1/sqrt2 (the marginals divide by the current norm anyway)."""
+        B = states.shape[0]
+        C = br.size
+        nz = int(np.count_nonzero(cls >= 4))
+        bz, bitz, bxy, cxy = br[:nz], cls[:nz] & 1, br[nz:], cls[nz:]
+        if self.density:
+            s = states.reshape(B, 2, h, 2, h)
+            kids = np.empty((C, h, h), dtype=np.complex128)
+            for bit in (0, 1):
+                sel = np.nonzero(bitz == bit)[0]
+                if sel.size:
+                    kids[sel] = np.take(s[:, bit, :, bit, :], bz[sel], axis=0)
+            if C > nz:
+                # 2 (U rho U^dag)_{oo} = r00 + r11 + k r01 + conj(k) r10, k = 2 al conj(be)
+                k = (2.0 * _ALPHA[cxy] * _BETA[cxy].conj())[:, None, None]
+                x = kids[nz:]
+                np.add(np.take(s[:, 0, :, 0, :], bxy, axis=0), np.take(s[:, 1, :, 1, :], bxy, axis=0), out=x)
+                x += k * np.take(s[:, 0, :, 1, :], bxy, axis=0)
+                x += k.conj() * np.take(s[:, 1, :, 0, :], bxy, axis=0)
+            return kids
+        rows = states.reshape(B * 2, h)  # row 2b: block a0 of branch b, row 2b + 1: a1
+        kids = np.empty((C, h), dtype=np.complex128)
+        np.take(rows, 2 * bz + bitz, axis=0, out=kids[:nz])
+        if C > nz:
+            x = kids[nz:]
+            np.take(rows, 2 * bxy, axis=0, out=x)
+            other = np.take(rows, 2 * bxy + 1, axis=0)
+            other *= _BETA2[cxy][:, None]
+            x += other
+        return kids
+
+    def _descend(self, states: np.ndarray, counts: np.ndarray, bcode: np.ndarray, ocode: np.ndarray, q: int, avail: int) -> None:
+        m = self.n - q  # wires left, this one included
+        h = 1 << (m - 1)
+        ev = self._marginals(states, h)
         cc = _split_counts(counts, ev, self.rng)
         br, cls = np.nonzero(cc)  # children, grouped by branch (row-major order)
         if m > 1:
-            # Z children are plain blocks (a gather); X/Y children mix the two blocks.
-            # Put the Z children first; the order of children is immaterial.
-            zfirst = np.argsort(cls < 4, kind="stable")
+            zfirst = np.argsort(cls < 4, kind="stable")  # Z children first (plain gathers)
             br, cls = br[zfirst], cls[zfirst]
         ccount = cc[br, cls]
-        basis = cls >> 1
-        bit = cls & 1
-        nb = bcode[br] * 3 + basis
-        no = ocode[br] * 2 + bit
+        nb = bcode[br] * 3 + (cls >> 1)
+        no = ocode[br] * 2 + (cls & 1)
         if m == 1:
-            self._descend(np.ones((br.size, 1), dtype=np.complex128), ccount, nb, no, q + 1)
+            self.leaves_b.append(nb)
+            self.leaves_o.append(no)
+            self.leaves_c.append(ccount)
             return
-        nz = int(np.count_nonzero(cls >= 4))
-        bz, bitz, bxy, cxy = br[:nz], bit[:nz], br[nz:], cls[nz:]
-        # Children are left unnormalised (their norm / trace is the probability of
-        # the path so far, far above underflow for any path that gets sampled), and
-        # X/Y children drop the common 1/sqrt2: one pass less per level.
-        if self.density:
-            kids = np.empty((br.size, h, h), dtype=np.complex128)
-            kids[:nz] = s[bz, bitz, :, bitz, :]
-            # 2 (U rho U^dag)_{oo} = r00 + r11 + k r01 + conj(k) r10, k = 2 al conj(be)
-            k = (2.0 * _ALPHA[cxy] * _BETA[cxy].conj())[:, None, None]
-            x = kids[nz:]
-            np.add(s[bxy, 0, :, 0, :], s[bxy, 1, :, 1, :], out=x)
-            x += k * s[bxy, 0, :, 1, :]
-            x += k.conj() * s[bxy, 1, :, 0, :]
-        else:
-            rows = states.reshape(B * 2, h)  # row 2b: block a0 of branch b, row 2b + 1: a1
-            kids = np.empty((br.size, h), dtype=np.complex128)
-            np.take(rows, 2 * bz + bitz, axis=0, out=kids[:nz])
-            if br.size > nz:
-                x = kids[nz:]
-                np.take(rows, 2 * bxy, axis=0, out=x)
-                other = np.take(rows, 2 * bxy + 1, axis=0)
-                other *= _BETA2[cxy][:, None]
-                x += other
-        self._descend(kids, ccount, nb, no, q + 1)
+        child_size = h * h if self.density else h
+        per_chunk = max(1, max(avail // 3, _MIN_CHUNK) // child_size)
+        for lo in range(0, br.size, per_chunk):
+            hi = min(br.size, lo + per_chunk)
+            kids = self._children(states, br[lo:hi], cls[lo:hi], h)
+            self._descend(kids, ccount[lo:hi], nb[lo:hi], no[lo:hi], q + 1, avail - kids.size)
+            del kids
 
 
 # ----------------------------------------------------------------------------------
