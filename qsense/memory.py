@@ -60,9 +60,18 @@ __all__ = [
     "QuantumMemory",
     "SlotMemory",
     "ON_FULL",
+    "MEMORIES",
+    "make_memory",
 ]
 
 log = logging.getLogger(__name__)
+
+#: name -> "module:attribute", imported only when asked for (the core never
+#: imports ``sims`` at import time)
+MEMORIES = {
+    "simulated": "sims.memory_sim:SimulatedMemory",
+    "slots": "qsense.memory:SlotMemory",
+}
 
 #: Policies for a ``put`` into a full memory.
 ON_FULL = ("reject", "evict_oldest", "block")
@@ -455,3 +464,15 @@ class SlotMemory:
             f"{type(self).__name__}(capacity={self.capacity}, occupied={len(self)}, coherence={self.coherence!r}, "
             f"max_wait={self.max_wait}, on_full={self.on_full!r})"
         )
+
+
+def make_memory(name: str, **kw: Any) -> QuantumMemory:
+    """A memory by name: ``make_memory("simulated", capacity=2, t2=1e-3, clock=clk)``."""
+    import importlib
+
+    try:
+        target = MEMORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown memory {name!r}; choose one of {sorted(MEMORIES)}") from None
+    mod, attr = target.split(":")
+    return getattr(importlib.import_module(mod), attr)(**kw)
