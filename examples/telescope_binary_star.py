@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 
-import numpy as np
-
 from qsense.interferometry import (
     MAS,
     SquaredVisibilityEstimator,

@@ -30,7 +30,6 @@ import importlib
 import json
 import logging
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field

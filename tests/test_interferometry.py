@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import qsense
-import sims
 from exact import expval
 from qsense.interferometry import (
     MAS,
