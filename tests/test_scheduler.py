@@ -23,7 +23,7 @@ from qsense.scheduler import (
     make_policy,
     plan_adaptive,
 )
-from qsense.targets import Expval, PauliSquare, Purity, TargetSet, purity_shadow_variance, wait_moment
+from qsense.targets import Expval, PauliSquare, Purity, TargetSet, purity_shadow_variance, visibility_squared, wait_moment
 from sims.memory_sim import SimulatedMemory
 
 TOL = 0.05
@@ -301,3 +301,24 @@ def test_bell_purity_variance_model_on_an_entangled_state():
     assert abs(e.values[0] - p) < 5 * e.stderr[0]
     predicted = Purity(n=6).bell_shot_variance(p, lambda j: wait_moment(j, lam, t2, cap))
     assert e.stderr[0] ** 2 * T == pytest.approx(predicted, rel=0.1)
+
+
+def test_target_set_visibility_and_combination():
+    """|rho_jk|^2 of a W state from both families, combined by inverse variance."""
+    rng = np.random.default_rng(12)
+    w = sims.w_state(3)  # rho_jk = 1/3 in the single-excitation basis
+    ts = TargetSet([visibility_squared(0, 2), PauliSquare("Z0 Z1"), Expval("Z1")], tol=0.05)
+    ts.update(sims.sample_shadows(w, 20_000, seed=rng))
+    ts.update(sims.sample_bell(w, 5_000, seed=rng))
+    fam = ts.by_family()
+    e = ts.estimate()
+    truth = {"|rho_02|^2": 1 / 9, "<Z0 Z1>^2": (1 / 3) ** 2, "<Z1>": 1 / 3}
+    for i, lab in enumerate(e.labels):
+        assert abs(e.values[i] - truth[lab]) < 4.5 * e.stderr[i], (lab, e)
+        if lab != "<Z1>":
+            (vs, ss, _), (vb, sb, _) = fam[lab]["shadow"], fam[lab]["bell"]
+            assert e.stderr[i] < min(ss, sb)  # combining helps
+    assert set(fam["<Z1>"]) == {"shadow"}
+    # the cost model handles the sum target
+    vis = ts.targets[0]
+    assert math.isfinite(vis.shadow_copies(1 / 9, TOL)) and math.isfinite(vis.bell_shots(1 / 9, TOL, lambda j: 1.0))
