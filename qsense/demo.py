@@ -88,16 +88,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qsense demo``."""
+    quiet = ("qsense.pipeline", "qsense.scheduler", "qsense.daemon", "qsense.memory", "qsense.transport", "qsense.sequence")
+    saved = {name: logging.getLogger(name).level for name in quiet}
     if not getattr(args, "verbose", False):
         # the components log every plan and lifecycle step at INFO, which would
         # interleave with the progress bar; the demo prints its own summary
-        for name in ("qsense.pipeline", "qsense.scheduler", "qsense.daemon", "qsense.memory", "qsense.transport", "qsense.sequence"):
+        for name in quiet:
             logging.getLogger(name).setLevel(logging.WARNING)
     try:
         result = asyncio.run(run_demo(args))
     except KeyboardInterrupt:  # pragma: no cover - interactive
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        # leave the process's logging as we found it (the demo also runs in-process)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
     return 0 if result.ok else 1
 
 
