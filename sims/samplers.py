@@ -94,8 +94,9 @@ TABLE_SHOTS_FACTOR = 32
 TREE_BUDGET = 1 << 22
 #: Bell sampling builds the 4^n-outcome table (n = 11: 32 MiB, 4 M outcomes).
 MAX_BELL_QUBITS = 11
-#: Shots decoded per pass when turning class indices into (T, n) tables.
-_DECODE_CHUNK = 1 << 20
+#: Shots per pass when searching and decoding: small temporaries that stay in
+#: cache and are reused by the allocator instead of fresh pages per call.
+_CHUNK = 1 << 16
 
 _SQ2 = 1.0 / math.sqrt(2.0)
 #: rows: <b|U for class d = 2*basis + bit (X0, X1, Y0, Y1, Z0, Z1); columns: |0>, |1>.
@@ -190,6 +191,33 @@ def pauli_vector(state: Any) -> np.ndarray:
     return np.ascontiguousarray(v.real).reshape(-1)
 
 
+def _shadow_table_pure(psi: np.ndarray, n: int) -> np.ndarray:
+    """Unscaled class probabilities |<b|U|psi>|^2 (6^n,) of a statevector.
+
+    Wires 0..n-2: amplitudes by batched matmuls with V, kept contiguous in wire
+    order, shape (6^q, 6, 2^(n-q-1)).  The last wire needs no complex table:
+    with a0, a1 its two amplitudes per prefix, the six probabilities are
+    (N +- 2 Re c)/2 (X), (N -+ 2 Im c)/2 (Y) with c = conj(a0) a1 ... written
+    straight into the real output.
+    """
+    t = psi.reshape(1, 2, -1)
+    for _ in range(n - 1):
+        t = np.matmul(_V, t).reshape(-1, 2, t.shape[2] // 2)
+    a0, a1 = t[:, 0, 0], t[:, 1, 0]
+    n0 = a0.real**2 + a0.imag**2
+    n1 = a1.real**2 + a1.imag**2
+    c = a0.conj() * a1
+    half = 0.5 * (n0 + n1)
+    out = np.empty((t.shape[0], 6))
+    out[:, 0] = half + c.real  # X, +1: |a0 + a1|^2 / 2
+    out[:, 1] = half - c.real
+    out[:, 2] = half + c.imag  # Y, +1: |a0 - i a1|^2 / 2 = N/2 + Im(conj(a0) a1)
+    out[:, 3] = half - c.imag
+    out[:, 4] = n0
+    out[:, 5] = n1
+    return out.reshape(-1)
+
+
 def shadow_probabilities(state: Any) -> np.ndarray:
     """Exact joint probabilities of (bases, bits) of one random-Pauli snapshot.
 
@@ -198,14 +226,13 @@ def shadow_probabilities(state: Any) -> np.ndarray:
     """
     a, dens, n = as_state(state)
     if dens:
-        p = _per_axis(_paired(a, n), _W, n).real
+        p = np.ascontiguousarray(_per_axis(_paired(a, n), _W, n).real).reshape(-1)
     else:
-        amp = _per_axis(a.reshape((2,) * n), _V, n)
-        p = amp.real**2 + amp.imag**2
-    p = np.ascontiguousarray(p).reshape(-1) / 3.0**n
+        p = _shadow_table_pure(a, n)
+    p *= 1.0 / 3.0**n
     if p.min() < -1e-9:
         raise ValueError(f"state is not positive semidefinite (a probability is {p.min():.3g})")
-    return np.maximum(p, 0.0)
+    return np.maximum(p, 0.0, out=p)
 
 
 def bell_probabilities(state_a: Any, state_b: Any = None) -> np.ndarray:
@@ -233,23 +260,45 @@ def _rng(seed: Any) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def _sample_categorical(cdf: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
-    """``shots`` i.i.d. indices from the distribution with cumulative sums ``cdf``.
+class _Categorical:
+    """Exact i.i.d. sampling from a fixed finite distribution (a probability table).
 
-    Sorted uniforms come from normalised cumulative exponential spacings (their
-    exact joint law, O(T) without a sort), so ``searchsorted`` walks the table
-    in order (cache friendly); a shuffle restores i.i.d. order.
+    Two exact methods, chosen per call by cost:
+
+    * few categories compared to shots (K <= T / 4): multinomial counts of all K
+      categories (O(K) binomial draws), each index repeated by its count, then a
+      shuffle (O(T));
+    * otherwise sorted uniforms from normalised cumulative exponential spacings
+      (their exact joint law, O(T) without a sort), so ``searchsorted`` walks the
+      cumulative table in order (cache friendly), then a shuffle.  The search runs
+      in chunks of :data:`_CHUNK` so that temporaries stay small and are reused.
+
+    Indices are int32 (int64 for tables of 2^31 entries or more).
     """
-    e = rng.standard_exponential(shots + 1)
-    np.cumsum(e, out=e)
-    u = e[:-1] * (cdf[-1] / e[-1])
-    idx = np.searchsorted(cdf, u, side="right")
-    # guard the top end against rounding (u can equal cdf[-1] only by rounding)
-    np.minimum(idx, cdf.size - 1, out=idx)
-    if cdf.size < 2**31:
-        idx = idx.astype(np.int32)  # a smaller array shuffles and decodes faster
-    rng.shuffle(idx)
-    return idx
+
+    def __init__(self, p: np.ndarray) -> None:
+        total = float(p.sum())
+        self.p = p / total
+        self.cdf = np.cumsum(self.p)
+        self.K = p.size
+        self.dtype = np.int32 if self.K < 2**31 else np.int64
+
+    def sample(self, shots: int, rng: np.random.Generator) -> np.ndarray:
+        if 4 * self.K <= shots:
+            counts = rng.multinomial(shots, self.p)
+            idx = np.repeat(np.arange(self.K, dtype=self.dtype), counts)
+        else:
+            e = rng.standard_exponential(shots + 1)
+            np.cumsum(e, out=e)
+            e *= self.cdf[-1] / e[-1]
+            idx = np.empty(shots, dtype=self.dtype)
+            top = self.K - 1
+            for lo in range(0, shots, _CHUNK):
+                hi = min(shots, lo + _CHUNK)
+                # the minimum guards the top end against rounding (u == cdf[-1])
+                idx[lo:hi] = np.minimum(np.searchsorted(self.cdf, e[lo:hi], side="right"), top)
+        rng.shuffle(idx)
+        return idx
 
 
 _LUT_CACHE: dict[int, np.ndarray] = {}
@@ -455,13 +504,13 @@ class ShadowSampler:
             raise ValueError(f"the table method holds 6^n classes; n={self.n} is above its limit of 8 qubits")
         self.method = method
         self.budget = int(budget)
-        self._cdf: np.ndarray | None = None
+        self._table: _Categorical | None = None
         self._asked = 0
 
     def _use_table(self, shots: int) -> bool:
         if self.method != "auto":
             return self.method == "table"
-        if self._cdf is not None:
+        if self._table is not None:
             return True
         K = 6**self.n
         return K <= TABLE_MAX_CLASSES and K <= TABLE_SHOTS_FACTOR * (self._asked + shots)
@@ -477,13 +526,13 @@ class ShadowSampler:
         use_table = self._use_table(shots)
         self._asked += shots
         if use_table:
-            if self._cdf is None:
-                self._cdf = np.cumsum(shadow_probabilities(self.state if not self.density else self.state))
-            idx = _sample_categorical(self._cdf, shots, rng)
+            if self._table is None:
+                self._table = _Categorical(shadow_probabilities(self.state))
+            idx = self._table.sample(shots, rng)
             bases = np.empty((shots, n), np.uint8)
             outcomes = np.empty((shots, n), np.uint8)
-            for lo in range(0, shots, _DECODE_CHUNK):
-                hi = min(shots, lo + _DECODE_CHUNK)
+            for lo in range(0, shots, _CHUNK):
+                hi = min(shots, lo + _CHUNK)
                 d = _decode_digits(idx[lo:hi], n, 6)
                 np.right_shift(d, 1, out=bases[lo:hi])
                 np.bitwise_and(d, 1, out=outcomes[lo:hi])
@@ -520,7 +569,7 @@ class BellSampler:
                 f"Bell sampling builds the 4^n-outcome distribution; n={n} exceeds the limit of {MAX_BELL_QUBITS} qubits"
             )
         self.n = n
-        self._cdf = np.cumsum(bell_probabilities(state_a, state_b))
+        self._table = _Categorical(bell_probabilities(state_a, state_b))
 
     def sample_codes(self, shots: int, rng: np.random.Generator) -> np.ndarray:
         """uint8 (shots, n) Bell codes."""
@@ -529,10 +578,10 @@ class BellSampler:
             raise ValueError(f"shots must be non-negative; got {shots}")
         if shots == 0:
             return np.zeros((0, self.n), np.uint8)
-        idx = _sample_categorical(self._cdf, shots, rng)
+        idx = self._table.sample(shots, rng)
         out = np.empty((shots, self.n), np.uint8)
-        for lo in range(0, shots, _DECODE_CHUNK):
-            hi = min(shots, lo + _DECODE_CHUNK)
+        for lo in range(0, shots, _CHUNK):
+            hi = min(shots, lo + _CHUNK)
             out[lo:hi] = _decode_digits(idx[lo:hi], self.n, 4)
         return out
 

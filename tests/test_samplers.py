@@ -194,6 +194,25 @@ def test_bell_pair_chi_square(states):
     assert chi2_pvalue(counts, sims.bell_probabilities(a, b)) > 1e-3
 
 
+def test_categorical_sampler_both_methods():
+    """Multinomial-and-shuffle (K <= T/4) and sorted-search (K > T/4) are both exact."""
+    from sims.samplers import _Categorical
+
+    rng = np.random.default_rng(0)
+    p = rng.random(1000) ** 3
+    cat = _Categorical(p)
+    many = cat.sample(200_000, rng)  # multinomial path
+    few = np.concatenate([cat.sample(3000, rng) for _ in range(60)])  # search path
+    for idx in (many, few):
+        assert idx.dtype == np.int32
+        assert chi2_pvalue(np.bincount(idx, minlength=1000), p / p.sum()) > 1e-3
+    # i.i.d. order: no serial correlation between consecutive draws
+    for idx in (many, few):
+        x = idx[:-1].astype(float)
+        y = idx[1:].astype(float)
+        assert abs(np.corrcoef(x, y)[0, 1]) < 5 / math.sqrt(idx.size)
+
+
 def test_tree_with_tiny_budget_is_exact():
     """Chunked depth-first processing (budget far below the state size) keeps the law."""
     st = sims.haar_random_state(4, seed=8)
