@@ -43,7 +43,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Hashable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 

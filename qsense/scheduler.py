@@ -29,13 +29,13 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Hashable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .memory import Clock, Copy, Counters, ManualClock, MonotonicClock, QuantumMemory, StoredCopy
+from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory, StoredCopy
 from .targets import Purity, Target, TargetSet, wait_moment
 
 __all__ = [
