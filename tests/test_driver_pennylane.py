@@ -261,3 +261,20 @@ def test_constructor_validation():
             PennyLaneDriver(prep, dev, **bad)
     with pytest.raises(ValueError):
         PennyLaneDriver(prep)  # no device
+
+
+def test_example_script_runs():
+    """examples/pennylane_ghz_shadows.py runs end to end (both modes) and its
+    estimates agree with the exact values."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "pennylane_ghz_shadows.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--n", "3", "--shots", "3000", "--batch", "1000", "--mode", "device", "--phases", "0.2"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    assert "phi = 0.2000" in out and "purity" in out
+    worst = float(out.rsplit("largest deviation:", 1)[1].split()[0])
+    assert worst < 5.0, out

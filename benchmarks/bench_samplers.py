@@ -1,0 +1,198 @@
+"""Benchmark: exact sims samplers vs PennyLane, side by side in one run.
+
+What is timed (wall clock, best of ``--repeat`` runs, one process):
+
+1. n=8 Haar-random pure state, random-Pauli shadow snapshots:
+   ``sims.sample_shadows`` (fresh call: validation + table build + sampling) for
+   1,000,000 snapshots, the tree sampler forced, and PennyLane ``default.qubit``
+   with ``qml.classical_shadow`` (``StatePrep`` + shadow) on fewer shots
+   (throughput is what is compared; PennyLane's cost is linear in shots).
+2. n=8 two-copy Bell shots: ``sims.sample_bell`` vs a 16-wire two-copy circuit
+   (StatePrep twice, CNOT/H per pair, ``qml.sample``) on ``default.qubit`` and
+   ``lightning.qubit``.
+3. Scaling of the bounded-memory tree: statevectors n = 12, 16, 20 and density
+   matrices n = 6, 8, 10 (with PennyLane ``default.mixed`` classical shadows
+   for the density matrices where it runs in reasonable time); with
+   ``--memory`` also the peak traced memory of each sampler call.
+
+Usage::
+
+    python benchmarks/bench_samplers.py            # full run (~1-2 min on 2 cores)
+    python benchmarks/bench_samplers.py --quick    # smaller shot counts
+    python benchmarks/bench_samplers.py --json out.json
+
+Prints one row per case: snapshots (or shots) per second, and the ratio to
+PennyLane measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import tracemalloc
+import warnings
+from typing import Callable
+
+import numpy as np
+
+import sims
+from sims.samplers import ShadowSampler
+
+
+def best_time(fn: Callable[[], object], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def peak_mib(fn: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        return (tracemalloc.get_traced_memory()[1] - base) / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def pennylane_shadow(state: np.ndarray, shots: int, device: str = "default.qubit") -> Callable[[], object]:
+    import pennylane as qml
+
+    n = int(np.log2(state.shape[0]))
+    dev = qml.device(device, wires=n, seed=1)
+    prep = qml.StatePrep if state.ndim == 1 else qml.QubitDensityMatrix
+
+    @qml.set_shots(shots)
+    @qml.qnode(dev)
+    def circuit():
+        prep(state, wires=range(n))
+        return qml.classical_shadow(wires=range(n))
+
+    return circuit
+
+
+def pennylane_bell(state: np.ndarray, shots: int, device: str) -> Callable[[], object]:
+    import pennylane as qml
+
+    n = int(np.log2(state.shape[0]))
+    dev = qml.device(device, wires=2 * n, seed=1)
+    a = [2 * i for i in range(n)]
+    b = [2 * i + 1 for i in range(n)]
+
+    @qml.set_shots(shots)
+    @qml.qnode(dev)
+    def circuit():
+        qml.StatePrep(state, wires=a)
+        qml.StatePrep(state, wires=b)
+        for i in range(n):
+            qml.CNOT([a[i], b[i]])
+            qml.Hadamard(a[i])
+        return qml.sample(wires=range(2 * n))
+
+    return circuit
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller shot counts")
+    ap.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
+    ap.add_argument("--memory", action="store_true", help="also measure peak traced memory of the scaling cases")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    import pennylane as qml
+
+    q = args.quick
+    rows: list[dict] = []
+
+    def report(case: str, count: int, seconds: float, unit: str, ref: str | None = None, **extra: object) -> dict:
+        rate = count / seconds
+        row = {"case": case, "count": count, "seconds": seconds, "per_second": rate, "unit": unit, **extra}
+        if ref is not None:
+            base = next(r for r in rows if r["case"] == ref)
+            row["ratio_vs"] = ref
+            row["ratio"] = rate / base["per_second"]
+        rows.append(row)
+        ratio = f"  x{row['ratio']:8.1f} vs {ref}" if ref is not None else ""
+        mem = f"  peak {extra['peak_mib']:.1f} MiB" if "peak_mib" in extra else ""
+        print(f"{case:<48} {count:>9} {unit:<9} {seconds:8.3f} s  {rate:12,.0f} /s{ratio}{mem}", flush=True)
+        return row
+
+    print(f"qsense sims samplers vs PennyLane {qml.__version__} (numpy {np.__version__}, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)\n")
+
+    # 1. n=8 pure state shadows ------------------------------------------------------
+    n = 8
+    psi = sims.haar_random_state(n, seed=1)
+    pl_shots = 5_000 if q else 20_000
+    ours_shots = 200_000 if q else 1_000_000
+    circuit = pennylane_shadow(psi, pl_shots)
+    circuit()  # warm-up (construction, caches)
+    report("pennylane default.qubit classical_shadow n=8", pl_shots, best_time(circuit, max(1, args.repeat - 1)), "snapshots")
+    report("sims.sample_shadows n=8 (table)", ours_shots,
+           best_time(lambda: sims.sample_shadows(psi, ours_shots, seed=2), args.repeat), "snapshots",
+           ref="pennylane default.qubit classical_shadow n=8")
+    sampler = ShadowSampler(psi)
+    sampler.sample(ours_shots, seed=0)  # builds the table once
+    report("ShadowSampler n=8, table cached (streaming)", ours_shots,
+           best_time(lambda: sampler.sample(ours_shots, seed=3), args.repeat), "snapshots",
+           ref="pennylane default.qubit classical_shadow n=8")
+    report("sims tree sampler n=8", ours_shots,
+           best_time(lambda: ShadowSampler(psi, method="tree").sample(ours_shots, seed=4), args.repeat), "snapshots",
+           ref="pennylane default.qubit classical_shadow n=8")
+    rho8 = sims.to_density_matrix(psi)
+    report("sims.sample_shadows n=8 density matrix", ours_shots,
+           best_time(lambda: sims.sample_shadows(rho8, ours_shots, seed=5), args.repeat), "snapshots",
+           ref="pennylane default.qubit classical_shadow n=8")
+
+    # 2. n=8 Bell shots ------------------------------------------------------------------
+    print()
+    pl_bell = 2_000 if q else 10_000
+    for dev in ("default.qubit", "lightning.qubit"):
+        c = pennylane_bell(psi, pl_bell, dev)
+        c()
+        report(f"pennylane {dev} two-copy Bell n=8 (16 wires)", pl_bell, best_time(c, max(1, args.repeat - 1)), "shots")
+    report("sims.sample_bell n=8", ours_shots, best_time(lambda: sims.sample_bell(psi, ours_shots, seed=6), args.repeat),
+           "shots", ref="pennylane default.qubit two-copy Bell n=8 (16 wires)")
+    report("sims.sample_bell_pair n=8 (decohered A, fresh B)", ours_shots,
+           best_time(lambda: sims.sample_bell_pair(sims.decohere(psi, 0.1, t2=1.0), psi, ours_shots, seed=7), args.repeat),
+           "shots", ref="pennylane default.qubit two-copy Bell n=8 (16 wires)")
+
+    # 3. scaling of the bounded-memory tree ----------------------------------------------------
+    print()
+    cases = [(12, False, 10_000), (16, False, 10_000 if not q else 2_000), (20, False, 2_000 if not q else 300),
+             (6, True, 100_000), (8, True, 20_000), (10, True, 5_000 if not q else 1_000)]
+    for nq, dense, shots in cases:
+        st = sims.haar_random_state(nq, seed=nq)
+        if dense:
+            st = sims.to_density_matrix(st)
+        kind = "density" if dense else "statevector"
+        label = f"sims shadows {kind} n={nq}"
+        ref = None
+        if dense and nq <= 8:
+            pls = min(shots, 2_000)
+            c = pennylane_shadow(st, pls, "default.mixed")
+            c()
+            report(f"pennylane default.mixed classical_shadow n={nq}", pls, best_time(c, 1), "snapshots")
+            ref = f"pennylane default.mixed classical_shadow n={nq}"
+        extra = {}
+        if args.memory:
+            extra["peak_mib"] = peak_mib(lambda: sims.sample_shadows(st, shots, seed=8))
+            extra["state_mib"] = st.nbytes / 2**20
+        report(label, shots, best_time(lambda: sims.sample_shadows(st, shots, seed=8), max(1, args.repeat - 1)),
+               "snapshots", ref=ref, **extra)
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"pennylane": qml.__version__, "numpy": np.__version__, "cpus": os.cpu_count(), "rows": rows}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
