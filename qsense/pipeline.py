@@ -236,7 +236,12 @@ class Pipeline:
                 self.counters["arrived"] += 1
                 self.counters[f"arrived.{name}"] += 1
                 if self.on_arrival_full == "block":
-                    await arrivals.put(copy)
+                    try:
+                        await arrivals.put(copy)
+                    except asyncio.CancelledError:
+                        # stopped while waiting for room: this copy never got in
+                        self.counters["dropped_arrival"] += 1
+                        raise
                 else:
                     try:
                         arrivals.put_nowait(copy)

@@ -235,3 +235,24 @@ async def test_pipeline_on_a_pennylane_device():
     pv = _truth(rho, 2)
     truth = [pv["ZZ"], float(np.trace(rho @ rho).real)]
     assert np.all(np.abs(e.values - truth) < 4.5 * e.stderr), (e, truth)
+
+
+async def test_stop_while_drivers_wait_for_room_keeps_the_books(rho3):
+    class SlowBackend(SimulatedBackend):
+        async def measure(self, plan):
+            await asyncio.sleep(0.01)
+            return await super().measure(plan)
+
+    mem = SimulatedMemory(capacity=1, t2=T2, clock=ManualClock())
+    pipe = Pipeline(
+        {f"d{i}": poisson_copies(rho3, 1e4, 10**6, seed=i, source=f"d{i}") for i in range(3)},
+        mem, Scheduler(FixedPolicy(0.5), mem), SlowBackend(seed=1),
+        batch_size=8, arrival_queue=4, plan_queue=1, record_queue=1,
+    )
+    task = asyncio.create_task(pipe.run())
+    await asyncio.sleep(0.2)
+    pipe.stop()
+    rep = await asyncio.wait_for(task, 10)
+    assert not _only_me_left()
+    assert rep["drivers_stopped"] == 3 and rep["arrived"] > 0
+    assert _accounted(rep), rep.counters
