@@ -403,6 +403,12 @@ class Scheduler:
             # for ~1000 arrivals (one re-plan fixes it as soon as data exist)
             rate_hint = 1000.0 / self.t2 if math.isfinite(self.t2) else 1.0
         self.rate_hint = float(rate_hint)
+        ts = getattr(self.policy, "target_set", None)
+        if ts is not None and math.isfinite(self.t2) and ts.t2 is None:
+            log.warning(
+                "%s: the memory has T2=%.3g s but the TargetSet was built without t2: its Bell "
+                "estimates will not undo the decoherence of waiting copies (pass t2=...)", name, self.t2,
+            )
         self.counters = Counters()
         self.plan: Plan | None = None
         self.history: list[tuple[float, Plan]] = []
