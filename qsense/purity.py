@@ -16,7 +16,8 @@ integers per subsystem, independent of N; |A| is limited to
 
 Standard error: the U-statistic variance [4(N-2) zeta1 + 2 zeta2] / [N(N-1)],
 with zeta1 the variance of the kernel's conditional mean and zeta2 the kernel's
-variance, both estimated from the same histogram.  PennyLane's
+variance, both estimated from the same histogram (the plug-in zeta1 is
+corrected for the noise of the conditional means it is built from).  PennyLane's
 ``ClassicalShadow.entropy`` instead uses the biased plug-in estimate.
 """
 
@@ -123,10 +124,14 @@ class ShadowPurity:
             u = (hf @ Gh - diag * N) / pairs
             # conditional mean of the kernel for a snapshot of each class
             h1 = (Gh - diag) / (N - 1.0)
-            zeta1 = float(hf @ (h1 - u) ** 2) / N
+            zeta1_plugin = float(hf @ (h1 - u) ** 2) / N
             G2h = _apply(hf, _G**2, m)
             second = (hf @ G2h - diag**2 * N) / pairs
             zeta2 = max(second - u * u, 0.0)
+            # each h1 is itself a mean over N-1 partners, so the plug-in spread
+            # carries (zeta2 - zeta1)/(N-1) of noise on top of zeta1; remove it
+            # (otherwise the error bar is ~sqrt(3) too wide when 7^|A|/N dominates)
+            zeta1 = max((zeta1_plugin - zeta2 / (N - 1.0)) / (1.0 - 1.0 / (N - 1.0)), 0.0) if N > 2 else zeta1_plugin
             var = (4.0 * (N - 2.0) * zeta1 + 2.0 * zeta2) / pairs
             vals.append(u)
             ses.append(math.sqrt(max(var, 0.0)))

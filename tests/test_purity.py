@@ -55,19 +55,21 @@ def test_unbiased_and_error_bars_honest():
     rho = random_density(3, rng, rank=2)
     subs = [(0,), (0, 2), (0, 1, 2)]
     truth = np.array([np.real(np.trace(r @ r)) for r in (reduced(rho, s, 3) for s in subs)])
-    vals, covered = [], 0
+    vals, covered, covered1 = [], 0, 0
     for seed in range(120):
         est = ShadowPurity(subs)
         est.update(sims.sample_shadows(rho, 300, seed=seed))
         p = est.purity()
         vals.append(p.values)
         covered += int(np.sum(np.abs(p.values - truth) <= 2 * p.stderr))
+        covered1 += int(np.sum(np.abs(p.values - truth) <= p.stderr))
     vals = np.array(vals)
     # mean over 120 independent runs is within 4 standard errors of the truth (unbiased)
     se_mean = vals.std(axis=0) / np.sqrt(len(vals))
     assert np.all(np.abs(vals.mean(axis=0) - truth) < 4 * se_mean), (vals.mean(axis=0), truth)
-    # 2-sigma bars cover ~95%
+    # 2-sigma bars cover ~95%, 1-sigma ~68% (neither too narrow nor too wide)
     assert covered / (120 * len(subs)) > 0.9
+    assert 0.6 < covered1 / (120 * len(subs)) < 0.78
 
 
 def test_entropy_and_checkpoint():
@@ -97,3 +99,20 @@ def test_bad_subsystems():
         est.update(ShadowBatch(np.zeros((3, 2)), np.zeros((3, 2))))
     with pytest.raises(ValueError, match="two snapshots"):
         ShadowPurity([(0,)]).purity()
+
+
+def test_error_bar_matches_spread_when_the_7_to_the_A_term_dominates():
+    """|A| = 5 from 400 snapshots: the reported error equals the run-to-run spread."""
+    import sims
+
+    rng = np.random.default_rng(0)
+    rho = random_density(5, rng, rank=2)
+    vals, ses = [], []
+    for seed in range(150):
+        est = ShadowPurity([(0, 1, 2, 3, 4)])
+        est.update(sims.sample_shadows(rho, 400, seed=seed))
+        p = est.purity()
+        vals.append(p.values[0])
+        ses.append(p.stderr[0])
+    ratio = np.mean(ses) / np.std(vals)
+    assert 0.8 < ratio < 1.25, ratio
