@@ -19,24 +19,26 @@ probabilities is built by applying, on every wire axis of the state, the 6x2
 matrix V whose rows are the measurement bras <b|U_basis (statevector: then
 |amplitude|^2), or the 6x4 matrix W = V (x) conj(V) on the paired (row, col)
 axes (density matrix).  Cost O(6^n) once; after that a shot costs one draw from
-a categorical distribution (sorted uniforms from exponential spacings +
-``searchsorted`` + a shuffle) and a lookup-table decode of its base-6 digits.
+a categorical distribution (multinomial counts + repeat + shuffle when there are
+many shots per class, else sorted uniforms from exponential spacings +
+``searchsorted`` + shuffle) and a lookup-table decode of its base-6 digits.
 Used when 6^n <= :data:`TABLE_MAX_CLASSES` (n <= 8) and the shots asked for so
-far justify building it.
+far justify building it (6^n <= :data:`TABLE_SHOTS_FACTOR` x shots).
 
 Shadow *tree* (large n, or few shots).  Shots that share a prefix of
 (basis, outcome) on wires 0..q-1 share the collapsed state of wires q..n-1.  We
 walk the wires in order keeping one branch per distinct prefix with its shot
 count; at each wire the counts split over bases (binomials of 1/3, 1/2) and
 outcomes (binomial of the Born marginal (1 + <sigma_b>)/2), and each non-empty
-child carries the normalised post-measurement state of the remaining wires.
+child carries the (unnormalised) post-measurement state of the remaining wires.
 This produces the exact multinomial counts of complete (bases, bits) strings;
 the records are those strings repeated by their counts and randomly permuted,
 which is exactly an i.i.d. sequence.  Work per wire is at most
-min(6^q, shots) x 2^(n-q) (statevector) or x 4^(n-q) (density matrix).  Branch
-arrays are processed in chunks of at most :data:`TREE_BUDGET` complex numbers,
-depth-first, so memory stays bounded: statevectors to n ~ 24 and density
-matrices to n ~ 12 work (the state itself is the limit).
+min(6^q, shots) x 2^(n-q) (statevector) or x 4^(n-q) (density matrix).  Children
+are built in chunks and finished depth first, so the working arrays stay within
+:data:`TREE_BUDGET` complex numbers (64 MiB) beyond the state itself (see
+``_Tree``): statevectors to n = 20 and beyond, and density matrices to n = 10-12,
+run in bounded memory (the input state is the limit).
 
 Bell *table*.  With the per-pair Bell projectors written in Paulis,
 ``|beta_c><beta_c| = 1/4 sum_s eps_s(c) s (x) s`` (eps_I = 1, eps_X = (-1)^a,
@@ -52,7 +54,7 @@ Array layouts
 * statevector: complex128 (2^n,), index bits wire 0 most significant.
 * density matrix: complex128 (2^n, 2^n), same index order on rows and columns.
 * shadow table: float64 (6^n,), base-6 digits ``2*basis + bit`` per wire, wire
-  0 most significant; each 3^n-block of bases sums to 1/3^n.
+  0 most significant; the 2^n entries of any one bases string sum to 1/3^n.
 * Bell table: float64 (4^n,), base-4 digits = Bell codes, wire 0 most significant.
 * Pauli vector: float64 (4^n,), base-4 digits I, X, Y, Z per wire (the order of
   :func:`qsense.all_pauli_squares`).
