@@ -166,3 +166,34 @@ def test_decohere_edge_cases():
         channels.depolarizing(1.5)
     with pytest.raises(ValueError):
         channels.amplitude_damping(-0.1)
+
+
+def test_decohered_first_copy_bias_and_reweighting():
+    """PHYSICS.md section 3: a Bell pair whose first copy waited tau under local
+    depolarizing estimates exp(-k tau/T2) tr(P rho)^2; BellEstimator(t2=T2) with
+    ``wait`` removes the bias (and the purity's)."""
+    n, tau, t2 = 3, 0.15, 1.0
+    rho = sims.random_mixed_state(n, 0.8, seed=6)
+    aged = sims.decohere(rho, tau, t2=t2)
+    labels = ["ZZI", "XYZ", "IIX", "YYI"]
+    k = np.array([2, 3, 1, 2])
+    all_labels = qsense.pauli_square_labels(n)
+    v = sims.pauli_vector(rho)
+    exact = np.array([v[all_labels.index(lab)] for lab in labels]) ** 2
+    # the exact two-copy law already shows the bias: E[shot value] = exp(-k tau/T2) tr(P rho)^2
+    p = sims.bell_probabilities(aged, rho)
+    va, vb = sims.pauli_vector(aged), sims.pauli_vector(rho)
+    for lab, kk in zip(labels, k):
+        i = all_labels.index(lab)
+        assert abs(va[i] * vb[i] - math.exp(-kk * tau / t2) * v[i] ** 2) < 1e-14
+    assert abs(p.sum() - 1) < 1e-12
+    batch = sims.sample_bell_pair(aged, rho, 150_000, seed=8, wait=tau)
+    biased = qsense.BellEstimator(labels)
+    biased.update(batch)
+    fixed = qsense.BellEstimator(labels, t2=t2)
+    fixed.update(batch)
+    rb, rf = biased.estimate(), fixed.estimate()
+    assert np.all(np.abs(rb.values - np.exp(-k * tau / t2) * exact) < 5 * rb.stderr + 1e-12)
+    assert np.all(np.abs(rf.values - exact) < 5 * rf.stderr + 1e-12)
+    pf = fixed.purity()
+    assert abs(pf.values[0] - sims.purity(rho)) < 5 * pf.stderr[0]
