@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .estimate import Estimate
-from .kernels import bell_counts
-from .pauli import PauliObservable, PauliTable, compile_observables
+from .kernels import bell_counts, bell_term_values
+from .pauli import PauliObservable, PauliTable, SumMoments, compile_observables
 from .records import BellBatch
 from .shadow import _load_npz, _obs_from_json, _obs_to_json, _parse_all, _wires_from_json, _wires_to_json
 
@@ -91,6 +91,7 @@ class BellEstimator:
             if any(not 0 <= q < n for q in s) or len(set(s)) != len(s):
                 raise ValueError(f"purity subsystem {s} is not a set of wire positions in 0..{n - 1}")
         self._table = compile_observables(self.observables, wires)
+        self._sums = SumMoments(self._table)
         self.wires = tuple(wires)
         self._S = np.zeros(self._table.M)
         self._Q = np.zeros(self._table.M)
@@ -120,6 +121,9 @@ class BellEstimator:
             total, odd = bell_counts(batch.outcomes, t, [T])
             self._S += ysign * (total[0] - 2 * odd[0])
             self._Q += total[0]
+            if self._sums:
+                for lo in range(0, T, 1 << 14):
+                    self._sums.add(bell_term_values(batch.outcomes[lo : lo + (1 << 14)], t, self._sums.terms))
             # (-1)^{#singlets on A}
             par = (singlet.astype(np.uint8) @ masks.T.astype(np.uint8)) % 2 if batch.n else np.zeros((T, len(masks)), np.uint8)
             v = 1.0 - 2.0 * par
@@ -138,6 +142,8 @@ class BellEstimator:
                     vals = (1.0 - 2.0 * par) * ysign * np.power(w[lo:hi, None], t.weight[None, :])
                     self._S += vals.sum(axis=0)
                     self._Q += (vals**2).sum(axis=0)
+                    if self._sums:
+                        self._sums.add(vals[:, self._sums.terms])
             f_trip = (1.0 + w) / 2.0
             f_sing = (1.0 - 3.0 * w) / 2.0
             per_wire = np.where(singlet, f_sing[:, None], f_trip[:, None])  # (T, n)
@@ -161,7 +167,10 @@ class BellEstimator:
             raise ValueError("no data yet: call update() first")
         vals, se = self._finish(self._S, self._Q)
         t = self._table
-        return Estimate(t.combine(vals), np.sqrt(t.combine(se**2, squared=True)), self._count, self.labels)
+        out, err = t.combine(vals), np.sqrt(t.combine(se**2, squared=True))
+        if self._sums:  # per-shot second moment of the whole sum: term correlations included
+            err[self._sums.obs] = self._sums.stderr(out, self._count)
+        return Estimate(out, err, self._count, self.labels)
 
     def purity(self, subsystem: Sequence[int] | None = None) -> Estimate:
         """tr(rho_A^2) for the whole register (default) or a tracked subsystem."""
@@ -193,6 +202,7 @@ class BellEstimator:
             raise ValueError("cannot merge Bell estimators bound to different wires")
         self._S += other._S
         self._Q += other._Q
+        self._sums.Q += other._sums.Q
         self._pS += other._pS
         self._pQ += other._pQ
         self._count += other._count
@@ -210,7 +220,8 @@ class BellEstimator:
             "count": self._count,
         }
         buf = io.BytesIO()
-        np.savez(buf, meta=np.array(json.dumps(meta)), S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ)
+        sumsq = self._sums.Q if self._table is not None else np.zeros(0)
+        np.savez(buf, meta=np.array(json.dumps(meta)), S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ, sumsq=sumsq)
         return buf.getvalue()
 
     @classmethod
@@ -221,6 +232,9 @@ class BellEstimator:
         if meta["wires"] is not None:
             est._bind(_wires_from_json(meta["wires"]))
             est._S, est._Q, est._pS, est._pQ = z["S"], z["Q"], z["pS"], z["pQ"]
+            if z["sumsq"].shape != est._sums.Q.shape:
+                raise ValueError("checkpoint sum moments do not match its configuration")
+            est._sums.Q = z["sumsq"]
             if est._S.shape != (est._table.M,) or est._pS.shape != (1 + len(est.purity_subsystems),):
                 raise ValueError("checkpoint sums do not match its configuration")
         est._count = int(meta["count"])

@@ -36,6 +36,8 @@ __all__ = [
     "shadow_counts",
     "bell_counts",
     "set_threads",
+    "shadow_term_values",
+    "bell_term_values",
     "get_threads",
     "CHUNK_RECORDS",
 ]
@@ -288,3 +290,40 @@ def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int])
         np.add.at(total, ids, m)
         np.add.at(odd, ids, o)
     return total, odd
+
+
+def shadow_term_values(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, term_ids: np.ndarray) -> np.ndarray:
+    """Per-snapshot estimates x_t(P) = 3^k (-1)^parity or 0, float64 (T, len(term_ids)).
+
+    Dense (T x terms) work: used only for the few terms that belong to Pauli
+    sums, whose error bars need per-snapshot products of terms.
+    """
+    sup = table.support[term_ids]
+    let = table.letters[term_ids].astype(np.int16)
+    out = np.ones((bases.shape[0], len(term_ids)))
+    for s in range(sup.shape[1]):
+        pad = sup[:, s] < 0
+        col = np.where(pad, 0, sup[:, s])
+        f = np.where(bases[:, col] == let[:, s] - 1, 3.0 * (1.0 - 2.0 * outcomes[:, col]), 0.0)
+        f[:, pad] = 1.0
+        out *= f
+    return out
+
+
+def bell_term_values(outcomes: np.ndarray, table: PauliTable, term_ids: np.ndarray) -> np.ndarray:
+    """Per-shot Bell values (-1)^{#Y} (-1)^parity, float64 (T, len(term_ids))."""
+    sup = table.support[term_ids]
+    let = table.letters[term_ids]
+    a = (outcomes >> 1).astype(np.int8)
+    b = (outcomes & 1).astype(np.int8)
+    sign_bit = {1: a, 2: a ^ b, 3: b}
+    par = np.zeros((outcomes.shape[0], len(term_ids)), dtype=np.int8)
+    for s in range(sup.shape[1]):
+        pad = sup[:, s] < 0
+        col = np.where(pad, 0, sup[:, s])
+        for L, bits in sign_bit.items():
+            sel = (let[:, s] == L) & ~pad
+            if sel.any():
+                par[:, sel] ^= bits[:, col[sel]]
+    ysign = np.where((let == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
+    return (1.0 - 2.0 * par) * ysign

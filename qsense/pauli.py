@@ -35,6 +35,7 @@ __all__ = [
     "compile_observables",
     "LETTER_CODE",
     "CODE_LETTER",
+    "SumMoments",
 ]
 
 LETTER_CODE = {"I": 0, "X": 1, "Y": 2, "Z": 3}
@@ -243,3 +244,43 @@ def compile_observables(observables: Sequence[PauliObservable], wires: Sequence[
         support, letters, weight, ent[:, 0].astype(np.int64), ent[:, 1].astype(np.int64), ent[:, 2],
         len(observables), terms, n,
     )
+
+
+class SumMoments:
+    """Per-record second moments of the observables that are sums of several terms.
+
+    Terms of one sum are measured on the same records, so their errors are
+    correlated; the honest error bar of ``sum_j c_j P_j`` needs
+    ``Q = sum_t (sum_j c_j x_t(P_j))^2``.  Only those observables are tracked
+    (``obs``: their indices; ``terms``: the term ids they use; ``C``: dense
+    coefficients (len(obs), len(terms))), so single-term observables cost nothing.
+    """
+
+    def __init__(self, table: PauliTable) -> None:
+        counts = np.bincount(table.obs_index, minlength=table.n_obs)
+        self.obs = np.flatnonzero(counts > 1)
+        mask = np.isin(table.obs_index, self.obs)
+        self.terms = np.unique(table.term_index[mask])
+        self.C = np.zeros((len(self.obs), len(self.terms)))
+        np.add.at(
+            self.C,
+            (np.searchsorted(self.obs, table.obs_index[mask]), np.searchsorted(self.terms, table.term_index[mask])),
+            table.coeff[mask],
+        )
+        self.Q = np.zeros(len(self.obs))
+
+    def __bool__(self) -> bool:
+        return bool(len(self.obs))
+
+    def add(self, term_values: np.ndarray) -> None:
+        """Fold in per-record values of ``self.terms``, shape (T, len(terms))."""
+        v = term_values @ self.C.T
+        self.Q += np.einsum("ij,ij->j", v, v)
+
+    def stderr(self, means: np.ndarray, n: int) -> np.ndarray:
+        """One-sigma error of the plain mean for each tracked observable, given
+        the observables' plain means over ``n`` records."""
+        if n < 2:
+            return np.full(len(self.obs), np.inf)
+        var = np.maximum(self.Q / n - means[self.obs] ** 2, 0.0) * n / (n - 1)
+        return np.sqrt(var / n)

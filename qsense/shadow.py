@@ -29,8 +29,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .estimate import Estimate, median_inflation
-from .kernels import shadow_counts
-from .pauli import PauliObservable, PauliTable, PauliTerm, compile_observables, parse_observable
+from .kernels import shadow_counts, shadow_term_values
+from .pauli import PauliObservable, PauliTable, PauliTerm, SumMoments, compile_observables, parse_observable
 from .records import ShadowBatch
 
 __all__ = ["ShadowEstimator", "shadow_expval", "matched_ratio_expval", "METHODS"]
@@ -145,6 +145,7 @@ class ShadowEstimator:
 
     def _bind(self, wires: tuple) -> None:
         self._table = compile_observables(self.observables, wires)
+        self._sums = SumMoments(self._table)
         self.wires = tuple(wires)
         self._matched = np.zeros((0, self._table.M), dtype=np.int64)
         self._odd = np.zeros((0, self._table.M), dtype=np.int64)
@@ -199,6 +200,10 @@ class ShadowEstimator:
         segs = self._plan(self._counts.tolist(), self.capacity, self.groups, batch.T)
         lengths = [s for s, _ in segs]
         matched, odd = shadow_counts(batch.bases, batch.outcomes, self._table, lengths)
+        if self._sums:
+            for lo in range(0, batch.T, 1 << 14):
+                sl = slice(lo, lo + (1 << 14))
+                self._sums.add(shadow_term_values(batch.bases[sl], batch.outcomes[sl], self._table, self._sums.terms))
         for g, (length, merges) in enumerate(segs):
             if merges:
                 self._merge_pairs()
@@ -241,12 +246,19 @@ class ShadowEstimator:
     def estimate(self) -> Estimate:
         """Current estimates: ``values``, ``stderr`` (one sigma) and ``count``.
 
-        Error bars of Pauli sums combine the terms' errors in quadrature (the
-        covariance between terms measured on the same snapshots is neglected).
+        Error bars of Pauli sums come from the per-snapshot second moment of the
+        whole sum, so the correlation between its terms is included (with
+        ``method="matched"`` they combine the terms' errors in quadrature).
         """
         vals, se = self.term_estimate()
         t = self._table
-        return Estimate(t.combine(vals), np.sqrt(t.combine(se**2, squared=True)), self.count, self.labels)
+        out, err = t.combine(vals), np.sqrt(t.combine(se**2, squared=True))
+        if self._sums and self.method == "mean":
+            N = self.count
+            plain = t.combine(np.power(3.0, t.weight) * (self._matched.sum(0) - 2 * self._odd.sum(0)) / N)
+            inflate = 1.0 if self.groups == 1 else median_inflation(int((self._counts > 0).sum()))
+            err[self._sums.obs] = self._sums.stderr(plain, N) * inflate
+        return Estimate(out, err, self.count, self.labels)
 
     # -- merging and checkpoints --------------------------------------------------
     def merge(self, other: "ShadowEstimator") -> "ShadowEstimator":
@@ -268,6 +280,7 @@ class ShadowEstimator:
             self._bind(other.wires)
         elif other.wires != self.wires:
             raise ValueError(f"cannot merge estimators bound to different wires: {self.wires} vs {other.wires}")
+        self._sums.Q += other._sums.Q
         if self.groups == 1:
             if len(self._counts) == 0:
                 self._matched, self._odd, self._counts = other._matched.copy(), other._odd.copy(), other._counts.copy()
@@ -300,7 +313,8 @@ class ShadowEstimator:
             "wires": None if self.wires is None else _wires_to_json(self.wires),
         }
         buf = io.BytesIO()
-        np.savez(buf, meta=np.array(json.dumps(meta)), matched=self._matched, odd=self._odd, counts=self._counts)
+        sumsq = self._sums.Q if self._table is not None else np.zeros(0)
+        np.savez(buf, meta=np.array(json.dumps(meta)), matched=self._matched, odd=self._odd, counts=self._counts, sumsq=sumsq)
         return buf.getvalue()
 
     @classmethod
@@ -311,6 +325,9 @@ class ShadowEstimator:
         if meta["wires"] is not None:
             est._bind(_wires_from_json(meta["wires"]))
             est._matched, est._odd, est._counts = z["matched"], z["odd"], z["counts"]
+            if z["sumsq"].shape != est._sums.Q.shape:
+                raise ValueError("checkpoint sum moments do not match its observables")
+            est._sums.Q = z["sumsq"]
             if est._matched.shape != (len(est._counts), est._table.M) or est._odd.shape != est._matched.shape:
                 raise ValueError("checkpoint statistics do not match its observables")
         est.capacity = int(meta["capacity"])

@@ -201,3 +201,23 @@ def test_bell_error_bars_cover_truth_at_stated_rate():
         hits += int(np.sum(np.abs(vals - truth) <= errs))
     rate = hits / (200 * len(truth))
     assert 0.62 < rate < 0.75, rate
+
+
+def test_error_bar_of_a_pauli_sum_includes_term_correlations():
+    """sum_{P in XX,XY,YX,YY} tr(P rho)^2 on a 2-qubit state: the terms are strongly
+    correlated shot by shot; the error bar must match the run-to-run spread."""
+    import sims
+
+    rng = np.random.default_rng(5)
+    rho = random_density(2, rng, rank=1)
+    obs = qml.X(0) @ qml.X(1) + qml.X(0) @ qml.Y(1) + qml.Y(0) @ qml.X(1) + qml.Y(0) @ qml.Y(1)
+    vals, ses = [], []
+    for seed in range(150):
+        est = BellEstimator([obs])
+        est.update(sims.sample_bell(rho, 400, seed=seed))
+        r = est.estimate()
+        vals.append(r.values[0])
+        ses.append(r.stderr[0])
+    truth = sum(expval(rho, w) ** 2 for w in ["XX", "XY", "YX", "YY"])
+    assert abs(np.mean(vals) - truth) < 4 * np.std(vals) / np.sqrt(150)
+    assert 0.88 < np.mean(ses) / np.std(vals) < 1.14, (np.mean(ses), np.std(vals))
