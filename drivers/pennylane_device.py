@@ -76,6 +76,16 @@ def _freeze(value: Any) -> Any:
     return (a.dtype.str, a.shape, a.tobytes())
 
 
+def _normalize_params(p: Any) -> tuple[tuple, dict]:
+    """Circuit arguments as ``(args, kwargs)``: a dict is keyword arguments, a tuple
+    or list positional arguments, anything else a single positional argument."""
+    if isinstance(p, dict):
+        return (), dict(p)
+    if isinstance(p, (tuple, list)):
+        return tuple(p), {}
+    return (p,), {}
+
+
 def _device_errors() -> tuple[type[BaseException], ...]:
     """Exceptions with which a device says it cannot run ``qml.classical_shadow``."""
     import pennylane as qml
@@ -190,7 +200,7 @@ class PennyLaneDriver:
         self.state_method = state
         self.shadow_method = shadow_method
         self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self._params: Any = params
+        self._params: Any = params if callable(params) else _normalize_params(params)
         self._wires = None if wires is None else tuple(wires)
         self._cache_key: Any = None
         self._sampler: ShadowSampler | BellSampler | None = None
@@ -208,12 +218,8 @@ class PennyLaneDriver:
         """
         if len(args) == 1 and not kwargs and callable(args[0]):
             self._params = args[0]
-        elif kwargs and not args:
-            self._params = dict(kwargs)
-        elif kwargs:
-            self._params = (tuple(args), dict(kwargs))
         else:
-            self._params = tuple(args)
+            self._params = (tuple(args), dict(kwargs))
         log.debug("%s: parameters changed", self.source)
 
     def stop(self) -> None:
@@ -222,15 +228,7 @@ class PennyLaneDriver:
 
     def _args_at(self, t: float) -> tuple[tuple, dict]:
         p = self._params
-        if callable(p):
-            p = p(t)
-        if isinstance(p, dict):
-            return (), dict(p)
-        if isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], dict) and isinstance(p[0], tuple):
-            return p[0], p[1]
-        if isinstance(p, (tuple, list)):
-            return tuple(p), {}
-        return (p,), {}
+        return _normalize_params(p(t)) if callable(p) else p
 
     # -- circuit pieces ----------------------------------------------------------------
     def _ops(self, args: tuple, kwargs: dict) -> list:
@@ -293,8 +291,6 @@ class PennyLaneDriver:
                 self._sampler = ShadowSampler(st) if self.kind == "shadow" else BellSampler(st)
                 self._cache_key = key
                 log.debug("%s: new %s state for seq %d", self.source, "density" if st.ndim == 2 else "pure", seq)
-            if self.kind == "shadow":
-                return self._sampler.sample(shots, self._rng, wires=self._wires, source=self.source, seq=seq, t=t)
             return self._sampler.sample(shots, self._rng, wires=self._wires, source=self.source, seq=seq, t=t)
         ops = self._ops(args, kwargs)
         if self.kind == "bell":
