@@ -143,6 +143,18 @@ def main() -> int:
     report("ShadowSampler n=8, table cached (streaming)", ours_shots,
            best_time(lambda: sampler.sample(ours_shots, seed=3), args.repeat), "snapshots",
            ref="pennylane default.qubit classical_shadow n=8")
+    from sims import samplers as _samplers
+
+    previous = _samplers.set_threads(2)
+    try:
+        report("sims.sample_shadows n=8, 2 threads (set_threads)", ours_shots,
+               best_time(lambda: sims.sample_shadows(psi, ours_shots, seed=2), args.repeat), "snapshots",
+               ref="pennylane default.qubit classical_shadow n=8")
+        report("ShadowSampler n=8, cached, 2 threads", ours_shots,
+               best_time(lambda: sampler.sample(ours_shots, seed=3), args.repeat), "snapshots",
+               ref="pennylane default.qubit classical_shadow n=8")
+    finally:
+        _samplers.set_threads(previous)
     report("sims tree sampler n=8", ours_shots,
            best_time(lambda: ShadowSampler(psi, method="tree").sample(ours_shots, seed=4), args.repeat), "snapshots",
            ref="pennylane default.qubit classical_shadow n=8")

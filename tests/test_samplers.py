@@ -213,6 +213,26 @@ def test_categorical_sampler_both_methods():
         assert abs(np.corrcoef(x, y)[0, 1]) < 5 / math.sqrt(idx.size)
 
 
+def test_threaded_draws_are_exact_and_reproducible():
+    from sims import samplers
+
+    st = sims.random_mixed_state(3, 0.6, seed=14)
+    shots = samplers.PARALLEL_MIN_SHOTS + 1000
+    previous = samplers.set_threads(2)
+    try:
+        a = sims.sample_shadows(st, shots, seed=3)
+        b = sims.sample_shadows(st, shots, seed=3)
+        bell = sims.sample_bell(st, shots, seed=4)
+    finally:
+        samplers.set_threads(previous)
+    assert np.array_equal(a.bases, b.bases) and np.array_equal(a.outcomes, b.outcomes)
+    counts = np.bincount(shadow_class_index(a), minlength=216)
+    assert chi2_pvalue(counts, sims.shadow_probabilities(st)) > 1e-3
+    assert chi2_pvalue(np.bincount(bell_class_index(bell), minlength=64), sims.bell_probabilities(st)) > 1e-3
+    with pytest.raises(ValueError):
+        samplers.set_threads(0)
+
+
 def test_tree_with_tiny_budget_is_exact():
     """Chunked depth-first processing (budget far below the state size) keeps the law."""
     st = sims.haar_random_state(4, seed=8)
