@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, AsyncIterator, Callable, Sequence
 
 import numpy as np

@@ -17,7 +17,7 @@ a density matrix complex128 (2^n, 2^n), wire 0 the most significant bit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np

@@ -18,7 +18,7 @@ from scipy import stats
 
 import qsense
 import sims
-from sims.samplers import BellSampler, ShadowSampler
+from sims.samplers import ShadowSampler
 
 I2 = np.eye(2, dtype=complex)
 PAULI = {
