@@ -441,3 +441,66 @@ async def test_coalesced_updates_equal_batch_by_batch_updates():
     assert est["mom"]["count"] == refs[0].count
     np.testing.assert_allclose(_values(est["pur"])[:1], refs[1].purity().values, rtol=1e-12)
     np.testing.assert_allclose(_values(est["bell"])[:2], refs[2].estimate().values, rtol=1e-12, atol=1e-15)
+
+
+async def test_daemon_with_curve_serves_only_authorized_keys(tmp_path):
+    from qsense.transport import CurveClientKeys, generate_keypair
+
+    generate_keypair(tmp_path / "server", "server")
+    generate_keypair(tmp_path / "authorized", "alice")
+    generate_keypair(tmp_path / "other", "mallory")
+    (tmp_path / "d.toml").write_text("""
+[[inputs.zmq]]
+name = "in"
+endpoint = "tcp://127.0.0.1:*"
+curve = true
+[[estimators]]
+name = "z"
+type = "shadow"
+observables = ["Z0"]
+[outputs.zmq]
+endpoint = "tcp://127.0.0.1:*"
+snapshot_endpoint = "tcp://127.0.0.1:*"
+curve = true
+[curve]
+server_secret_key = "server/server.key_secret"
+authorized_keys = "authorized"
+""")
+    alice = CurveClientKeys(tmp_path / "authorized" / "alice.key_secret", tmp_path / "server" / "server.key")
+    mallory = CurveClientKeys(tmp_path / "other" / "mallory.key_secret", tmp_path / "server" / "server.key")
+    async with EstimationDaemon(tmp_path / "d.toml") as d:
+        good = RecordPublisher(d.endpoints["input.in"], source="alice", curve=alice)
+        bad = RecordPublisher(d.endpoints["input.in"], source="mallory", curve=mallory)
+        await good.send(_shadow(100), timeout=5)
+        with pytest.raises(asyncio.TimeoutError):
+            await bad.send(_shadow(100), timeout=1.0)
+        async with asyncio.timeout(5):
+            while d.slots[0].count < 100:
+                await asyncio.sleep(0.01)
+        await d.publish_estimates()
+        ok = EstimateSubscriber(d.endpoints["estimates"], d.endpoints["snapshot"], ["qsense/"], curve=alice)
+        assert (await ok.snapshot(timeout=5))["qsense/estimates/z"]["count"] == 100
+        nope = EstimateSubscriber(d.endpoints["estimates"], d.endpoints["snapshot"], ["qsense/"], curve=mallory)
+        with pytest.raises(asyncio.TimeoutError):
+            await nope.snapshot(timeout=1.0)
+        assert set(d.stats()["sources"]) == {"alice"}
+        for s in (good, bad):
+            s.close(0)
+        ok.close()
+        nope.close()
+
+
+def test_broker_config_reads_password_file_and_checks_tls_files(tmp_path):
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "ca.crt").write_text("not really a certificate")
+    doc = {"estimators": [{"name": "a", "type": "shadow", "observables": ["Z0"]}],
+           "inputs": {"mqtt": [{"topics": ["lab/#"]}]},
+           "mqtt": {"username": "u", "password_file": "pw", "ca_file": "ca.crt", "port": 8883}}
+    cfg = parse_config(doc, tmp_path)
+    s = cfg.broker.settings()
+    assert (s.username, s.password, s.port, s.uses_tls) == ("u", "s3cret", 8883, True)
+    assert s.ca_file == str(tmp_path / "ca.crt")
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config({**doc, "mqtt": {"ca_file": "missing.crt"}}, tmp_path)
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config({**doc, "mqtt": {"username": "u", "password": "x", "password_file": "pw"}}, tmp_path)
