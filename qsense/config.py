@@ -197,7 +197,7 @@ class DaemonConfig:
     publish_interval: float = 1.0
     drain_timeout: float = 5.0
     coalesce_records: int = 65536
-    kernel_threads: int = 1
+    kernel_threads: int | None = None
     zmq_inputs: tuple[ZmqInputConfig, ...] = ()
     mqtt_inputs: tuple[MqttInputConfig, ...] = ()
     estimators: tuple[EstimatorConfig, ...] = ()
@@ -484,7 +484,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         kw["publish_interval"] = d.get("publish_interval", _seconds, 1.0)
         kw["drain_timeout"] = d.get("drain_timeout", lambda v: _seconds(v, allow_zero=True), 5.0)
         kw["coalesce_records"] = d.get("coalesce_records", _int_in(1, 1 << 24, "a number of records"), 65536)
-        kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), 1)
+        kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), None)
         d.done()
     inputs = top.sub("inputs")
     zin: list[ZmqInputConfig] = []

@@ -321,7 +321,7 @@ class EstimationDaemon:
         self._started = True
         cfg = self.config
         try:
-            if cfg.kernel_threads != kernels.get_threads():
+            if cfg.kernel_threads is not None and cfg.kernel_threads != kernels.get_threads():
                 # process-wide: the counting kernels of every estimator use them
                 kernels.set_threads(cfg.kernel_threads)
             if cfg.checkpoint is not None and self.resume:
