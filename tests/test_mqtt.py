@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from conftest_broker import broker, tls_material  # noqa: F401  (fixtures)
+from conftest_broker import broker, require_tool, tls_material  # noqa: F401  (fixtures)
 from drivers.mqtt_detectors import (
     MqttDetectorSource,
     PayloadError,
@@ -33,6 +33,16 @@ pytestmark = pytest.mark.timeout(30)
 def _shadow(T: int, n: int, seed: int, **kw) -> ShadowBatch:
     rng = np.random.default_rng(seed)
     return ShadowBatch(rng.integers(0, 3, (T, n)), rng.integers(0, 2, (T, n)), t=np.arange(T) * 1e-3, **kw)
+
+
+# -- the broker fixture's policy ----------------------------------------------------------------
+def test_missing_broker_fails_in_ci_and_skips_locally(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="refusing to skip"):
+        require_tool("qsense-no-such-broker")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require_tool("qsense-no-such-broker")
 
 
 # -- payload parsing (no broker) ---------------------------------------------------------------
