@@ -38,7 +38,7 @@ import enum
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
 

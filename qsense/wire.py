@@ -205,7 +205,7 @@ def _buffer(frame: Any) -> memoryview:
     buf = getattr(frame, "buffer", frame)  # zmq.Frame exposes .buffer
     try:
         mv = memoryview(buf)
-    except TypeError as exc:
+    except TypeError:
         raise WireFormatError(f"frame is not bytes-like: {type(frame).__name__}", "frames") from None
     if not mv.contiguous:
         raise WireFormatError("frame is not a contiguous buffer", "frames")

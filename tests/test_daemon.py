@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -205,7 +204,7 @@ async def test_garbage_mixed_with_valid_data_changes_nothing(tmp_path):
     assert stats["sources"]["a"]["duplicates"] == 2 and stats["sources"]["a"]["gaps"] == 0
     assert stats["estimators"]["only-a"]["rejected"] == {}  # source filter: 'b' never reached it
     assert stats["estimators"]["mom"]["rejected"] == {"wires": 1}  # n=3 vs bound n=4
-    assert f'qsense_malformed_messages_total{{input="in",reason="header"}}' in metrics
+    assert 'qsense_malformed_messages_total{input="in",reason="header"}' in metrics
     assert 'qsense_duplicate_batches_total{source="a"} 2.0' in metrics
     assert 'qsense_records_total{source="pairs"}' in metrics
 
