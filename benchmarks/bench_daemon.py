@@ -231,7 +231,16 @@ async def _run_daemon(args, words, endpoint: str, seconds: float, rate: float, p
         u0 = d.metrics.update_seconds.labels("obs")._sum.get()
         if prof:
             prof.enable()
-        await asyncio.sleep(seconds - warm - 0.05)
+        # 1-second windows: on a shared machine the rate moves with other people's jobs
+        windows = []
+        t_end = t0 + seconds - warm - 0.05
+        rw, tw = r0, t0
+        while (now := time.perf_counter()) < t_end:
+            await asyncio.sleep(min(1.0, t_end - now))
+            r, t = d.stats()["totals"]["records"], time.perf_counter()
+            if t - tw > 0.5:
+                windows.append((r - rw) / (t - tw))
+            rw, tw = r, t
         if prof:
             prof.disable()
         r1, t1, c1 = d.stats()["totals"]["records"], time.perf_counter(), time.process_time()
@@ -244,6 +253,7 @@ async def _run_daemon(args, words, endpoint: str, seconds: float, rate: float, p
         stats = d.stats()
     out = {
         "snapshots_per_s": (r1 - r0) / (t1 - t0),
+        "window_rates": windows,
         # CPU time of the daemon process (all its threads) per snapshot: independent of
         # what else runs on a shared machine, unlike the wall-clock rate
         "snapshots_per_cpu_s": (r1 - r0) / max(c1 - c0, 1e-9),
@@ -315,6 +325,9 @@ def main() -> None:
     print(f"  daemon, saturated     {sat['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
           f"(estimator busy {100 * sat['estimator_busy_fraction']:.0f}% of the time; sent {sat['sent']}, "
           f"folded {sat['received']}, malformed {sat['malformed']}, gaps {sat['gaps']}, checkpoints {sat['checkpoints']})")
+    w = sorted(sat["window_rates"])
+    if w:
+        print(f"      1-s windows: median {statistics.median(w) / 1e6:.2f}, best {w[-1] / 1e6:.2f}, worst {w[0] / 1e6:.2f} M snapshots/s")
     print(f"      per CPU-second: daemon process {sat['snapshots_per_cpu_s'] / 1e6:.2f} M snapshots, "
           f"sender process {sat['sender_snapshots_per_cpu_s'] / 1e6:.2f} M snapshots")
     if "ingest_latency_ms" in sat:
