@@ -369,7 +369,10 @@ class EstimationDaemon:
                 self._service_tasks.append(loop.create_task(self._mqtt_out.run(), name="qsense-mqtt-out"))
             if cfg.mqtt_inputs:
                 assert cfg.broker is not None
-                driver = importlib.import_module(MQTT_DRIVER)
+                try:
+                    driver = importlib.import_module(MQTT_DRIVER)
+                except ImportError as exc:
+                    raise DaemonError(f"MQTT inputs need the {MQTT_DRIVER} driver module: {exc}") from None
                 for mc in cfg.mqtt_inputs:
                     src = driver.MqttDetectorSource(
                         cfg.broker.settings(), mc.topics, qos=mc.qos, kind=mc.kind, batch_size=mc.batch_size,
