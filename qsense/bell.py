@@ -14,8 +14,6 @@ reweighted to remove it (PHYSICS.md section 3), at the price of extra variance.
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any, Sequence
 
 import numpy as np
@@ -24,7 +22,8 @@ from .estimate import Estimate
 from .kernels import bell_counts, bell_term_values
 from .pauli import PauliObservable, PauliTable, SumMoments, compile_observables
 from .records import BellBatch
-from .shadow import _load_npz, _obs_from_json, _obs_to_json, _parse_all, _wires_from_json, _wires_to_json
+from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
+from .shadow import _parse_all
 
 __all__ = ["BellEstimator", "all_pauli_squares", "pauli_square_labels", "MAX_ALL_PAULI_QUBITS"]
 
@@ -215,22 +214,20 @@ class BellEstimator:
             "version": 1,
             "t2": self.t2,
             "purity_subsystems": [list(s) for s in self.purity_subsystems],
-            "observables": [_obs_to_json(o) for o in self.observables],
-            "wires": None if self.wires is None else _wires_to_json(self.wires),
+            "observables": [obs_to_json(o) for o in self.observables],
+            "wires": None if self.wires is None else wires_to_json(self.wires),
             "count": self._count,
         }
-        buf = io.BytesIO()
         sumsq = self._sums.Q if self._table is not None else np.zeros(0)
-        np.savez(buf, meta=np.array(json.dumps(meta)), S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ, sumsq=sumsq)
-        return buf.getvalue()
+        return dump_npz(meta, S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ, sumsq=sumsq)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "BellEstimator":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
-        z, meta = _load_npz(data, "BellEstimator")
-        est = cls([_obs_from_json(o) for o in meta["observables"]], t2=meta["t2"], purity_subsystems=meta["purity_subsystems"])
+        z, meta = load_npz(data, "BellEstimator")
+        est = cls([obs_from_json(o) for o in meta["observables"]], t2=meta["t2"], purity_subsystems=meta["purity_subsystems"])
         if meta["wires"] is not None:
-            est._bind(_wires_from_json(meta["wires"]))
+            est._bind(wires_from_json(meta["wires"]))
             est._S, est._Q, est._pS, est._pQ = z["S"], z["Q"], z["pS"], z["pQ"]
             if z["sumsq"].shape != est._sums.Q.shape:
                 raise ValueError("checkpoint sum moments do not match its configuration")

@@ -34,8 +34,6 @@ This module is core: it imports numpy/scipy only, never ``sims`` or ``drivers``.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -44,6 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .records import BellBatch, ShadowBatch
+from .serial import dump_npz, load_npz
 
 __all__ = [
     "MAS",
@@ -430,15 +429,13 @@ class VisibilityEstimator:
     def to_bytes(self) -> bytes:
         """Serialise configuration and statistics (npz, no pickle)."""
         meta = {"type": "VisibilityEstimator", "version": 1, "M": self.M, "normalize": self.normalize, "count": self.count}
-        buf = io.BytesIO()
         ap = np.zeros(0) if self.apertures is None else self.apertures
-        np.savez(buf, meta=np.array(json.dumps(meta)), pairs=self.pairs, S=self.S, N=self.N, z1=self.z1, apertures=ap)
-        return buf.getvalue()
+        return dump_npz(meta, pairs=self.pairs, S=self.S, N=self.N, z1=self.z1, apertures=ap)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "VisibilityEstimator":
         """Inverse of :meth:`to_bytes` (``ValueError`` on malformed data)."""
-        z, meta = _load(data, "VisibilityEstimator")
+        z, meta = load_npz(data, "VisibilityEstimator")
         ap = z["apertures"]
         est = cls(meta["M"], z["pairs"], meta["normalize"], ap if ap.size else None)
         if z["S"].shape != est.S.shape or z["N"].shape != est.N.shape or z["z1"].shape != (est.M,):
@@ -524,17 +521,6 @@ def _visibility_covariance(
     full = np.outer(g2, g2) * Cyy + GCyd @ K.T + K @ GCyd.T + K @ Cdd @ K.T
     return 0.5 * (full + full.T)
 
-def _load(data: bytes, expected: str) -> tuple[Any, dict]:
-    try:
-        z = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-        meta = json.loads(str(z["meta"]))
-    except Exception as exc:
-        raise ValueError(f"not a qsense {expected} checkpoint: {exc}") from exc
-    if meta.get("type") != expected:
-        raise ValueError(f"checkpoint holds a {meta.get('type')}, not a {expected}")
-    return z, meta
-
-
 # --------------------------------------------------------------------------------------
 # Two-copy estimator
 # --------------------------------------------------------------------------------------
@@ -607,14 +593,12 @@ class SquaredVisibilityEstimator:
         """Serialise configuration and statistics (npz, no pickle)."""
         meta = {"type": "SquaredVisibilityEstimator", "version": 1, "M": self.M, "count": self.count}
         ap = np.zeros(0) if self.apertures is None else self.apertures
-        buf = io.BytesIO()
-        np.savez(buf, meta=np.array(json.dumps(meta)), pairs=self.pairs, S=self.S, Q=self.Q, apertures=ap)
-        return buf.getvalue()
+        return dump_npz(meta, pairs=self.pairs, S=self.S, Q=self.Q, apertures=ap)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "SquaredVisibilityEstimator":
         """Inverse of :meth:`to_bytes`."""
-        z, meta = _load(data, "SquaredVisibilityEstimator")
+        z, meta = load_npz(data, "SquaredVisibilityEstimator")
         ap = z["apertures"]
         est = cls(meta["M"], z["pairs"], ap if ap.size else None)
         if z["S"].shape != est.S.shape or z["Q"].shape != est.Q.shape:

@@ -23,16 +23,15 @@ corrected for the noise of the conditional means it is built from).  PennyLane's
 
 from __future__ import annotations
 
-import io
-import json
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .estimate import Estimate
 from .records import ShadowBatch
-from .shadow import _as_batch, _load_npz, _wires_from_json, _wires_to_json
+from .serial import dump_npz, load_npz, wires_from_json, wires_to_json
+from .shadow import _as_batch
 
 __all__ = ["ShadowPurity", "MAX_SUBSYSTEM", "class_kernel"]
 
@@ -163,18 +162,16 @@ class ShadowPurity:
             "type": "ShadowPurity",
             "version": 1,
             "subsystems": [list(s) for s in self.subsystems],
-            "wires": None if self.wires is None else _wires_to_json(self.wires),
+            "wires": None if self.wires is None else wires_to_json(self.wires),
             "count": self._count,
         }
-        buf = io.BytesIO()
-        np.savez(buf, meta=np.array(json.dumps(meta)), **{f"h{i}": h for i, h in enumerate(self._hist)})
-        return buf.getvalue()
+        return dump_npz(meta, **{f"h{i}": h for i, h in enumerate(self._hist)})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ShadowPurity":
-        z, meta = _load_npz(data, "ShadowPurity")
+        z, meta = load_npz(data, "ShadowPurity")
         est = cls(meta["subsystems"])
-        est.wires = None if meta["wires"] is None else _wires_from_json(meta["wires"])
+        est.wires = None if meta["wires"] is None else wires_from_json(meta["wires"])
         for i, h in enumerate(est._hist):
             stored = z[f"h{i}"]
             if stored.shape != h.shape:

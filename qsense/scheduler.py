@@ -268,7 +268,6 @@ def plan_adaptive(
         else:
             fam = "both"
         costs.append(TargetCost(t.label, float(tols[i]), vals[i], float(NS[i]), float(SB[i]), fam, share))
-    binding = [c.label for c, r in zip(costs, reachable) if r]
     fams = {c.family for c in costs}
     if fmax == 0.0:
         why = "no memory slot for a partner: shadows only"

@@ -22,16 +22,15 @@ means; ``groups=1`` keeps a single block and is the plain mean.
 
 from __future__ import annotations
 
-import io
-import json
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from .estimate import Estimate, median_inflation
 from .kernels import shadow_counts, shadow_term_values
-from .pauli import PauliObservable, PauliTable, PauliTerm, SumMoments, compile_observables, parse_observable
+from .pauli import PauliObservable, PauliTable, SumMoments, compile_observables, parse_observable
 from .records import ShadowBatch
+from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 
 __all__ = ["ShadowEstimator", "shadow_expval", "matched_ratio_expval", "METHODS"]
 
@@ -309,21 +308,19 @@ class ShadowEstimator:
             "groups": self.groups,
             "method": self.method,
             "capacity": self.capacity,
-            "observables": [_obs_to_json(o) for o in self.observables],
-            "wires": None if self.wires is None else _wires_to_json(self.wires),
+            "observables": [obs_to_json(o) for o in self.observables],
+            "wires": None if self.wires is None else wires_to_json(self.wires),
         }
-        buf = io.BytesIO()
         sumsq = self._sums.Q if self._table is not None else np.zeros(0)
-        np.savez(buf, meta=np.array(json.dumps(meta)), matched=self._matched, odd=self._odd, counts=self._counts, sumsq=sumsq)
-        return buf.getvalue()
+        return dump_npz(meta, matched=self._matched, odd=self._odd, counts=self._counts, sumsq=sumsq)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ShadowEstimator":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
-        z, meta = _load_npz(data, "ShadowEstimator")
-        est = cls([_obs_from_json(o) for o in meta["observables"]], groups=meta["groups"], method=meta["method"])
+        z, meta = load_npz(data, "ShadowEstimator")
+        est = cls([obs_from_json(o) for o in meta["observables"]], groups=meta["groups"], method=meta["method"])
         if meta["wires"] is not None:
-            est._bind(_wires_from_json(meta["wires"]))
+            est._bind(wires_from_json(meta["wires"]))
             est._matched, est._odd, est._counts = z["matched"], z["odd"], z["counts"]
             if z["sumsq"].shape != est._sums.Q.shape:
                 raise ValueError("checkpoint sum moments do not match its observables")
@@ -332,42 +329,3 @@ class ShadowEstimator:
                 raise ValueError("checkpoint statistics do not match its observables")
         est.capacity = int(meta["capacity"])
         return est
-
-
-# -- serialisation helpers shared by the estimators -------------------------------
-def _wires_to_json(wires: Iterable) -> list:
-    out = []
-    for w in wires:
-        if isinstance(w, (bool, np.bool_)) or not isinstance(w, (int, np.integer, str)):
-            raise ValueError(f"only int or str wire labels can be serialised; got {w!r}")
-        out.append(int(w) if isinstance(w, (int, np.integer)) else w)
-    return out
-
-
-def _wires_from_json(wires: list) -> tuple:
-    return tuple(wires)
-
-
-def _obs_to_json(o: PauliObservable) -> dict:
-    return {
-        "label": o.label,
-        "terms": [[c, t.positional, [[_wires_to_json([w])[0], p] for w, p in t.ops]] for c, t in o.terms],
-    }
-
-
-def _obs_from_json(d: dict) -> PauliObservable:
-    terms = tuple(
-        (float(c), PauliTerm(tuple((w, str(p)) for w, p in ops), bool(pos))) for c, pos, ops in d["terms"]
-    )
-    return PauliObservable(terms, str(d["label"]))
-
-
-def _load_npz(data: bytes, expected: str) -> tuple[Any, dict]:
-    try:
-        z = np.load(io.BytesIO(bytes(data)), allow_pickle=False)
-        meta = json.loads(str(z["meta"]))
-    except Exception as exc:
-        raise ValueError(f"not a qsense {expected} checkpoint: {exc}") from exc
-    if meta.get("type") != expected:
-        raise ValueError(f"checkpoint holds a {meta.get('type')}, not a {expected}")
-    return z, meta
