@@ -8,7 +8,7 @@ See DESIGN.md for conventions; every array layout is documented where defined.
 
 from __future__ import annotations
 
-from .bell import BellEstimator, all_pauli_squares, pauli_square_labels
+from .bell import AllPauliSquares, BellEstimator, all_pauli_squares, pauli_square_labels
 from .estimate import Estimate
 from .pauli import PauliObservable, PauliTerm, parse_observable
 from .purity import ShadowPurity
@@ -29,6 +29,7 @@ __all__ = [
     "shadow_expval",
     "matched_ratio_expval",
     "all_pauli_squares",
+    "AllPauliSquares",
     "pauli_square_labels",
     "parse_observable",
     "PauliObservable",

@@ -25,7 +25,7 @@ from .records import BellBatch
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 from .shadow import _parse_all
 
-__all__ = ["BellEstimator", "all_pauli_squares", "pauli_square_labels", "MAX_ALL_PAULI_QUBITS"]
+__all__ = ["BellEstimator", "AllPauliSquares", "all_pauli_squares", "pauli_square_labels", "MAX_ALL_PAULI_QUBITS"]
 
 #: all_pauli_squares holds 4^n float64 values (n = 12: 128 MiB); above this it refuses.
 MAX_ALL_PAULI_QUBITS = 12
@@ -246,24 +246,17 @@ def pauli_square_labels(n: int) -> list[str]:
     return ["".join(p) for p in itertools.product("IXYZ", repeat=n)]
 
 
-def all_pauli_squares(batch: BellBatch, max_qubits: int = MAX_ALL_PAULI_QUBITS) -> np.ndarray:
-    """Estimates of tr(P rho)^2 for all 4^n Paulis P from one Bell batch.
-
-    Index: base-4 digits (I=0, X=1, Y=2, Z=3) per wire, wire 0 most significant.
-    Method: histogram the 2n-bit outcomes (T work), 2n-bit Walsh-Hadamard
-    transform (O(n 4^n)), sign (-1)^{#Y}.  Refuses n > ``max_qubits`` (default
-    12, i.e. 128 MiB of output) with a ``ValueError``.
-    """
-    batch = _as_bell(batch)
+def _outcome_histogram(batch: BellBatch) -> np.ndarray:
+    """Counts of the 4^n joint Bell outcomes, index = base-4 codes, wire 0 most significant."""
     n = batch.n
-    if n > max_qubits:
-        raise ValueError(f"all_pauli_squares holds 4^n values; n={n} exceeds the limit of {max_qubits} qubits")
-    if batch.T == 0:
-        raise ValueError("cannot estimate from an empty batch")
     weights = 4 ** np.arange(n - 1, -1, -1, dtype=np.int64)
     idx = batch.outcomes.astype(np.int64) @ weights if n else np.zeros(batch.T, dtype=np.int64)
-    F = np.bincount(idx, minlength=4**n).astype(np.float64)
-    # Walsh-Hadamard over the 2n bits, in place, one bit at a time
+    return np.bincount(idx, minlength=4**n)
+
+
+def _squares_from_histogram(hist: np.ndarray, n: int) -> np.ndarray:
+    """2n-bit Walsh-Hadamard transform of the outcome histogram, signed, per shot."""
+    F = hist.astype(np.float64)
     for bit in range(2 * n):
         F = F.reshape(-1, 2, 2**bit)
         F0 = F[:, 0, :].copy()
@@ -277,4 +270,100 @@ def all_pauli_squares(batch: BellBatch, max_qubits: int = MAX_ALL_PAULI_QUBITS) 
     sign = np.array([1.0])
     for _ in range(n):
         sign = np.kron(sign, np.array([1.0, 1.0, -1.0, 1.0]))
-    return F.reshape(-1) * sign / batch.T
+    return F.reshape(-1) * sign / hist.sum()
+
+
+def _check_all_n(n: int, max_qubits: int) -> None:
+    if n > max_qubits:
+        raise ValueError(f"all_pauli_squares holds 4^n values; n={n} exceeds the limit of {max_qubits} qubits")
+
+
+def all_pauli_squares(batch: BellBatch, max_qubits: int = MAX_ALL_PAULI_QUBITS) -> np.ndarray:
+    """Estimates of tr(P rho)^2 for all 4^n Paulis P from one Bell batch.
+
+    Index: base-4 digits (I=0, X=1, Y=2, Z=3) per wire, wire 0 most significant.
+    Method: histogram the 2n-bit outcomes (T work), 2n-bit Walsh-Hadamard
+    transform (O(n 4^n)), sign (-1)^{#Y}.  Refuses n > ``max_qubits`` (default
+    12, i.e. 128 MiB of output) with a ``ValueError``.  For a stream, use
+    :class:`AllPauliSquares`.
+    """
+    batch = _as_bell(batch)
+    _check_all_n(batch.n, max_qubits)
+    if batch.T == 0:
+        raise ValueError("cannot estimate from an empty batch")
+    return _squares_from_histogram(_outcome_histogram(batch), batch.n)
+
+
+class AllPauliSquares:
+    """Online tr(P rho)^2 for all 4^n Paulis: the outcome histogram (4^n integers)
+    is the sufficient statistic, so memory is fixed however long the stream.
+
+    ``estimate()`` returns values and standard errors (per-shot variance
+    1 - v^2, since every shot is +-1) in the order of :func:`pauli_square_labels`.
+    """
+
+    def __init__(self, max_qubits: int = MAX_ALL_PAULI_QUBITS) -> None:
+        self.max_qubits = int(max_qubits)
+        self.wires: tuple | None = None
+        self._hist: np.ndarray | None = None
+
+    @property
+    def count(self) -> int:
+        return 0 if self._hist is None else int(self._hist.sum())
+
+    def update(self, batch: BellBatch) -> None:
+        """Fold in a batch of two-copy records."""
+        batch = _as_bell(batch)
+        if self._hist is None:
+            _check_all_n(batch.n, self.max_qubits)
+            self.wires = batch.wires
+            self._hist = np.zeros(4**batch.n, dtype=np.int64)
+        elif batch.wires != self.wires:
+            raise ValueError(f"batch wires {batch.wires} differ from the estimator's {self.wires}")
+        if batch.T:
+            self._hist += _outcome_histogram(batch)
+
+    def estimate(self) -> Estimate:
+        """All 4^n estimates with one-sigma errors and Pauli-string labels."""
+        if not self.count:
+            raise ValueError("no data yet: call update() first")
+        n = len(self.wires)
+        v = _squares_from_histogram(self._hist, n)
+        N = self.count
+        se = np.sqrt(np.maximum(1.0 - v * v, 0.0) / max(N - 1, 1)) if N > 1 else np.full_like(v, np.inf)
+        return Estimate(v, se, N, tuple(pauli_square_labels(n)))
+
+    def merge(self, other: "AllPauliSquares") -> "AllPauliSquares":
+        """Fold in another estimator's histogram."""
+        if not isinstance(other, AllPauliSquares):
+            raise ValueError(f"cannot merge a {type(other).__name__} into AllPauliSquares")
+        if other._hist is None:
+            return self
+        if self._hist is None:
+            self.wires, self._hist = other.wires, other._hist.copy()
+        elif other.wires != self.wires:
+            raise ValueError("cannot merge estimators bound to different wires")
+        else:
+            self._hist += other._hist
+        return self
+
+    def to_bytes(self) -> bytes:
+        meta = {
+            "type": "AllPauliSquares",
+            "version": 1,
+            "max_qubits": self.max_qubits,
+            "wires": None if self.wires is None else wires_to_json(self.wires),
+        }
+        return dump_npz(meta, hist=np.zeros(0, np.int64) if self._hist is None else self._hist)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "AllPauliSquares":
+        z, meta = load_npz(data, "AllPauliSquares")
+        est = cls(meta["max_qubits"])
+        if meta["wires"] is not None:
+            est.wires = wires_from_json(meta["wires"])
+            hist = z["hist"]
+            if hist.shape != (4 ** len(est.wires),) or hist.dtype.kind not in "iu" or (hist < 0).any():
+                raise ValueError("checkpoint histogram does not match its wires")
+            est._hist = hist.astype(np.int64)
+        return est
