@@ -35,13 +35,24 @@ from .pauli import PauliTable
 
 log = logging.getLogger(__name__)
 
-try:  # the compiled kernel; NumPy fallback below if numba is missing or disabled
-    if os.environ.get("QSENSE_NO_JIT"):
-        raise ImportError("disabled by QSENSE_NO_JIT")
-    from ._jit import count_terms_jit as _count_terms_jit
-except ImportError as _exc:  # pragma: no cover - depends on the environment
-    _count_terms_jit = None
-    log.debug("compiled kernel unavailable (%s); using NumPy", _exc)
+_count_terms_jit = None  # the compiled kernel, imported on first use (numba takes ~0.3 s to import)
+_jit_tried = False
+
+
+def _jit_kernel():
+    """The compiled kernel, or None where numba is missing or ``QSENSE_NO_JIT`` is set."""
+    global _count_terms_jit, _jit_tried
+    if not _jit_tried:
+        _jit_tried = True
+        try:
+            if os.environ.get("QSENSE_NO_JIT"):
+                raise ImportError("disabled by QSENSE_NO_JIT")
+            from ._jit import count_terms_jit
+
+            _count_terms_jit = count_terms_jit
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            log.info("compiled kernel unavailable (%s); using the NumPy kernel", exc)
+    return _count_terms_jit
 
 __all__ = [
     "segment_layout",
@@ -151,15 +162,20 @@ def set_threads(n: int) -> None:
         _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="qsense-kernel")
 
 
-_use_jit = _count_terms_jit is not None
+_use_jit = True
 
 
 def use_jit(enabled: bool) -> bool:
     """Switch between the compiled (numba) and the NumPy counting kernel; returns
     whether the compiled one is now in use (False if numba is unavailable)."""
     global _use_jit
-    _use_jit = bool(enabled) and _count_terms_jit is not None
+    _use_jit = bool(enabled) and _jit_kernel() is not None
     return _use_jit
+
+
+def jit_available() -> bool:
+    """Whether the compiled counting kernel can be used here."""
+    return _jit_kernel() is not None
 
 
 def get_threads() -> int:
@@ -198,13 +214,14 @@ def _count_terms(
     sign_idx: np.ndarray,
     word_starts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    if _use_jit:
+    kernel = _jit_kernel() if _use_jit else None
+    if kernel is not None:
         G = len(word_starts)
         matched = np.empty((G, match_idx.shape[0]), dtype=np.int64)
         odd = np.empty_like(matched)
         starts = np.ascontiguousarray(word_starts, dtype=np.int64)
         ends = np.append(starts[1:], match_rows.shape[1]).astype(np.int64)
-        _count_terms_jit(
+        kernel(
             match_rows, sign_rows, np.ascontiguousarray(match_idx), np.ascontiguousarray(sign_idx), starts, ends, matched, odd
         )
         return matched, odd
