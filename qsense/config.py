@@ -12,10 +12,11 @@ exercised by ``examples/daemon_config.toml``::
     [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
     [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
                       max_queued_batches, name
-    [[estimators]]    name, type = "shadow" | "bell" | "purity", sources, wires, and
+    [[estimators]]    name, type = "shadow" | "bell" | "purity" | "all_pauli_squares", sources, wires, and
                       shadow: observables, groups, method
                       bell:   observables, t2, purity_subsystems
                       purity: subsystems
+                      all_pauli_squares: max_qubits (default 6; at most 12)
     [outputs.zmq]     endpoint, snapshot_endpoint, topic_prefix, curve, hwm
     [outputs.mqtt]    topic_prefix, qos, retain
     [outputs.prometheus]  host, port
@@ -52,7 +53,7 @@ __all__ = [
     "ESTIMATOR_TYPES",
 ]
 
-ESTIMATOR_TYPES = ("shadow", "bell", "purity")
+ESTIMATOR_TYPES = ("shadow", "bell", "purity", "all_pauli_squares")
 
 
 class ConfigError(ValueError):
@@ -97,6 +98,8 @@ class EstimatorConfig:
     t2: float | None = None
     purity_subsystems: tuple[tuple[int, ...], ...] = ()
     subsystems: tuple[tuple[int, ...], ...] = ()
+    #: all_pauli_squares: refuse registers above this size (4^n published values)
+    max_qubits: int = 6
     sources: tuple[str, ...] = ()
     #: if set, only batches on exactly these wires are accepted (an int n means 0..n-1),
     #: so a misconfigured producer cannot bind the estimator to the wrong register
@@ -105,14 +108,14 @@ class EstimatorConfig:
     @property
     def record_kind(self) -> str:
         """The record kind it consumes: ``"bell"`` or ``"shadow"``."""
-        return "bell" if self.type == "bell" else "shadow"
+        return "bell" if self.type in ("bell", "all_pauli_squares") else "shadow"
 
     def fingerprint(self) -> dict:
         """What must match for a checkpointed state to be resumed."""
         return {
             "type": self.type, "observables": list(self.observables), "groups": self.groups, "method": self.method,
             "t2": self.t2, "purity_subsystems": [list(s) for s in self.purity_subsystems],
-            "subsystems": [list(s) for s in self.subsystems],
+            "subsystems": [list(s) for s in self.subsystems], "max_qubits": self.max_qubits,
             "wires": None if self.wires is None else list(self.wires),
         }
 
@@ -422,6 +425,12 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
     elif typ == "bell":
         kw["t2"] = t.get("t2", _seconds, None)
         kw["purity_subsystems"] = t.get("purity_subsystems", _subsystems, ())
+    elif typ == "all_pauli_squares":
+        from .bell import MAX_ALL_PAULI_QUBITS
+
+        kw["max_qubits"] = t.get("max_qubits", _positive_int, 6)
+        if kw["max_qubits"] > MAX_ALL_PAULI_QUBITS:
+            t.fail(f"at most {MAX_ALL_PAULI_QUBITS} (4^n values are kept and published)", "max_qubits")
     else:
         from .purity import MAX_SUBSYSTEM
 

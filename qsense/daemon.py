@@ -45,7 +45,7 @@ import zmq
 import zmq.asyncio
 
 from . import kernels
-from .bell import BellEstimator
+from .bell import AllPauliSquares, BellEstimator
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
@@ -100,6 +100,8 @@ class EstimatorSlot:
             return ShadowEstimator(list(c.observables), groups=c.groups, method=c.method)
         if c.type == "bell":
             return BellEstimator(list(c.observables), t2=c.t2, purity_subsystems=[list(s) for s in c.purity_subsystems])
+        if c.type == "all_pauli_squares":
+            return AllPauliSquares(max_qubits=c.max_qubits)
         return ShadowPurity([list(s) for s in c.subsystems])
 
     @property
@@ -144,6 +146,9 @@ class EstimatorSlot:
         out: dict[str, Any] = {"count": self.count, "estimates": {}}
         try:
             if self.cfg.type == "shadow":
+                if self.count:
+                    out = self.est.estimate().as_dict()
+            elif self.cfg.type == "all_pauli_squares":
                 if self.count:
                     out = self.est.estimate().as_dict()
             elif self.cfg.type == "bell":

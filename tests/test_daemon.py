@@ -503,3 +503,22 @@ def test_broker_config_reads_password_file_and_checks_tls_files(tmp_path):
         parse_config({**doc, "mqtt": {"ca_file": "missing.crt"}}, tmp_path)
     with pytest.raises(ConfigError, match="not both"):
         parse_config({**doc, "mqtt": {"username": "u", "password": "x", "password_file": "pw"}}, tmp_path)
+
+
+async def test_all_pauli_squares_estimator_in_the_daemon():
+    cfg = {"estimators": [{"name": "all", "type": "all_pauli_squares", "max_qubits": 3}]}
+    batches = [_bell(200, n=3, seed=i, source="b", seq=i) for i in range(5)]
+    async with EstimationDaemon(cfg) as d:
+        for b in batches:
+            assert d.ingest(b)
+        d.ingest(_bell(10, n=4, source="c", seq=0))  # bound to 3 wires: refused, counted
+        est = d.estimates()["all"]
+        assert d.slots[0].rejected == {"wires": 1}
+    async with EstimationDaemon(cfg) as d:
+        d.ingest(_bell(10, n=4, source="c", seq=0))  # 4^4 values: above max_qubits
+        assert d.slots[0].rejected == {"invalid": 1} and d.slots[0].count == 0
+    ref = qsense.all_pauli_squares(qsense.concatenate(batches))
+    np.testing.assert_allclose(_values(est), ref, atol=1e-12)
+    assert list(est["estimates"])[:3] == ["III", "IIX", "IIY"] and est["count"] == 1000
+    with pytest.raises(ConfigError, match="max_qubits"):
+        parse_config({"estimators": [{"name": "a", "type": "all_pauli_squares", "max_qubits": 13}]})
