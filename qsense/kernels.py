@@ -295,7 +295,25 @@ def _chunks(lengths: Sequence[int], chunk: int):
         start = stop
 
 
+def _accumulate(matched: np.ndarray, odd: np.ndarray, ids: np.ndarray, m: np.ndarray, o: np.ndarray) -> None:
+    """Add a chunk's per-piece counts to their segments: a piece may continue a
+    segment from the previous chunk, hence add rather than assign; within one
+    chunk the pieces belong to distinct segments, so fancy-index += is exact."""
+    matched[ids] += m
+    odd[ids] += o
+
+
 def _term_indices(table: PauliTable, n: int, sign_letter_rows: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of each term's support slots (cached on the table: streams
+    call this for every batch with the same table)."""
+    cache = table.__dict__.setdefault("_row_index_cache", {})
+    key = (n, sign_letter_rows)
+    if key not in cache:
+        cache[key] = _compute_term_indices(table, n, sign_letter_rows)
+    return cache[key]
+
+
+def _compute_term_indices(table: PauliTable, n: int, sign_letter_rows: bool) -> tuple[np.ndarray, np.ndarray]:
     pad = table.support < 0
     col = np.where(pad, 0, table.support)
     letter = table.letters.astype(np.int64)
@@ -341,8 +359,7 @@ def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, le
         signs = np.zeros((n + 1, W), dtype=np.uint64)
         signs[:n] = pack_columns(np.greater_equal(C, _U8[4], out=tmp.view(bool)))
         m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
-        np.add.at(matched, ids, m)
-        np.add.at(odd, ids, o)
+        _accumulate(matched, odd, ids, m, o)
     return matched, odd
 
 
@@ -376,8 +393,7 @@ def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int])
         signs[2 * n : 3 * n] = b
         rows = pack_columns(valid)
         m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
-        np.add.at(total, ids, m)
-        np.add.at(odd, ids, o)
+        _accumulate(total, odd, ids, m, o)
     return total, odd
 
 
