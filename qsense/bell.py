@@ -78,10 +78,12 @@ class BellEstimator:
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The observables' labels, in order."""
         return tuple(o.label for o in self.observables)
 
     @property
     def count(self) -> int:
+        """Two-copy shots seen so far."""
         return self._count
 
     def _bind(self, wires: tuple) -> None:
@@ -309,6 +311,7 @@ class AllPauliSquares:
 
     @property
     def count(self) -> int:
+        """Two-copy shots seen so far."""
         return 0 if self._hist is None else int(self._hist.sum())
 
     def update(self, batch: BellBatch) -> None:
@@ -348,6 +351,7 @@ class AllPauliSquares:
         return self
 
     def to_bytes(self) -> bytes:
+        """Serialise the histogram (npz, no pickle)."""
         meta = {
             "type": "AllPauliSquares",
             "version": 1,
@@ -358,6 +362,7 @@ class AllPauliSquares:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "AllPauliSquares":
+        """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "AllPauliSquares")
         est = cls(meta["max_qubits"])
         if meta["wires"] is not None:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every available sub-command."""
     parser = argparse.ArgumentParser(
         prog="qsense",
         description="Quantum sensing on streams: classical shadows and two-copy Bell measurements, estimated online.",
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qsense`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of ``qsense estimate``."""
     p.add_argument("measurements", type=Path, help="measurement file (reference text format) or .npz with bases/outcomes")
     p.add_argument("-o", "--observable", action="append", default=[], metavar="PAULI",
                    help='Pauli string, dense "XIZ" or sparse "X0 Z2" (repeatable)')
@@ -46,6 +47,7 @@ def _load(path: Path) -> ShadowBatch:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``qsense estimate``: print one line per target."""
     batch = _load(args.measurements)
     log.info("read %d snapshots on %d qubits from %s", batch.T, batch.n, args.measurements)
     observables: list = list(args.observable)

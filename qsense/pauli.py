@@ -57,6 +57,7 @@ class PauliTerm:
 
     @property
     def weight(self) -> int:
+        """Number of non-identity factors."""
         return len(self.ops)
 
     def __str__(self) -> str:
@@ -201,6 +202,7 @@ class PauliTable:
 
     @property
     def M(self) -> int:
+        """Number of distinct terms."""
         return int(self.support.shape[0])
 
     def dense_codes(self) -> np.ndarray:

@@ -84,10 +84,12 @@ class ShadowPurity:
 
     @property
     def count(self) -> int:
+        """Snapshots seen so far."""
         return self._count
 
     @property
     def labels(self) -> tuple[str, ...]:
+        """The subsystems as labels, in order."""
         return tuple(f"{list(s)}" for s in self.subsystems)
 
     def update(self, batch: ShadowBatch) -> None:
@@ -158,6 +160,7 @@ class ShadowPurity:
         return self
 
     def to_bytes(self) -> bytes:
+        """Serialise the class histograms (npz, no pickle)."""
         meta = {
             "type": "ShadowPurity",
             "version": 1,
@@ -169,6 +172,7 @@ class ShadowPurity:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "ShadowPurity":
+        """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "ShadowPurity")
         est = cls(meta["subsystems"])
         est.wires = None if meta["wires"] is None else wires_from_json(meta["wires"])

@@ -26,10 +26,12 @@ def wires_to_json(wires: Iterable) -> list:
 
 
 def wires_from_json(wires: list) -> tuple:
+    """Inverse of :func:`wires_to_json`."""
     return tuple(wires)
 
 
 def obs_to_json(o: PauliObservable) -> dict:
+    """A parsed observable as JSON: label and (coeff, positional, [(wire, letter)]) terms."""
     return {
         "label": o.label,
         "terms": [[c, t.positional, [[wires_to_json([w])[0], p] for w, p in t.ops]] for c, t in o.terms],
@@ -37,6 +39,7 @@ def obs_to_json(o: PauliObservable) -> dict:
 
 
 def obs_from_json(d: dict) -> PauliObservable:
+    """Inverse of :func:`obs_to_json`."""
     terms = tuple((float(c), PauliTerm(tuple((w, str(p)) for w, p in ops), bool(pos))) for c, pos, ops in d["terms"])
     return PauliObservable(terms, str(d["label"]))
 

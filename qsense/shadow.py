@@ -135,6 +135,7 @@ class ShadowEstimator:
     # -- binding ----------------------------------------------------------------
     @property
     def labels(self) -> tuple[str, ...]:
+        """The observables' labels, in order."""
         return tuple(o.label for o in self.observables)
 
     @property
