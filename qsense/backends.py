@@ -46,6 +46,7 @@ from .records import BellBatch, ShadowBatch
 
 __all__ = [
     "MeasurementPlan",
+    "BlockPlan",
     "MeasurementBackend",
     "PennyLaneBackend",
     "pennylane_shadows",
@@ -95,6 +96,94 @@ class MeasurementPlan:
     def copies(self) -> int:
         """Copies consumed by the plan."""
         return len(self.items) * (1 if self.family == "shadow" else 2)
+
+
+@dataclass(frozen=True, eq=False)
+class BlockPlan:
+    """Many measurements of one family on copies of the same state(s), as arrays.
+
+    What :meth:`~qsense.scheduler.Scheduler.on_block` produces for a
+    :class:`~qsense.blocks.CopyBlock`.  Layout (``T`` rows, one per item):
+
+    * ``states``: ``(state,)`` for shadows, ``(state_a, state_b)`` for Bell pairs
+      (the raw, undecohered states shared by every row);
+    * ``released``: float64 ``(T,)``, the release (measurement) time of each row;
+    * ``waits``: float64 ``(T, m)``, m = 1 (shadow) or 2 (Bell: first copy, second
+      copy), the time each copy spent in memory;
+    * ``seqs``: int64 ``(T, m)``, the copies' sequence numbers (for the per-copy
+      fallback and for logs).
+
+    ``coherence`` is the memory's coherence model (decoherence by ``waits``).
+    A backend with ``measure_block(plan)`` measures it with one sampler call;
+    :meth:`to_plan` gives the equivalent per-copy :class:`MeasurementPlan` for any
+    other backend.  ``len(plan)`` and ``plan.copies`` mean what they mean for a
+    :class:`MeasurementPlan`.
+    """
+
+    family: str
+    states: tuple
+    released: np.ndarray
+    waits: np.ndarray
+    seqs: np.ndarray
+    wires: tuple | None = None
+    source: str = ""
+    key: Any = None
+    coherence: Any = None
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.family not in ("shadow", "bell"):
+            raise ValueError(f"family must be 'shadow' or 'bell'; got {self.family!r}")
+        m = 1 if self.family == "shadow" else 2
+        if len(self.states) != m:
+            raise ValueError(f"a {self.family} block plan holds {m} states; got {len(self.states)}")
+        T = int(np.shape(self.released)[0])
+        if np.shape(self.waits) != (T, m) or np.shape(self.seqs) != (T, m):
+            raise ValueError(f"waits and seqs must have shape ({T}, {m})")
+
+    def __len__(self) -> int:
+        return int(self.released.shape[0])
+
+    @property
+    def copies(self) -> int:
+        """Copies consumed by the plan."""
+        return len(self) * (1 if self.family == "shadow" else 2)
+
+    @property
+    def bell_wait(self) -> np.ndarray:
+        """float64 (T,): total memory time of each row's copies (a Bell row's ``wait``)."""
+        return self.waits.sum(axis=1)
+
+    def survival(self, n: int) -> np.ndarray | None:
+        """float64 (T, n): per-row, per-qubit probability that no qubit of the
+        row's copies was depolarized (product over the copies); ``None`` when the
+        coherence model is not local depolarizing."""
+        T, m = self.waits.shape
+        if self.coherence is None or not np.any(self.waits > 0):
+            return np.ones((T, n))
+        p = np.ones((T, n))
+        for c in range(m):
+            s = self.coherence.survival(self.waits[:, c])
+            if s is None:
+                return None
+            s = np.asarray(s, dtype=np.float64)
+            p *= s[:, None] if s.ndim == 1 else s
+        return p
+
+    def to_plan(self) -> MeasurementPlan:
+        """The same measurements as a per-copy :class:`MeasurementPlan`."""
+        from .memory import Copy
+
+        items = []
+        for r in range(len(self)):
+            row = []
+            for c, state in enumerate(self.states):
+                w = float(self.waits[r, c])
+                at = float(self.released[r])
+                copy = Copy(state, at - w, self.source, int(self.seqs[r, c]), self.wires, self.key)
+                row.append(StoredCopy(copy, w, at, None, self.coherence if w > 0 else None))
+            items.append(tuple(row))
+        return MeasurementPlan(self.family, tuple(items), self.seq)
 
 
 @runtime_checkable

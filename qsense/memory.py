@@ -401,6 +401,30 @@ class SlotMemory:
         self.counters["peak_occupancy"] = max(self.counters["peak_occupancy"], len(self._slots))
         return slot
 
+    def account_block(
+        self, *, stored: int = 0, taken: int = 0, evicted: Mapping[str, int] | None = None,
+        rejected: int = 0, occupancy: int = 0,
+    ) -> None:
+        """Count, in bulk, copies that passed through this memory inside a block.
+
+        The block path (:meth:`qsense.scheduler.Scheduler.on_block`) decides a
+        whole :class:`~qsense.blocks.CopyBlock` at once; a copy stored and then
+        taken (or evicted) within the block never needs a slot object, but it is
+        counted exactly as :meth:`put` / :meth:`take` / :meth:`evict` would count
+        it: ``stored``, ``taken``, ``evicted_<reason>`` and ``rejected``;
+        ``occupancy`` is the most slots those copies held at once (for
+        ``peak_occupancy``).  A copy still waiting at the end of the block is
+        stored with :meth:`put` as usual.
+        """
+        for name, v in (("stored", stored), ("taken", taken), ("rejected", rejected)):
+            if v:
+                self.counters[name] += int(v)
+        for reason, v in (evicted or {}).items():
+            if v:
+                self.counters[f"evicted_{reason}"] += int(v)
+        if occupancy:
+            self.counters["peak_occupancy"] = max(self.counters["peak_occupancy"], int(occupancy))
+
     # -- releasing ---------------------------------------------------------------
     def _release(self, slot: int, at: float, counter: str, coherent: bool = True) -> StoredCopy:
         try:

@@ -30,6 +30,16 @@ cancels every task it started and waits for them.  An exception in one driver
 is logged and counted and the other drivers go on; errors in a backend call, an
 estimator or a sink are logged and counted too, never silent.
 
+Blocks: a driver may also yield :class:`~qsense.blocks.CopyBlock` s (many
+copies of one state with an array of arrival times; :func:`poisson_blocks`).
+A block is one queue entry; the scheduler decides all its copies at once
+(:meth:`~qsense.scheduler.Scheduler.on_block`) and its measurements go to the
+backend as :class:`~qsense.backends.BlockPlan` s (one per family and block,
+whatever ``batch_size`` says: a block is already a batch), measured with
+``backend.measure_block`` where the backend has it and as the equivalent
+per-copy plan otherwise.  Counters and the accounting identity are the same;
+``on_arrival_full="drop"`` drops a whole block (its copies are counted).
+
 Time: with a clock that has ``advance_to`` (:class:`~qsense.memory.ManualClock`)
 the pipeline runs in *event time*: the clock jumps to each copy's timestamp, so
 a simulation of 10^4 copies/s with T2 = 1 ms runs as fast as the CPU allows and
@@ -40,6 +50,7 @@ copies are stamped on arrival and waits are wall-clock waits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -48,12 +59,13 @@ from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Itera
 
 import numpy as np
 
-from .backends import MeasurementBackend, MeasurementPlan
+from .backends import BlockPlan, MeasurementBackend, MeasurementPlan
+from .blocks import CopyBlock
 from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory
 from .records import BellBatch, ShadowBatch
 from .scheduler import Item, Scheduler
 
-__all__ = ["Pipeline", "PipelineReport", "Sink", "poisson_copies", "as_copy"]
+__all__ = ["Pipeline", "PipelineReport", "Sink", "poisson_copies", "poisson_blocks", "as_copy", "CopyBlock"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +114,7 @@ async def poisson_copies(
     realtime: bool = False,
     key: Any = None,
     wires: tuple | None = None,
+    block: int | None = None,
 ) -> AsyncIterator[Copy]:
     """A simulated driver: ``count`` copies of ``state`` arriving as a Poisson
     process of ``rate`` copies/s.
@@ -110,8 +123,14 @@ async def poisson_copies(
     batch them) or a callable ``state(i) -> array`` for a changing source.
     Event time (default): copies carry timestamps ``start + cumulative Exp(rate)``
     and nothing sleeps; ``realtime=True`` sleeps between copies and leaves the
-    timestamp to the pipeline's clock.
+    timestamp to the pipeline's clock.  ``block=N`` yields
+    :class:`~qsense.blocks.CopyBlock` s of up to N copies instead
+    (:func:`poisson_blocks`; the same arrival times for the same seed).
     """
+    if block is not None:
+        async for b in poisson_blocks(state, rate, count, block=block, seed=seed, source=source, start=start, realtime=realtime, key=key, wires=wires):
+            yield b  # type: ignore[misc]
+        return
     if not rate > 0:
         raise ValueError(f"rate must be positive; got {rate!r}")
     rng = np.random.default_rng(seed)
@@ -125,6 +144,53 @@ async def poisson_copies(
             yield Copy(state=s, t=None, source=source, seq=i, key=key, wires=wires)
         else:
             yield Copy(state=s, t=t, source=source, seq=i, key=key, wires=wires)
+
+
+async def poisson_blocks(
+    state: Any,
+    rate: float,
+    count: int,
+    *,
+    block: int = 4096,
+    seed: Any = None,
+    source: str = "sim",
+    start: float = 0.0,
+    realtime: bool = False,
+    key: Any = None,
+    wires: tuple | None = None,
+) -> AsyncIterator[CopyBlock]:
+    """A simulated block driver: ``count`` copies of ``state`` arriving as a
+    Poisson process of ``rate`` copies/s, delivered as
+    :class:`~qsense.blocks.CopyBlock` s of ``block`` copies (the last one shorter).
+
+    ``state``: an array shared by every copy, or a callable ``state(b) -> array``
+    giving the state of block ``b`` (a source that changes between blocks).
+    Arrival times are drawn as one ``Exp(rate)`` array per block; they equal
+    :func:`poisson_copies`' for the same seed (NumPy draws the same exponentials
+    one at a time or as an array).  ``realtime=True`` sleeps until each block's
+    last arrival and lets the pipeline stamp the whole block on arrival.
+    """
+    if not rate > 0:
+        raise ValueError(f"rate must be positive; got {rate!r}")
+    if int(block) < 1:
+        raise ValueError(f"block must be >= 1; got {block!r}")
+    rng = np.random.default_rng(seed)
+    t = float(start)
+    done = 0
+    b = 0
+    while done < int(count):
+        m = min(int(block), int(count) - done)
+        # arrival times: start + cumulative Exp(rate), carried across blocks
+        times = t + np.cumsum(rng.exponential(1.0 / rate, size=m))
+        s = state(b) if callable(state) else state
+        if realtime:
+            await asyncio.sleep(float(times[-1] - t))
+            yield CopyBlock(s, None, m, source, done, wires, key)
+        else:
+            yield CopyBlock(s, times, None, source, done, wires, key)
+        t = float(times[-1])
+        done += m
+        b += 1
 
 
 _END = object()
@@ -232,21 +298,26 @@ class Pipeline:
     async def _drive(self, name: str, driver: AsyncIterable[Any], arrivals: asyncio.Queue) -> None:
         try:
             async for obj in driver:
-                copy = as_copy(obj, name)
-                self.counters["arrived"] += 1
-                self.counters[f"arrived.{name}"] += 1
+                if isinstance(obj, CopyBlock):
+                    copy: Copy | CopyBlock = obj if obj.source else obj.with_source(name)
+                    m = len(obj)
+                else:
+                    copy = as_copy(obj, name)
+                    m = 1
+                self.counters["arrived"] += m
+                self.counters[f"arrived.{name}"] += m
                 if self.on_arrival_full == "block":
                     try:
                         await arrivals.put(copy)
                     except asyncio.CancelledError:
-                        # stopped while waiting for room: this copy never got in
-                        self.counters["dropped_arrival"] += 1
+                        # stopped while waiting for room: these copies never got in
+                        self.counters["dropped_arrival"] += m
                         raise
                 else:
                     try:
                         arrivals.put_nowait(copy)
                     except asyncio.QueueFull:
-                        self.counters["dropped_arrival"] += 1
+                        self.counters["dropped_arrival"] += m
             self.counters["drivers_finished"] += 1
             log.info("%s: driver %r finished", self.name, name)
         except asyncio.CancelledError:
@@ -312,6 +383,10 @@ class Pipeline:
                         await route(await self.scheduler.on_tick(self.clock()))
                     await flush_aged()
                     continue
+            if isinstance(copy, CopyBlock):
+                await self._ingest_block(copy, route, plans)
+                await flush_aged()
+                continue
             if self.event_time and copy.t is not None:
                 self.clock.advance_to(copy.t)  # type: ignore[attr-defined]
             now = self.clock()
@@ -328,13 +403,34 @@ class Pipeline:
         for _ in range(self.workers):
             await plans.put(_END)
 
+    async def _ingest_block(self, block: CopyBlock, route: Callable[[list[Item]], Awaitable[None]], plans: asyncio.Queue) -> None:
+        """One block through the scheduler: per-copy items are routed as usual,
+        block plans go to the workers as they are."""
+        if block.t is None:
+            block = block.stamped(self.clock())
+        elif self.event_time and len(block):
+            self.clock.advance_to(float(block.t[0]))  # type: ignore[attr-defined]
+        res = await self.scheduler.on_block(block)
+        await route(res.items)
+        for bp in res.plans:
+            self.counters["plans"] += 1
+            self.counters["block_plans"] += 1
+            await plans.put(dataclasses.replace(bp, seq=self._plan_seq))
+            self._plan_seq += 1
+        if self.event_time and len(block):
+            self.clock.advance_to(float(block.t[-1]))  # type: ignore[attr-defined]
+
     async def _measure(self, plans: asyncio.Queue, records: asyncio.Queue, done: list[int]) -> None:
         while True:
             plan = await plans.get()
             if plan is _END:
                 break
             try:
-                batches = await self.backend.measure(plan)
+                if isinstance(plan, BlockPlan):
+                    measure_block = getattr(self.backend, "measure_block", None)
+                    batches = await (measure_block(plan) if measure_block is not None else self.backend.measure(plan.to_plan()))
+                else:
+                    batches = await self.backend.measure(plan)
             except Exception as exc:
                 self.counters["plans_failed"] += 1
                 self.counters[f"copies_failed.{plan.family}"] += plan.copies

@@ -35,6 +35,9 @@ from typing import Any, Hashable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from . import blocks as _blocks
+from .backends import BlockPlan
+from .blocks import CopyBlock
 from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory, StoredCopy
 from .targets import Purity, Target, TargetSet, wait_moment
 
@@ -50,6 +53,7 @@ __all__ = [
     "make_policy",
     "plan_adaptive",
     "Scheduler",
+    "BlockResult",
     "POLICIES",
 ]
 
@@ -62,6 +66,22 @@ _EARLY_REPLAN = 16
 
 #: Item = one measurement: (copy,) for a shadow, (first, second) for a Bell pair.
 Item = tuple[StoredCopy, ...]
+
+
+@dataclass
+class BlockResult:
+    """What :meth:`Scheduler.on_block` decided for a block.
+
+    ``items``: per-copy measurements (a pair across the block boundary, or
+    everything when the block was handled copy by copy); ``plans``: at most one
+    :class:`~qsense.backends.BlockPlan` per family; ``roles``: int8 ``(N,)``,
+    the role of every copy (:mod:`qsense.blocks` layout), ``None`` when the
+    block went through the per-copy fallback.
+    """
+
+    items: list
+    plans: list
+    roles: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -523,6 +543,169 @@ class Scheduler:
         items.append((StoredCopy.direct(copy, now),))
         self.counters["shadow_copies"] += 1
         return items
+
+    def _block_fallback_reason(self) -> str | None:
+        mem = self.memory
+        if not hasattr(mem, "account_block"):
+            return "memory has no bulk accounting"
+        if self.salvage:
+            return "salvage is on"
+        return None
+
+    async def on_block(self, block: CopyBlock, now: float | None = None) -> BlockResult:
+        """Decide every copy of a :class:`~qsense.blocks.CopyBlock` at once.
+
+        The same rule as :meth:`on_arrival`, copy for copy (the compiled scan
+        :func:`qsense.blocks.schedule_segment`): for the same arrival times and
+        plans the roles, pairs, waits and counters are identical.  Differences,
+        all at block granularity: re-plans due after ``replan_every`` arrivals
+        are made at the start of the next block (the estimates an adaptive plan
+        uses cannot change inside a block, whose records are measured after it
+        is scheduled; the first plan and the early one at the 16th arrival are
+        made at their copies), and stored copies of *other* pairing keys are
+        expired at the block's first and last arrivals (released at the time
+        they expired, as always; a slot they free is used from the next block
+        on, and ``peak_occupancy`` counts them as held through the block).  Copies stored and released
+        inside the block are counted by the memory in bulk
+        (``account_block``); the opener still waiting at the end is ``put``.
+
+        Falls back to :meth:`on_arrival` per copy (``roles`` None, counted
+        ``block_fallback``) when the memory cannot account in bulk, when
+        ``salvage`` is on, or when the memory is full with other keys' copies
+        and its ``on_full`` is not ``"reject"``.
+        """
+        N = len(block)
+        if N == 0:
+            return BlockResult([], [], np.zeros(0, np.int8))
+        if block.t is None:
+            block = block.stamped(self.clock() if now is None else float(now))
+        t = block.t
+        key = block.pair_key
+        mem = self.memory
+        reason = self._block_fallback_reason()
+        items: list[Item] = []
+        own: list = []
+        can_open = False
+        if reason is None:
+            # arrival 0's expiry (every key, the plan in force), as on_arrival does
+            items = await self._expire(float(t[0]))
+            own = mem.waiting(key)
+            others = len(mem) - len(own)
+            can_open = int(getattr(mem, "capacity", 0)) - others >= 1
+            if len(own) > 1:
+                reason = "several copies of this key wait"
+            elif not can_open and getattr(mem, "on_full", "reject") != "reject":
+                reason = f"memory full with other keys (on_full={getattr(mem, 'on_full', '?')!r})"
+        if reason is not None:
+            log.debug("%s: block of %d copies from %r handled copy by copy: %s", self.name, N, block.source, reason)
+            self.counters["block_fallback"] += 1
+            for copy in block.copies():
+                items.extend(await self.on_arrival(copy, copy.t))
+            return BlockResult(items, [], None)
+        self.counters["blocks"] += 1
+        if self._n is None:
+            self._n = block.n_qubits
+        # -- segments: a re-plan at the block's first copy (when due) and the
+        # early one at the 16th arrival, both after observing their copy
+        arrived0 = int(self.counters["arrived"])
+        window = self._times.maxlen or N
+        fed = 0
+
+        def observe_to(j: int) -> None:  # rate window: arrivals up to and including j
+            nonlocal fed
+            if j + 1 > fed:
+                chunk = t[max(fed, j + 1 - window) : j + 1]
+                self._times.extend(chunk.tolist())
+                self._keys.extend([key] * chunk.size)
+                fed = j + 1
+
+        starts = [0]
+        j16 = _EARLY_REPLAN - arrived0 - 1
+        if 0 < j16 < N:
+            starts.append(j16)
+        roles = np.empty(N, np.int8)
+        credit = float(self._credit)
+        has_open = bool(own)
+        open_t = float(own[0].arrival) if own else 0.0
+        open_idx = -1
+        max_wait = _blocks.finite_or_inf(getattr(mem, "max_wait", None))
+        kernel = _blocks.segment_kernel()
+        last_replan = None
+        for s, a in enumerate(starts):
+            b = starts[s + 1] if s + 1 < len(starts) else N
+            prev_cap = _blocks.finite_or_inf(self.plan.cap) if self.plan is not None else math.inf
+            self.counters["arrived"] = arrived0 + a + 1  # what on_arrival's counter says at copy a
+            if self.plan is None or self._since_plan >= self.replan_every or arrived0 + a + 1 == _EARLY_REPLAN:
+                observe_to(a)
+                self.replan(float(t[a]))
+                last_replan = a
+            else:
+                self._since_plan += b - a  # no re-plan: keep counting
+            f = float(self.plan.pair_fraction)
+            cap = _blocks.finite_or_inf(self.plan.cap)
+            # the expiry at a block's first copy was done above; at the early
+            # re-plan copy it uses the previous plan's cap, as on_arrival does
+            cap0, wait0 = (math.inf, math.inf) if a == 0 else (prev_cap, max_wait)
+            credit, has_open, open_t, open_idx = kernel(
+                t, a, b, f, cap0, cap, wait0, max_wait, can_open, credit, has_open, open_t, open_idx, roles,
+            )
+            open_idx = int(open_idx)
+        observe_to(N - 1)
+        self.counters["arrived"] = arrived0 + N
+        if last_replan is not None:
+            self._since_plan = N - last_replan
+        self._credit = float(credit)
+        # -- outcome arrays
+        counts = np.bincount(roles, minlength=len(_blocks.ROLE_NAMES))
+        n_shadow = int(counts[_blocks.SHADOW] + counts[_blocks.NO_SLOT])
+        n_close = int(counts[_blocks.CLOSE])
+        n_ecap, n_emem = int(counts[_blocks.EVICT_CAP]), int(counts[_blocks.EVICT_MEMORY])
+        n_open_closed, n_waiting = int(counts[_blocks.OPEN]), int(counts[_blocks.WAITING])
+        self.counters["arrived_in_blocks"] += N
+        self.counters["opened"] += n_open_closed + n_ecap + n_emem + n_waiting
+        self.counters["closed"] += n_close
+        self.counters["bell_pairs"] += n_close
+        self.counters["bell_copies"] += 2 * n_close
+        self.counters["shadow_copies"] += n_shadow
+        self.counters["no_slot"] += int(counts[_blocks.NO_SLOT])
+        self.counters["expired_cap"] += n_ecap
+        self.counters["expired_memory"] += n_emem
+        closers = np.flatnonzero(roles == _blocks.CLOSE)
+        if own and closers.size and closers[0] == 0:
+            # the pair across the block boundary: the stored copy is a real slot
+            (first,) = await mem.take([own[0].slot], at=float(t[0]))
+            items.append((first, StoredCopy.direct(block.copy(0), float(t[0]))))
+            closers = closers[1:]
+        # other keys' copies that outlived the cap or max_wait during the block are
+        # evicted now, at the time they expired (before this key's opener is stored)
+        items += await self._expire(float(t[-1]))
+        mem.account_block(  # type: ignore[attr-defined]
+            stored=n_open_closed + n_ecap + n_emem, taken=n_open_closed,
+            evicted={"cap": n_ecap, "expired": n_emem}, rejected=int(counts[_blocks.NO_SLOT]),
+            occupancy=(len(mem) + 1) if (n_open_closed + n_ecap + n_emem) else 0,
+        )
+        if n_waiting:
+            (w,) = np.flatnonzero(roles == _blocks.WAITING)
+            slot = await mem.put(block.copy(int(w)))
+            if slot is None:  # pragma: no cover - can_open said there was a slot
+                raise RuntimeError(f"{self.name}: memory refused the block's last opener")
+        wires = tuple(block.wires) if block.wires is not None else (tuple(range(self._n)) if self._n is not None else None)
+        coherence = getattr(mem, "coherence", None)
+        plans: list[BlockPlan] = []
+        shadows = np.flatnonzero((roles == _blocks.SHADOW) | (roles == _blocks.NO_SLOT))
+        if shadows.size:
+            plans.append(BlockPlan(
+                "shadow", (block.state,), t[shadows], np.zeros((shadows.size, 1)),
+                (block.seq + shadows)[:, None], wires, block.source, block.key, coherence,
+            ))
+        if closers.size:
+            waits = np.zeros((closers.size, 2))
+            waits[:, 0] = t[closers] - t[closers - 1]
+            seqs = np.stack([block.seq + closers - 1, block.seq + closers], axis=1)
+            plans.append(BlockPlan(
+                "bell", (block.state, block.state), t[closers], waits, seqs, wires, block.source, block.key, coherence,
+            ))
+        return BlockResult(items, plans, roles)
 
     async def on_tick(self, now: float) -> list[Item]:
         """Periodic housekeeping between arrivals (expiries)."""

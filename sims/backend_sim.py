@@ -11,6 +11,10 @@ waiting in memory:
   (``StoredCopy.state``, from ``sims.decohere``) is sampled on its own.
 
 Bell rows carry ``wait`` = the total time the pair's copies spent in memory.
+
+Block plans (:class:`qsense.backends.BlockPlan`, from the pipeline's block path)
+are measured by :meth:`SimulatedBackend.measure_block` with one sampler call per
+plan and the same depolarizing re-randomisation, vectorised over the rows.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from qsense.backends import (
+    BlockPlan,
     MeasurementPlan,
     survival_rows,
     assemble_records,
@@ -29,6 +34,7 @@ from qsense.backends import (
     depolarize_shadow_bits,
     group_items,
 )
+from qsense.memory import Copy
 from qsense.records import BellBatch, ShadowBatch
 
 from . import samplers
@@ -66,6 +72,40 @@ class SimulatedBackend:
         if self.offload:
             return await asyncio.to_thread(self.measure_sync, plan)
         return self.measure_sync(plan)
+
+    async def measure_block(self, plan: BlockPlan) -> list[ShadowBatch | BellBatch]:
+        """Measure a :class:`~qsense.backends.BlockPlan` (one sampler call)."""
+        if self.offload:
+            return await asyncio.to_thread(self.measure_block_sync, plan)
+        return self.measure_block_sync(plan)
+
+    def measure_block_sync(self, plan: BlockPlan) -> list[ShadowBatch | BellBatch]:
+        """The synchronous core of :meth:`measure_block`.
+
+        Every row shares the plan's raw states, so one sampler call gives all
+        rows; rows whose copies waited are depolarized by their own survival
+        probabilities (exact for local depolarizing).  Other coherence models,
+        or ``exact=True``, go through the per-copy path (each decohered state
+        sampled on its own).
+        """
+        T = len(plan)
+        if T == 0:
+            return []
+        wires = tuple(plan.wires) if plan.wires is not None else tuple(range(Copy(plan.states[0]).n_qubits or 0))
+        n = len(wires)
+        p = None if self.exact else plan.survival(n)
+        if p is None:
+            return self.measure_sync(plan.to_plan())
+        waited = bool(np.any(plan.waits > 0))
+        if plan.family == "shadow":
+            bases, outs = self._shadow_rows(plan.states[0], T)
+            if waited:
+                outs = depolarize_shadow_bits(outs, p, self.rng)
+            return [ShadowBatch(bases, outs, wires=wires, t=plan.released)]
+        codes = self._bell_rows(plan.states[0], plan.states[1], T)
+        if waited:
+            codes = depolarize_bell_codes(codes, p, self.rng)
+        return [BellBatch(codes, wires=wires, t=plan.released, wait=plan.bell_wait)]
 
     # -- samplers, cached per state object --------------------------------------------
     def _sampler(self, kind: str, *states: Any) -> Any:
