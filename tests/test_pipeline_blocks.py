@@ -268,3 +268,26 @@ async def test_block_drivers_stop_cancel_and_drop(rho3):
     assert not _only_me_left() and _accounted(rep), rep.counters
     assert rep["dropped_arrival"] > 0
     assert rep["scheduler.arrived"] + rep["dropped_arrival"] == 6300
+
+
+def test_plain_python_scan_equals_the_compiled_one():
+    """The fallback used without numba (or with QSENSE_NO_JIT) makes the same decisions."""
+    import math
+
+    from qsense.blocks import schedule_segment, segment_kernel
+
+    kernel = segment_kernel()
+    assert kernel is not schedule_segment  # numba is a dependency: the compiled scan is in use
+    rng = np.random.default_rng(11)
+    for trial in range(30):
+        N = int(rng.integers(1, 400))
+        t = np.cumsum(rng.exponential(1e-4, N))
+        f = float(rng.choice([0.0, 0.2, 0.5, 1.0]))
+        cap = float(rng.choice([math.inf, 1e-4, 3e-4]))
+        max_wait = float(rng.choice([math.inf, 2e-4]))
+        args = (t, 0, N, f, math.inf, cap, math.inf, max_wait, bool(rng.integers(0, 2)), 0.0, False, 0.0, -1)
+        r1, r2 = np.zeros(N, np.int8), np.zeros(N, np.int8)
+        out1 = schedule_segment(*args, r1)
+        out2 = kernel(*args, r2)
+        np.testing.assert_array_equal(r1, r2)
+        assert out1[0] == pytest.approx(out2[0]) and out1[1:] == tuple(out2[1:])
