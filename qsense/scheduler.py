@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Hashable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -39,7 +39,7 @@ from . import blocks as _blocks
 from .backends import BlockPlan
 from .blocks import CopyBlock
 from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory, StoredCopy
-from .targets import Purity, Target, TargetSet, wait_moment
+from .targets import Purity, Target, TargetSet, WaitMoments
 
 __all__ = [
     "Plan",
@@ -63,6 +63,9 @@ POLICIES = ("shadow", "bell", "fixed", "adaptive")
 
 #: the second plan is made after this many arrivals (the first rate estimate)
 _EARLY_REPLAN = 16
+
+#: the adaptive rule's cap search: caps x/λ for these x (when T2 is finite)
+_CAP_GRID = np.geomspace(0.05, 20.0, 36)
 
 #: Item = one measurement: (copy,) for a shadow, (first, second) for a Bell pair.
 Item = tuple[StoredCopy, ...]
@@ -205,12 +208,30 @@ class FixedPolicy:
         return Plan(f, self.cap, self.name, rate=ctx.rate, t2=ctx.t2, reason=f"policy 'fixed': ratio {self.ratio:g} (feasible {f:.3f})")
 
 
+_scratch_local = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 work array of ``shape`` (contents undefined), reused by later
+    calls in the same thread.
+
+    :func:`plan_adaptive` needs a few arrays of ~37 × 2001 doubles (0.6 MB) per
+    call; fresh ones of that size come from ``mmap`` and are returned to the
+    OS when freed, so every call page-faults them in again, which measured
+    several times the cost of the arithmetic itself."""
+    size = math.prod(shape)
+    store = getattr(_scratch_local, "store", None)
+    if store is None or store.size < size:
+        store = _scratch_local.store = np.empty(size)
+    return store[:size].reshape(shape)
+
+
 def plan_adaptive(
     targets: Sequence[Target],
     values: Mapping[str, float | None] | None = None,
     *,
     rate: float,
-    t2: float = math.inf,
+    t2: float | None = math.inf,
     capacity: int = 1,
     keys: int = 1,
     tol: float = 0.05,
@@ -231,6 +252,11 @@ def plan_adaptive(
     to finish all targets are 1/max_f min_q R_q; the maximising f and the best c
     over a grid are the plan.  Assigning each target to one family (PHYSICS.md
     §4) is one feasible point of this problem, so the optimum is never worse.
+
+    All caps are evaluated at once (NumPy arrays over caps × f, one target at a
+    time); the result equals a per-cap loop's, ties going to the first cap and
+    the smallest f (tests/test_plan_adaptive.py keeps that loop as the
+    reference).  ``t2=None`` means no decoherence model, like ``inf``.
     """
     values = dict(values or {})
     tols = np.array([tol if t.tol is None else float(t.tol) for t in targets])
@@ -239,41 +265,81 @@ def plan_adaptive(
             if n is None:
                 raise ValueError("plan_adaptive needs n for a whole-register purity target")
             t.n = n
+    if t2 is None:
+        t2 = math.inf  # no decoherence model: waiting costs nothing
     vals = [values.get(t.label) for t in targets]
-    NS = np.array([t.shadow_copies(v, e) for t, v, e in zip(targets, vals, tols)])
+    NS = np.array([t.shadow_copies(v, e) for t, v, e in zip(targets, vals, tols)])  # (Q,)
     fmax = 0.0 if capacity < 1 else min(1.0, capacity / max(keys, 1))
     finite_t2 = math.isfinite(t2) and t2 > 0
+    # Every cap is evaluated at once: shapes are Q targets, C caps, F values of f.
     if caps is None:
-        caps = [None]
+        cap_s = np.full(1, math.inf)  # (C,) seconds, inf = no cap
         if finite_t2 and rate > 0:
-            caps += [float(x) / rate for x in np.geomspace(0.05, 20.0, 36)]
-    fgrid = np.linspace(0.0, 1.0, grid) * fmax
-    best = None
-    for cap in caps:
-        pi = 1.0 if cap is None else -math.expm1(-rate * cap)
+            cap_s = np.concatenate([cap_s, _CAP_GRID / rate])
+        caps = [None] + cap_s[1:].tolist()
+    else:
+        caps = list(caps)
+        cap_s = np.array([math.inf if c is None else float(c) for c in caps], dtype=np.float64)
+    no_cap = np.array([c is None for c in caps], dtype=bool)  # (C,)
+    with np.errstate(invalid="ignore"):
+        pi = -np.expm1(-rate * cap_s)  # (C,) P(partner within the cap)
+    pi[no_cap] = 1.0
+    moments = WaitMoments(rate, t2 if finite_t2 else math.inf, cap_s)
+    SB = np.stack([t.bell_shots_caps(v, e, moments) for t, v, e in zip(targets, vals, tols)])  # (Q, C)
+    fgrid = np.linspace(0.0, 1.0, grid) * fmax  # (F,)
+    # per-copy rates with the same operations (so the same roundings) as the
+    # per-cap formulas σ(f) = 1 − f [+ f(1−π)/(1+π)] and β(f) = fπ/(1+π)
+    sigma = 1.0 - fgrid  # (F,); with salvage (C, F)
+    if salvage:
+        sigma = sigma[None, :] + fgrid[None, :] * (1.0 - pi)[:, None] / (1.0 + pi)[:, None]
+    C, F = len(caps), fgrid.size
+    beta, buf, worst = _scratch((3, C, F))  # (C, F) each
+    np.multiply(fgrid[None, :], pi[:, None], out=beta)
+    beta /= (1.0 + pi)[:, None]
+    # a family that cannot reach a target contributes rate 0: dividing by inf
+    # gives the same 0 as np.where(isfinite, ., 0)
+    NSf = np.where(np.isfinite(NS), NS, math.inf)  # (Q,)
+    SBf = np.where(np.isfinite(SB), SB, math.inf)  # (Q, C)
 
-        @lru_cache(maxsize=None)
-        def moment(j: int, _cap=cap) -> float:
-            return wait_moment(j, rate, t2 if finite_t2 else math.inf, _cap)
+    def precision(q: int) -> np.ndarray:
+        """R_q(f) = σ(f)/N_S + β(f)/S_B per copy at every cap: (C, F), or (F,)
+        when it does not depend on the cap (no Bell family, no salvage), in the
+        scratch buffer ``buf``."""
+        rs = sigma / NSf[q]
+        if not salvage and np.isinf(SBf[q]).all():
+            return rs  # + β/inf = + 0
+        np.divide(beta, SBf[q][:, None], out=buf)
+        return np.add(buf, rs, out=buf)
 
-        SB = np.array([t.bell_shots(v, e, moment) for t, v, e in zip(targets, vals, tols)])
-        sigma = (1.0 - fgrid) + (fgrid * (1.0 - pi) / (1.0 + pi) if salvage else 0.0)
-        beta = fgrid * pi / (1.0 + pi)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rs = np.where(np.isfinite(NS)[:, None], sigma[None, :] / NS[:, None], 0.0)
-            rb = np.where(np.isfinite(SB)[:, None], beta[None, :] / SB[:, None], 0.0)
-        R = rs + rb
-        reachable = (R.max(axis=1) > 0)
-        Rr = R[reachable] if reachable.any() else R
-        worst = Rr.min(axis=0)
-        j = int(np.argmax(worst))  # first maximum: the smallest such f
-        copies = 1.0 / worst[j] if worst[j] > 0 else math.inf
-        if not reachable.all():
-            copies = math.inf
-        key = (copies if math.isfinite(copies) else math.inf, 1.0 / worst[j] if worst[j] > 0 else math.inf)
-        if best is None or key < best[0]:
-            best = (key, cap, j, NS, SB, rs[:, j], rb[:, j], reachable, copies)
-    (_, cap, j, NS, SB, rsj, rbj, reachable, copies) = best
+    # worst (C, F): min over the targets some family reaches at that cap (over
+    # all targets at a cap where none is reachable), accumulated target by target
+    worst.fill(math.inf)
+    reach = np.empty((len(targets), C), dtype=bool)  # (Q, C)
+    for q in range(len(targets)):
+        Rq = precision(q)
+        reach[q] = Rq.max(axis=-1) > 0
+        if reach[q].all():  # the usual case; a where= mask makes minimum several times slower
+            np.minimum(worst, Rq, out=worst)
+        else:
+            np.minimum(worst, Rq, out=worst, where=reach[q][:, None])
+    none = ~reach.any(axis=0)  # (C,)
+    if none.any():
+        for q in range(len(targets)):
+            np.minimum(worst, precision(q), out=worst, where=none[:, None])
+    jc = worst.argmax(axis=1)  # (C,) first maximum: the smallest such f
+    wj = worst[np.arange(C), jc]  # (C,)
+    with np.errstate(divide="ignore"):
+        inv = np.where(wj > 0, 1.0 / wj, math.inf)  # (C,)
+    copies_c = np.where(reach.all(axis=0), inv, math.inf)  # (C,)
+    # the first cap with the smallest (copies, 1/worst): the per-cap loop's strict <
+    cand = copies_c == copies_c.min()
+    c = int(np.flatnonzero(cand & (inv == inv[cand].min()))[0])
+    cap, j = caps[c], int(jc[c])
+    copies = float(copies_c[c])
+    SB = SB[:, c]
+    reachable = reach[:, c]
+    rsj = (sigma[c, j] if salvage else sigma[j]) / NSf  # (Q,)
+    rbj = beta[c, j] / SBf[:, c]  # (Q,)
     f = float(fgrid[j])
     costs = []
     for i, t in enumerate(targets):

@@ -18,7 +18,10 @@ needs to reach ``tol`` (docs/scheduler.md has the derivations):
 * ``shadow_copies(value, tol)``: snapshots N_S with Var ≤ tol²;
 * ``bell_shot_variance(value, moment)``: the variance of one reweighted Bell shot
   when the first copy waited τ ~ Exp(λ) (truncated at the cap), given
-  ``moment(j) = E[e^{jτ/T2}]``; shots needed = variance / tol².
+  ``moment(j) = E[e^{jτ/T2}]``; shots needed = variance / tol²;
+* ``bell_shot_variances(value, moments)`` / ``bell_shots_caps(...)``: the same
+  for a whole grid of caps at once (:class:`WaitMoments`), which is what the
+  adaptive scheduler's cap search evaluates.
 
 :class:`TargetSet` is an ordinary online estimator (``update(batch)`` with either
 record kind, ``estimate()``) that feeds both families' data into each target and
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -50,6 +54,7 @@ __all__ = [
     "visibility_squared",
     "TargetSet",
     "wait_moment",
+    "WaitMoments",
     "square_shadow_variance",
     "purity_shadow_variance",
     "copies_for_variance",
@@ -83,6 +88,69 @@ def wait_moment(j: int, rate: float, t2: float, cap: float | None = None) -> flo
     except OverflowError:
         return math.inf
     return num / denom
+
+
+class WaitMoments:
+    """:func:`wait_moment` on a grid of caps at once: ``moments(j)`` is the float64
+    ``(C,)`` array of E[exp(j τ / T2) | τ < cap_c] for τ ~ Exp(rate).
+
+    ``caps``: ``(C,)`` seconds, ``inf`` (or NaN) for "no cap".  Each ``j`` is
+    computed once and cached, because the targets of one plan ask for the same
+    few moments (j = 2k) again and again.  Values equal :func:`wait_moment`'s to
+    a few ulps (NumPy's ``expm1`` against ``math.expm1``).
+    """
+
+    def __init__(self, rate: float, t2: float, caps: Sequence[float] | np.ndarray) -> None:
+        self.rate = float(rate)
+        self.t2 = float(t2)
+        self.caps = np.asarray(caps, dtype=np.float64).reshape(-1)
+        self._cache: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return self.caps.size
+
+    def __call__(self, j: int) -> np.ndarray:
+        out = self._cache.get(j)
+        if out is None:
+            out = self.many((j,))[0]
+        return out
+
+    def many(self, js: Sequence[int]) -> np.ndarray:
+        """The moments of several ``js`` at once: float64 ``(J, C)``.  Missing ones
+        are computed in one vectorised pass (a target such as an m-qubit purity
+        needs m + 1 of them, and per-j NumPy calls cost more than the arithmetic)."""
+        todo = [j for j in dict.fromkeys(js) if j not in self._cache]
+        if todo:
+            for j, row in zip(todo, self._compute(np.array(todo, dtype=np.float64))):
+                self._cache[j] = row
+        return np.stack([self._cache[j] for j in js]) if js else np.empty((0, self.caps.size))
+
+    def at(self, c: int) -> Moment:
+        """The scalar moment function of cap ``c`` (for targets without a
+        vectorised ``bell_shot_variances``)."""
+        return lambda j: float(self(j)[c])
+
+    def _compute(self, js: np.ndarray) -> np.ndarray:
+        """wait_moment(j, rate, t2, cap) for ``js`` ``(J,)`` × caps ``(C,)``: ``(J, C)``,
+        the same cases and the same operations as the scalar function."""
+        rate, t2, caps = self.rate, self.t2, self.caps
+        shape = (js.size, caps.size)
+        if not math.isfinite(t2):
+            return np.ones(shape)
+        if rate <= 0:
+            return np.where((js == 0)[:, None], 1.0, np.full(shape, math.inf))
+        r = (rate - js / t2)[:, None]  # (J, 1)
+        lc = rate * caps  # (C,)
+        # expm1 overflows to inf (wait_moment's OverflowError branch); r = 0 and
+        # the uncapped caps (inf) produce NaN/inf in branches np.where discards
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            x = r * caps  # (J, C)
+            num = np.where(np.abs(x) < 1e-12, lc, rate * (-np.expm1(-x)) / r)
+            capped = num / -np.expm1(-lc)
+            uncapped = np.where(r > 0, rate / r, math.inf)  # (J, 1)
+        out = np.where(np.isfinite(caps), capped, uncapped)
+        out[js == 0] = 1.0
+        return out
 
 
 def copies_for_variance(a: float, b: float, tol: float) -> float:
@@ -143,6 +211,31 @@ def _purity_bell_second_moment(p: float, m: int, moment: Moment) -> float:
     return float(sum(c * moment(j) for j, c in enumerate(poly) if c != 0.0))
 
 
+@lru_cache(maxsize=None)
+def _purity_bell_poly(m: int) -> tuple[tuple[int, float], ...]:
+    """Nonzero (j, coefficient) of ((1 + 3w²)/4)^m as a polynomial in w (the
+    same convolution as :func:`_purity_bell_second_moment`, computed once per m)."""
+    per_wire = np.array([0.25, 0.0, 0.75])
+    poly = np.array([1.0])
+    for _ in range(m):
+        poly = np.convolve(poly, per_wire)
+    return tuple((j, float(c)) for j, c in enumerate(poly) if c != 0.0)
+
+
+def _purity_bell_second_moments(m: int, moments: WaitMoments) -> np.ndarray:
+    """:func:`_purity_bell_second_moment` on every cap of ``moments``: ``(C,)``.
+
+    The terms are summed in the same order as the scalar version (so the sums
+    agree to the moments' own ulps); inf wherever the top moment is."""
+    poly = _purity_bell_poly(m)
+    table = moments.many([j for j, _ in poly] + [2 * m])  # (len(poly) + 1, C)
+    acc: Any = 0
+    for row, (_, c) in zip(table, poly):
+        acc = acc + c * row
+    acc = np.broadcast_to(np.asarray(acc, dtype=np.float64), (len(moments),))
+    return np.where(np.isfinite(table[-1]), acc, math.inf)
+
+
 # -- targets --------------------------------------------------------------------
 def _single_term(p: Any) -> PauliTerm:
     obs = parse_observable(p)
@@ -177,6 +270,21 @@ class Target:
         v = self.bell_shot_variance(value, moment)
         return max(v, 1e-12) / (tol * tol) if math.isfinite(v) else math.inf
 
+    def bell_shot_variances(self, value: float | None, moments: WaitMoments) -> np.ndarray:
+        """:meth:`bell_shot_variance` at every cap of ``moments``: float64 ``(C,)``.
+
+        This default calls the scalar method once per cap; the built-in
+        targets override it with array arithmetic."""
+        return np.array([self.bell_shot_variance(value, moments.at(c)) for c in range(len(moments))], dtype=np.float64)
+
+    def bell_shots_caps(self, value: float | None, tol: float, moments: WaitMoments) -> np.ndarray:
+        """:meth:`bell_shots` at every cap of ``moments``: float64 ``(C,)``."""
+        if "bell" not in self.families:
+            return np.full(len(moments), math.inf)
+        v = self.bell_shot_variances(value, moments)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.isfinite(v), np.maximum(v, 1e-12) / (tol * tol), math.inf)
+
     def _value(self, value: float | None) -> float:
         return self.prior if value is None or not math.isfinite(value) else float(value)
 
@@ -204,6 +312,9 @@ class Expval(Target):
     def bell_shot_variance(self, value: float | None, moment: Moment) -> float:
         return math.inf
 
+    def bell_shot_variances(self, value: float | None, moments: WaitMoments) -> np.ndarray:
+        return np.full(len(moments), math.inf)
+
 
 class PauliSquare(Target):
     """tr(Pρ)² (the square of a Pauli expectation, e.g. |⟨P⟩|² of a stabiliser).
@@ -225,6 +336,10 @@ class PauliSquare(Target):
     def bell_shot_variance(self, value: float | None, moment: Moment) -> float:
         s = min(max(self._value(value), 0.0), 1.0)
         return moment(2 * self.k) - s * s
+
+    def bell_shot_variances(self, value: float | None, moments: WaitMoments) -> np.ndarray:
+        s = min(max(self._value(value), 0.0), 1.0)
+        return moments(2 * self.k) - s * s
 
 
 class SquareSum(Target):
@@ -275,6 +390,18 @@ class SquareSum(Target):
             sd += abs(c) * math.sqrt(max(v, 0.0))
         return sd * sd
 
+    def bell_shot_variances(self, value: float | None, moments: WaitMoments) -> np.ndarray:
+        # the scalar loop on (C,) arrays, term by term in the same order; a cap
+        # where any term's variance is infinite gives inf, as the early return does
+        sd = np.zeros(len(moments))
+        bad = np.zeros(len(moments), dtype=bool)
+        for s, (t, c) in zip(self._split(value), self.terms):
+            v = moments(2 * t.weight) - s * s
+            bad |= ~np.isfinite(v)
+            with np.errstate(invalid="ignore"):
+                sd = sd + abs(c) * np.sqrt(np.maximum(v, 0.0))
+        return np.where(bad, math.inf, sd * sd)
+
 
 def visibility_squared(j: int, k: int, tol: float | None = None) -> SquareSum:
     """|ρ_jk|² = (⟨XX⟩² + ⟨XY⟩² + ⟨YX⟩² + ⟨YY⟩²)/8 on qubits (j, k).
@@ -323,6 +450,12 @@ class Purity(Target):
         p = min(max(self._value(value), 0.0), 1.0)
         m2 = _purity_bell_second_moment(p, m, moment)
         return m2 - p * p if math.isfinite(m2) else math.inf
+
+    def bell_shot_variances(self, value: float | None, moments: WaitMoments, n: int | None = None) -> np.ndarray:
+        m = self.size(n)
+        p = min(max(self._value(value), 0.0), 1.0)
+        m2 = _purity_bell_second_moments(m, moments)
+        return np.where(np.isfinite(m2), m2 - p * p, math.inf)
 
 
 # -- the combined estimator -------------------------------------------------------
