@@ -267,6 +267,8 @@ def plan_adaptive(
             t.n = n
     if t2 is None:
         t2 = math.inf  # no decoherence model: waiting costs nothing
+    if not t2 > 0:  # 0 would silently read as "perfect memory" below
+        raise ValueError(f"t2 must be positive seconds (None or inf for a perfect memory); got {t2!r}")
     vals = [values.get(t.label) for t in targets]
     NS = np.array([t.shadow_copies(v, e) for t, v, e in zip(targets, vals, tols)])  # (Q,)
     fmax = 0.0 if capacity < 1 else min(1.0, capacity / max(keys, 1))
@@ -364,7 +366,8 @@ def plan_adaptive(
     else:
         why = f"mixing families balances the slowest targets ({', '.join(sorted(fams))})"
     if cap is not None:
-        why += f"; cap {cap * rate:.3g}/λ = {cap / t2:.3g} T2 keeps decoherence reweighting affordable"
+        in_t2 = f" = {cap / t2:.3g} T2" if t2 is not None and 0 < t2 < math.inf else ""
+        why += f"; cap {cap * rate:.3g}/λ{in_t2} keeps decoherence reweighting affordable"
     if not all(reachable):
         why += "; unreachable: " + ", ".join(c.label for c in costs if c.family == "unreachable")
     return Plan(f, cap, "adaptive", copies, rate, t2, tuple(costs), why)

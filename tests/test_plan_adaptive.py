@@ -125,7 +125,9 @@ def _plan_adaptive_reference(
     else:
         why = f"mixing families balances the slowest targets ({', '.join(sorted(fams))})"
     if cap is not None:
-        why += f"; cap {cap * rate:.3g}/λ = {cap / t2:.3g} T2 keeps decoherence reweighting affordable"
+        # (the reason string no longer says "= 0 T2" when T2 is infinite)
+        in_t2 = f" = {cap / t2:.3g} T2" if 0 < t2 < math.inf else ""
+        why += f"; cap {cap * rate:.3g}/λ{in_t2} keeps decoherence reweighting affordable"
     if not all(reachable):
         why += "; unreachable: " + ", ".join(c.label for c in costs if c.family == "unreachable")
     return Plan(f, cap, "adaptive", copies, rate, t2, tuple(costs), why)
@@ -258,3 +260,12 @@ def test_wait_moments_match_scalar():
     # no arrivals: every non-trivial moment is infinite, as in the scalar function
     assert WaitMoments(0.0, 1e-3, caps)(2).tolist() == [math.inf] * caps.size
     assert WaitMoments(0.0, 1e-3, caps)(0).tolist() == [1.0] * caps.size
+
+
+def test_t2_zero_or_negative_is_refused_not_read_as_perfect_memory():
+    from qsense.scheduler import plan_adaptive
+    from qsense.targets import Expval, PauliSquare
+
+    for bad in (0.0, -1e-3, float("nan")):
+        with pytest.raises(ValueError, match="t2 must be positive"):
+            plan_adaptive([Expval("Z0"), PauliSquare("ZZ")], rate=1e4, t2=bad, capacity=2, caps=[1e-4, None], n=2)
