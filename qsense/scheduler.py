@@ -282,6 +282,8 @@ def plan_adaptive(
     else:
         caps = list(caps)
         cap_s = np.array([math.inf if c is None else float(c) for c in caps], dtype=np.float64)
+        if not np.all(cap_s > 0):
+            raise ValueError(f"caps must be positive seconds or None (no cap); got {caps!r}")
     no_cap = np.array([c is None for c in caps], dtype=bool)  # (C,)
     with np.errstate(invalid="ignore"):
         pi = -np.expm1(-rate * cap_s)  # (C,) P(partner within the cap)

@@ -269,3 +269,6 @@ def test_t2_zero_or_negative_is_refused_not_read_as_perfect_memory():
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="t2 must be positive"):
             plan_adaptive([Expval("Z0"), PauliSquare("ZZ")], rate=1e4, t2=bad, capacity=2, caps=[1e-4, None], n=2)
+
+    with pytest.raises(ValueError, match="caps must be positive"):
+        plan_adaptive([Expval("Z0"), PauliSquare("ZZ")], rate=1e4, t2=1e-3, capacity=2, caps=[0.0, None], n=2)
