@@ -37,7 +37,7 @@ import asyncio
 import importlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -382,32 +382,55 @@ class PennyLaneBackend:
         return await asyncio.to_thread(self._measure, plan)
 
     def _measure(self, plan: MeasurementPlan) -> list[ShadowBatch | BellBatch]:
-        items = plan.items
-        if not items:
-            return []
-        fast = all(sc.survival is not None for it in items for sc in it)
-        groups = group_items(items, decohered=not fast)
-        rows: dict[tuple, list[tuple[int, Any]]] = {}
-        for key, idx in groups.items():
-            wires, n = key[0], len(key[0])
-            first = items[idx[0]]
-            states = [sc.raw_state if fast else sc.state for sc in first]
-            if plan.family == "shadow":
-                batch = pennylane_shadows(states[0], len(idx), device=self.device, seed=self._seed())
-                out = batch.outcomes
-                if fast:
-                    out = depolarize_shadow_bits(out, survival_rows([items[i][0].survival for i in idx], n), self.rng)
-                for r, i in enumerate(idx):
-                    rows.setdefault(wires, []).append((i, (batch.bases[r], out[r])))
-            else:
-                batch = pennylane_bell(states[0], states[1], len(idx), device=self.device, seed=self._seed())
-                codes = batch.outcomes
-                if fast:
-                    p = survival_rows([items[i][0].survival for i in idx], n) * survival_rows([items[i][1].survival for i in idx], n)
-                    codes = depolarize_bell_codes(codes, p, self.rng)
-                for r, i in enumerate(idx):
-                    rows.setdefault(wires, []).append((i, codes[r]))
-        return assemble_records(plan, rows)
+        def shadows(state: Any, shots: int) -> tuple[np.ndarray, np.ndarray]:
+            b = pennylane_shadows(state, shots, device=self.device, seed=self._seed())
+            return b.bases, b.outcomes
+
+        def bells(a: Any, b: Any, shots: int) -> np.ndarray:
+            return pennylane_bell(a, b, shots, device=self.device, seed=self._seed()).outcomes
+
+        return measure_grouped(plan, shadows, bells, self.rng)
+
+
+def measure_grouped(
+    plan: MeasurementPlan,
+    shadow_rows: Callable[[Any, int], tuple[np.ndarray, np.ndarray]],
+    bell_rows: Callable[[Any, Any, int], np.ndarray],
+    rng: np.random.Generator,
+    fast_ok: bool = True,
+) -> list[ShadowBatch | BellBatch]:
+    """The measurement loop shared by backends: group the plan's items by state
+    and wires, sample each group with one call, then assemble records in item order.
+
+    ``shadow_rows(state, shots) -> (bases, outcomes)`` and
+    ``bell_rows(state_a, state_b, shots) -> codes`` are the backend's samplers.
+    When every stored copy reports a ``survival`` (a depolarizing memory) and
+    ``fast_ok``, the undecohered states are sampled once per group and each
+    copy's own decoherence is applied to its outcomes (exact for depolarizing
+    noise); otherwise each distinct decohered state is sampled.
+    """
+    items = plan.items
+    if not items:
+        return []
+    fast = fast_ok and all(sc.survival is not None for it in items for sc in it)
+    rows: dict[tuple, list[tuple[int, Any]]] = {}
+    for key, idx in group_items(items, decohered=not fast).items():
+        wires, n = key[0], len(key[0])
+        states = [sc.raw_state if fast else sc.state for sc in items[idx[0]]]
+        if plan.family == "shadow":
+            bases, outs = shadow_rows(states[0], len(idx))
+            if fast:
+                outs = depolarize_shadow_bits(outs, survival_rows([items[i][0].survival for i in idx], n), rng)
+            for r, i in enumerate(idx):
+                rows.setdefault(wires, []).append((i, (bases[r], outs[r])))
+        else:
+            codes = bell_rows(states[0], states[1], len(idx))
+            if fast:
+                p = survival_rows([items[i][0].survival for i in idx], n) * survival_rows([items[i][1].survival for i in idx], n)
+                codes = depolarize_bell_codes(codes, p, rng)
+            for r, i in enumerate(idx):
+                rows.setdefault(wires, []).append((i, codes[r]))
+    return assemble_records(plan, rows)
 
 
 def assemble_records(plan: MeasurementPlan, rows: dict[tuple, list[tuple[int, Any]]]) -> list[ShadowBatch | BellBatch]:

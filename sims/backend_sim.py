@@ -28,11 +28,9 @@ import numpy as np
 from qsense.backends import (
     BlockPlan,
     MeasurementPlan,
-    survival_rows,
-    assemble_records,
     depolarize_bell_codes,
     depolarize_shadow_bits,
-    group_items,
+    measure_grouped,
 )
 from qsense.memory import Copy
 from qsense.records import BellBatch, ShadowBatch
@@ -133,26 +131,4 @@ class SimulatedBackend:
     # -- measuring ---------------------------------------------------------------------------
     def measure_sync(self, plan: MeasurementPlan) -> list[ShadowBatch | BellBatch]:
         """The synchronous core of :meth:`measure`."""
-        items = plan.items
-        if not items:
-            return []
-        fast = not self.exact and all(sc.survival is not None for it in items for sc in it)
-        rows: dict[tuple, list[tuple[int, Any]]] = {}
-        for key, idx in group_items(items, decohered=not fast).items():
-            wires, n = key[0], len(key[0])
-            first = items[idx[0]]
-            states = [sc.raw_state if fast else sc.state for sc in first]
-            if plan.family == "shadow":
-                bases, outs = self._shadow_rows(states[0], len(idx))
-                if fast:
-                    outs = depolarize_shadow_bits(outs, survival_rows([items[i][0].survival for i in idx], n), self.rng)
-                for r, i in enumerate(idx):
-                    rows.setdefault(wires, []).append((i, (bases[r], outs[r])))
-            else:
-                codes = self._bell_rows(states[0], states[1], len(idx))
-                if fast:
-                    p = survival_rows([items[i][0].survival for i in idx], n) * survival_rows([items[i][1].survival for i in idx], n)
-                    codes = depolarize_bell_codes(codes, p, self.rng)
-                for r, i in enumerate(idx):
-                    rows.setdefault(wires, []).append((i, codes[r]))
-        return assemble_records(plan, rows)
+        return measure_grouped(plan, self._shadow_rows, self._bell_rows, self.rng, fast_ok=not self.exact)
