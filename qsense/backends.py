@@ -55,6 +55,7 @@ __all__ = [
     "depolarize_bell_codes",
     "group_items",
     "assemble_records",
+    "measure_grouped",
     "survival_rows",
     "make_backend",
     "BACKENDS",

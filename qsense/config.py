@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from .transport import MqttSettings
+
 __all__ = [
     "ConfigError",
     "DaemonConfig",
@@ -149,33 +151,13 @@ class PrometheusConfig:
 
 
 @dataclass(frozen=True)
-class BrokerConfig:
-    """The MQTT broker used by MQTT inputs and the MQTT output."""
+class BrokerConfig(MqttSettings):
+    """The ``[mqtt]`` broker used by MQTT inputs and the MQTT output: exactly the
+    transport's :class:`~qsense.transport.MqttSettings`, so the fields live in one place."""
 
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls_insecure: bool = False
-    client_id: str | None = None
-    keepalive: int = 30
-    reconnect_min: float = 0.2
-    reconnect_max: float = 10.0
-
-    def settings(self) -> Any:
-        """As :class:`qsense.transport.MqttSettings`."""
-        from .transport import MqttSettings
-
-        return MqttSettings(
-            host=self.host, port=self.port, username=self.username, password=self.password, tls=self.tls,
-            ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file, tls_insecure=self.tls_insecure,
-            client_id=self.client_id, keepalive=self.keepalive, reconnect_min=self.reconnect_min,
-            reconnect_max=self.reconnect_max,
-        )
+    def settings(self) -> MqttSettings:
+        """As :class:`qsense.transport.MqttSettings` (the same fields)."""
+        return self
 
 
 @dataclass(frozen=True)
