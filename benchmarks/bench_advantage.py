@@ -35,7 +35,7 @@ def load_example():
 
 def sampler_timing(adv, ns=(4, 8, 10), shots: int = 100_000) -> list[dict]:
     """Seconds per call for the fast samplers and the generic sims samplers."""
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(0)
     rows = []

@@ -10,7 +10,7 @@ One run measures, on the same simulated records (n = 16 qubits, batches of
    (header + bases + outcomes + t frames, zero-copy) to a PULL socket that only
    receives them: the transport's ceiling on this machine;
 4. **daemon, saturated** -- the same sender process pushes into an
-   :class:`~qsense.daemon.EstimationDaemon` (ZeroMQ PULL input, the estimator,
+   :class:`~qsense.streaming.daemon.EstimationDaemon` (ZeroMQ PULL input, the estimator,
    estimates published on PUB every ``--publish-interval`` s, checkpoints every
    2 s): sustained snapshots/s over the measuring window;
 5. **daemon, paced** -- the sender paced at ``--paced-fraction`` of (4); latency
@@ -68,7 +68,7 @@ def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn
     """Push encoded batches as fast as backpressure allows (or at ``rate`` snapshots/s)."""
     import zmq
 
-    from qsense.wire import encode
+    from qsense.streaming.wire import encode
 
     pool = make_pool(n, T, 4, seed=1)
     ctx = zmq.Context()
@@ -198,8 +198,8 @@ def _daemon_config(args, words, tmp: str, endpoint: str) -> dict:
 
 
 async def _run_daemon(args, words, endpoint: str, seconds: float, rate: float, profile: bool) -> dict:
-    from qsense.daemon import EstimationDaemon
-    from qsense.transport import EstimateSubscriber
+    from qsense.streaming.daemon import EstimationDaemon
+    from qsense.streaming.transport import EstimateSubscriber
 
     probe = _Probe()
 
@@ -286,7 +286,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each streaming measurement")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--transport", choices=["tcp", "ipc"], default="tcp")
-    ap.add_argument("--kernel-threads", type=int, default=1, help="qsense.kernels.set_threads for the daemon")
+    ap.add_argument("--kernel-threads", type=int, default=1, help="qsense.estimators.kernels.set_threads for the daemon")
     ap.add_argument("--publish-interval", type=float, default=0.1)
     ap.add_argument("--paced-fraction", type=float, default=0.5)
     ap.add_argument("--no-profile", action="store_true")
@@ -296,7 +296,7 @@ def main() -> None:
     if args.quick:
         args.seconds, args.repeat, args.observables = 2.0, 1, min(args.observables, 200)
 
-    from qsense import kernels
+    from qsense.estimators import kernels
 
     kernels.set_threads(args.kernel_threads)
     words = random_paulis(np.random.default_rng(0), args.n, args.observables, *args.weight)

@@ -30,13 +30,13 @@ import time
 
 import numpy as np
 
-import sims
-from qsense.memory import ManualClock
-from qsense.pipeline import Pipeline, poisson_copies
-from qsense.scheduler import FixedPolicy, Scheduler
-from qsense.targets import Expval, PauliSquare, Purity, TargetSet
-from sims.backend_sim import SimulatedBackend
-from sims.memory_sim import SimulatedMemory
+from qsense import sims
+from qsense.acquisition.memory import ManualClock
+from qsense.acquisition.pipeline import Pipeline, poisson_copies
+from qsense.acquisition.scheduler import FixedPolicy, Scheduler
+from qsense.acquisition.targets import Expval, PauliSquare, Purity, TargetSet
+from qsense.sims.backend_sim import SimulatedBackend
+from qsense.sims.memory_sim import SimulatedMemory
 
 RATE = 1e4
 T2 = 2e-3

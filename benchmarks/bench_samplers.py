@@ -38,8 +38,8 @@ from typing import Callable
 
 import numpy as np
 
-import sims
-from sims.samplers import ShadowSampler
+from qsense import sims
+from qsense.sims.samplers import ShadowSampler
 
 
 def best_time(fn: Callable[[], object], repeat: int) -> float:
@@ -143,7 +143,7 @@ def main() -> int:
     report("ShadowSampler n=8, table cached (streaming)", ours_shots,
            best_time(lambda: sampler.sample(ours_shots, seed=3), args.repeat), "snapshots",
            ref="pennylane default.qubit classical_shadow n=8")
-    from sims import samplers as _samplers
+    from qsense.sims import samplers as _samplers
 
     previous = _samplers.set_threads(2)
     try:

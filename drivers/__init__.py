@@ -1,6 +1,6 @@
 """Async adapters that bring copies or records into qsense.
 
-* :class:`drivers.pennylane_device.PennyLaneDriver` - stream shadow or Bell
+* :class:`qsense.drivers.pennylane_device.PennyLaneDriver` - stream shadow or Bell
   batches from any PennyLane quantum function and device (state or device mode).
 
 Drivers are imported lazily so that ``import drivers`` does not pull in

@@ -6,7 +6,7 @@ subscribes (aiomqtt >= 2.5), parses each message, groups single events into
 out through a bounded queue.  It reconnects with exponential backoff when the
 broker goes away (re-subscribing every time), counts invalid messages by reason
 and records dropped because the consumer fell behind, and supports
-username/password and TLS through :class:`qsense.transport.MqttSettings`.
+username/password and TLS through :class:`qsense.streaming.transport.MqttSettings`.
 
 Payload schema (``docs/daemon.md`` has the full description)
 -----------------------------------------------------------------
@@ -23,7 +23,7 @@ topic, ``t`` to the arrival time, ``wait`` to 0.  Or several at once::
     {"kind": "shadow", "source": "det-a", "seq": 7, "events": [{...}, {...}]}
 
 Binary, for rates where JSON is too slow: the qsense wire format as one blob
-(:func:`qsense.wire.pack`: ``b"QSNS"``, uint32 header length, msgpack header,
+(:func:`qsense.streaming.wire.pack`: ``b"QSNS"``, uint32 header length, msgpack header,
 raw arrays), exactly the frames of a ZeroMQ record message back to back.
 
 Sequencing: messages that carry a ``seq`` (every binary message; JSON with a
@@ -45,8 +45,8 @@ import msgspec
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
-from qsense.transport import Backoff, MqttSettings, ThrottledLog
-from qsense.wire import MAX_RECORDS, PACK_MAGIC, WireFormatError, pack, unpack_message
+from qsense.streaming.transport import Backoff, MqttSettings, ThrottledLog
+from qsense.streaming.wire import MAX_RECORDS, PACK_MAGIC, WireFormatError, pack, unpack_message
 
 __all__ = [
     "MqttDetectorSource",
@@ -258,7 +258,7 @@ def batch_json(batch: ShadowBatch | BellBatch, *, with_seq: bool = True) -> byte
 
 
 def binary_payload(batch: ShadowBatch | BellBatch, **kw: Any) -> bytes:
-    """The compact binary form (:func:`qsense.wire.pack`)."""
+    """The compact binary form (:func:`qsense.streaming.wire.pack`)."""
     return pack(batch, **kw)
 
 
@@ -279,7 +279,7 @@ class MqttDetectorSource:
     Parameters
     ----------
     settings:
-        broker address, credentials, TLS (:class:`qsense.transport.MqttSettings`).
+        broker address, credentials, TLS (:class:`qsense.streaming.transport.MqttSettings`).
     topics:
         topic filters, e.g. ``["lab/detectors/+/events"]``.
     qos:

@@ -50,7 +50,7 @@ from typing import Any, AsyncIterator, Callable, Sequence
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
-from sims.samplers import BellSampler, ShadowSampler
+from qsense.sims.samplers import BellSampler, ShadowSampler
 
 __all__ = ["PennyLaneDriver", "MODES", "KINDS"]
 

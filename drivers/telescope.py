@@ -1,7 +1,7 @@
 """Async driver: heralded photons from a simulated telescope array, as a stream of copies.
 
-:class:`TelescopeDriver` turns a :class:`sims.telescope.TelescopeSim` into an
-async iterable of :class:`qsense.memory.Copy` for :class:`qsense.pipeline.Pipeline`:
+:class:`TelescopeDriver` turns a :class:`qsense.sims.telescope.TelescopeSim` into an
+async iterable of :class:`qsense.acquisition.memory.Copy` for :class:`qsense.acquisition.pipeline.Pipeline`:
 
 * photons are generated in chunks of ``chunk_time`` seconds of *simulation* time
   (arrival times, dark counts and the atmospheric piston random walk, see
@@ -9,7 +9,7 @@ async iterable of :class:`qsense.memory.Copy` for :class:`qsense.pipeline.Pipeli
 * each photon becomes one ``Copy`` whose ``state`` is the simulation object
   (shared by every copy, so backends can batch them), ``t`` its arrival time on
   the simulation clock, ``wires`` the M memory qubits and ``meta`` the row
-  ``{"photons": chunk, "index": i}`` that :class:`sims.telescope.TelescopeBackend`
+  ``{"photons": chunk, "index": i}`` that :class:`qsense.sims.telescope.TelescopeBackend`
   reads (piston phases, dark-count flag);
 * ``rate`` (copies per wall-clock second) paces the stream: the driver sleeps
   so that wall time follows simulation time scaled by ``rate / sim.herald_rate``
@@ -17,7 +17,7 @@ async iterable of :class:`qsense.memory.Copy` for :class:`qsense.pipeline.Pipeli
   simulation).  Pacing is checked once per ``tick`` of wall time, so sleeps are
   coarse and cheap.
 
-``photon_batches()`` yields the raw :class:`sims.telescope.Photons` chunks with
+``photon_batches()`` yields the raw :class:`qsense.sims.telescope.Photons` chunks with
 the same pacing, for callers that measure directly.
 """
 
@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
-from qsense.memory import Copy
+from qsense.acquisition.memory import Copy
 
 __all__ = ["TelescopeDriver"]
 
@@ -43,7 +43,7 @@ class TelescopeDriver:
     Parameters
     ----------
     sim:
-        a :class:`sims.telescope.TelescopeSim` (its generator drives arrivals).
+        a :class:`qsense.sims.telescope.TelescopeSim` (its generator drives arrivals).
     rate:
         copies per wall-clock second (default: the simulation's herald rate, i.e.
         real time); ``None`` with ``realtime=False`` means no pacing at all.
@@ -102,7 +102,7 @@ class TelescopeDriver:
         return self.copies()
 
     async def photon_batches(self) -> AsyncIterator[Any]:
-        """Paced :class:`sims.telescope.Photons` chunks (the last one trimmed to
+        """Paced :class:`qsense.sims.telescope.Photons` chunks (the last one trimmed to
         ``count``/``duration``)."""
         loop = asyncio.get_running_loop()
         wall0 = loop.time()
@@ -131,7 +131,7 @@ class TelescopeDriver:
                 break
 
     async def copies(self) -> AsyncIterator[Copy]:
-        """One :class:`qsense.memory.Copy` per heralded photon, paced by ``rate``."""
+        """One :class:`qsense.acquisition.memory.Copy` per heralded photon, paced by ``rate``."""
         loop = asyncio.get_running_loop()
         wall0 = loop.time()
         sim0 = float(self.sim.now)

@@ -11,7 +11,7 @@ prints exact values next to the daemon's estimates.
 
 The same configuration runs standalone with ``qsense daemon --config
 examples/daemon_config.toml``; this script shows the in-process API
-(:class:`qsense.daemon.EstimationDaemon`) that ``qsense demo`` uses.
+(:class:`qsense.streaming.daemon.EstimationDaemon`) that ``qsense demo`` uses.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-import sims
-from qsense.config import load_config
-from qsense.daemon import EstimationDaemon
+from qsense import sims
 from qsense.pauli import parse_observable
-from qsense.transport import EstimateSubscriber, RecordPublisher
+from qsense.streaming.config import load_config
+from qsense.streaming.daemon import EstimationDaemon
+from qsense.streaming.transport import EstimateSubscriber, RecordPublisher
 
 HERE = Path(__file__).resolve().parent
 

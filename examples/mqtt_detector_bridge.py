@@ -21,9 +21,9 @@ import logging
 
 import numpy as np
 
-import sims
-from drivers.mqtt_detectors import MqttDetectorSource, event_json
-from qsense.transport import MqttSettings, RecordPublisher
+from qsense import sims
+from qsense.drivers.mqtt_detectors import MqttDetectorSource, event_json
+from qsense.streaming.transport import MqttSettings, RecordPublisher
 
 
 async def fake_detector(settings: MqttSettings, topic: str, rate: float, seconds: float) -> int:

@@ -26,8 +26,8 @@ import numpy as np
 import pennylane as qml
 
 import qsense
-import sims
-from drivers.pennylane_device import PennyLaneDriver
+from qsense import sims
+from qsense.drivers.pennylane_device import PennyLaneDriver
 
 
 def ghz_probe(phi: float, n: int) -> None:

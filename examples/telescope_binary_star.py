@@ -21,13 +21,13 @@ from __future__ import annotations
 import argparse
 import math
 
-from qsense.interferometry import (
+from qsense.estimators.interferometry import (
     MAS,
     SquaredVisibilityEstimator,
     VisibilityEstimator,
     fit_binary,
 )
-from sims.telescope import BinaryStar, TelescopeArray, TelescopeSim, demo_array
+from qsense.sims.telescope import BinaryStar, TelescopeArray, TelescopeSim, demo_array
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -3,18 +3,20 @@
 Records (:class:`ShadowBatch`, :class:`BellBatch`) flow from drivers through a
 quantum memory and a measurement scheduler into online estimators
 (:class:`ShadowEstimator`, :class:`BellEstimator`, :class:`ShadowPurity`).
-See DESIGN.md for conventions; every array layout is documented where defined.
+Conventions are in ``docs/estimators.md`` and the layer map in
+``docs/architecture.md``; every array layout is documented where it is defined.
 """
 
 from __future__ import annotations
 
-from .bell import AllPauliSquares, BellEstimator, all_pauli_squares, pauli_square_labels
-from .estimate import Estimate
+from qsense.estimators.bell import AllPauliSquares, BellEstimator, all_pauli_squares, pauli_square_labels
+from qsense.estimators.purity import ShadowPurity
+from qsense.estimators.result import Estimate
+from qsense.estimators.shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
+from qsense.streaming.wire import WireFormatError, decode, encode
+
 from .pauli import PauliObservable, PauliTerm, parse_observable
-from .purity import ShadowPurity
 from .records import BellBatch, ShadowBatch, concatenate
-from .shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
-from .wire import WireFormatError, decode, encode
 
 __version__ = "0.1.0"
 

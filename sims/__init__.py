@@ -1,10 +1,10 @@
 """Simulated physics for qsense: exact measurement samplers, state sources, noise.
 
-* :mod:`sims.samplers` - exact, vectorised random-Pauli shadow and two-copy Bell
+* :mod:`qsense.sims.samplers` - exact, vectorised random-Pauli shadow and two-copy Bell
   samplers (:func:`sample_shadows`, :func:`sample_bell`, :func:`sample_bell_pair`).
-* :mod:`sims.channels` - Kraus channels, :func:`apply_channel`, and the memory
+* :mod:`qsense.sims.channels` - Kraus channels, :func:`apply_channel`, and the memory
   decoherence model :func:`decohere`.
-* :mod:`sims.sources` - product, GHZ, W, Haar-random, random mixed and
+* :mod:`qsense.sims.sources` - product, GHZ, W, Haar-random, random mixed and
   random-circuit states, and a time-varying :class:`DriftingSource`.
 
 All states are numpy arrays: a 2^n statevector or a 2^n x 2^n density matrix,

@@ -6,13 +6,13 @@ waiting in memory:
 
 * local-depolarizing memories (``StoredCopy.survival`` is not None): the clean
   state is sampled and each row's depolarized qubits re-randomised
-  (``qsense.backends.depolarize_*``), exact and vectorised;
+  (``qsense.acquisition.backends.depolarize_*``), exact and vectorised;
 * any other model (or ``exact=True``): each copy's decohered density matrix
   (``StoredCopy.state``, from ``sims.decohere``) is sampled on its own.
 
 Bell rows carry ``wait`` = the total time the pair's copies spent in memory.
 
-Block plans (:class:`qsense.backends.BlockPlan`, from the pipeline's block path)
+Block plans (:class:`qsense.acquisition.backends.BlockPlan`, from the pipeline's block path)
 are measured by :meth:`SimulatedBackend.measure_block` with one sampler call per
 plan and the same depolarizing re-randomisation, vectorised over the rows.
 """
@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from qsense.backends import (
+from qsense.acquisition.backends import (
     BlockPlan,
     MeasurementPlan,
     depolarize_bell_codes,
     depolarize_shadow_bits,
     measure_grouped,
 )
-from qsense.memory import Copy
+from qsense.acquisition.memory import Copy
 from qsense.records import BellBatch, ShadowBatch
 
 from . import samplers
@@ -72,7 +72,7 @@ class SimulatedBackend:
         return self.measure_sync(plan)
 
     async def measure_block(self, plan: BlockPlan) -> list[ShadowBatch | BellBatch]:
-        """Measure a :class:`~qsense.backends.BlockPlan` (one sampler call)."""
+        """Measure a :class:`~qsense.acquisition.backends.BlockPlan` (one sampler call)."""
         if self.offload:
             return await asyncio.to_thread(self.measure_block_sync, plan)
         return self.measure_block_sync(plan)

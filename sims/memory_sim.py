@@ -1,11 +1,11 @@
-"""Simulated quantum memory: :class:`qsense.memory.SlotMemory` with the
+"""Simulated quantum memory: :class:`qsense.acquisition.memory.SlotMemory` with the
 ``sims.decohere`` coherence model.
 
 A stored copy is decohered by exactly the time it waited, when it is released
 (``StoredCopy.state``).  For the local-depolarizing model the memory also
 reports the per-qubit survival probability e^{-wait/T2}, which lets samplers
 decohere exactly without building a density matrix per copy
-(``qsense.backends.depolarize_shadow_bits`` / ``depolarize_bell_codes``).
+(``qsense.acquisition.backends.depolarize_shadow_bits`` / ``depolarize_bell_codes``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from qsense.memory import Clock, SlotMemory
+from qsense.acquisition.memory import Clock, SlotMemory
 
 from .channels import decohere
 
@@ -54,7 +54,7 @@ class SimsCoherence:
 class SimulatedMemory(SlotMemory):
     """A slot memory for simulated copies that decohere while they wait.
 
-    Parameters are those of :class:`qsense.memory.SlotMemory` plus ``t2``,
+    Parameters are those of :class:`qsense.acquisition.memory.SlotMemory` plus ``t2``,
     ``t1`` and ``model`` of the coherence model (:class:`SimsCoherence`).
     """
 

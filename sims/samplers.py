@@ -513,7 +513,7 @@ PARALLEL_MIN_SHOTS = 1 << 18
 def set_threads(k: int) -> int:
     """Use ``k`` worker threads for large table draws (>= :data:`PARALLEL_MIN_SHOTS`
     shots); returns the previous setting.  Default 1 (opt-in, like
-    ``qsense.kernels.set_threads``).
+    ``qsense.estimators.kernels.set_threads``).
 
     The shots are split into k contiguous parts, each drawn with its own child
     generator (``rng.spawn``), so records stay exactly i.i.d. and reproducible

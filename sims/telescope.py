@@ -835,7 +835,7 @@ class TelescopeSim:
 # Pipeline integration: coherence model and measurement backend for telescope copies
 # --------------------------------------------------------------------------------------
 class TelescopeCoherence:
-    """The memory coherence model of a :class:`TelescopeSim` for ``qsense.memory``.
+    """The memory coherence model of a :class:`TelescopeSim` for ``qsense.acquisition.memory``.
 
     ``t2`` is what the scheduler plans with.  The decoherence itself is applied
     exactly by :class:`TelescopeBackend` from each copy's ``wait`` (per-qubit
@@ -859,7 +859,7 @@ class TelescopeCoherence:
 
 def photons_of(copies: Sequence[Any]) -> Photons:
     """Gather the :class:`Photons` rows behind telescope copies (``Copy.meta`` holds
-    ``{"photons": Photons chunk, "index": row}``, as :mod:`drivers.telescope` makes them)."""
+    ``{"photons": Photons chunk, "index": row}``, as :mod:`qsense.drivers.telescope` makes them)."""
     chunks: dict[int, tuple[Photons, list[int], list[int]]] = {}
     for pos, c in enumerate(copies):
         meta = c.meta
@@ -882,7 +882,7 @@ def photons_of(copies: Sequence[Any]) -> Photons:
 class TelescopeBackend:
     """A ``qsense`` measurement backend for copies from a :class:`TelescopeSim`.
 
-    Measures plans (``await measure(plan)``, see ``qsense.backends``) with the
+    Measures plans (``await measure(plan)``, see ``qsense.acquisition.backends``) with the
     O(M) single-excitation samplers: shadow items measure one stored photon in
     random Pauli bases, Bell items Bell-measure the two photons site by site.
     Each copy's memory dephasing is drawn from its own ``wait``; Bell rows carry

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from qsense.transport import MqttSettings
+from qsense.streaming.transport import MqttSettings
 
 USERNAME = "qsense"
 PASSWORD = "correct horse battery staple"

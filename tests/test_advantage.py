@@ -11,8 +11,7 @@ import pathlib
 import numpy as np
 import pytest
 
-import sims
-from qsense import BellBatch, BellEstimator, ShadowBatch, shadow_expval
+from qsense import BellBatch, BellEstimator, ShadowBatch, shadow_expval, sims
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

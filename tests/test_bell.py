@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pennylane as qml
 import pytest
+from exact import all_words, dm, expval, random_density, random_state
 
 import qsense
-from exact import all_words, dm, expval, random_density, random_state
 from qsense import BellBatch, BellEstimator
 
 
@@ -114,7 +114,7 @@ def test_all_pauli_squares_exact_distribution():
 
 
 def test_purity_of_mixed_state_and_subsystems():
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(8)
     rho = random_density(3, rng, rank=3)
@@ -130,7 +130,7 @@ def test_purity_of_mixed_state_and_subsystems():
 
 def test_decoherence_reweighting_removes_bias():
     """Copies that waited tau under depolarizing at rate 1/T2: reweighting undoes the bias."""
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(9)
     psi = random_state(2, rng)
@@ -186,7 +186,7 @@ def test_bad_inputs():
 
 
 def test_bell_error_bars_cover_truth_at_stated_rate():
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(12)
     rho = random_density(3, rng, rank=2)
@@ -206,7 +206,7 @@ def test_bell_error_bars_cover_truth_at_stated_rate():
 def test_error_bar_of_a_pauli_sum_includes_term_correlations():
     """sum_{P in XX,XY,YX,YY} tr(P rho)^2 on a 2-qubit state: the terms are strongly
     correlated shot by shot; the error bar must match the run-to-run spread."""
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(5)
     rho = random_density(2, rng, rank=1)

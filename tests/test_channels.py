@@ -10,8 +10,8 @@ import pennylane as qml
 import pytest
 
 import qsense
-import sims
-from sims import channels
+from qsense import sims
+from qsense.sims import channels
 
 I2 = np.eye(2, dtype=complex)
 X = np.array([[0, 1], [1, 0]], dtype=complex)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qsense.cli import COMMANDS, build_parser, main
+from qsense.apps.cli import COMMANDS, build_parser, main
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "huang2020"
 

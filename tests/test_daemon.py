@@ -21,10 +21,10 @@ import pytest
 
 import qsense
 from qsense import BellBatch, BellEstimator, ShadowBatch, ShadowEstimator, ShadowPurity
-from qsense.checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
-from qsense.config import ConfigError, load_config, parse_config
-from qsense.daemon import EstimationDaemon
-from qsense.transport import EstimateSubscriber, RecordPublisher
+from qsense.streaming.checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
+from qsense.streaming.config import ConfigError, load_config, parse_config
+from qsense.streaming.daemon import EstimationDaemon
+from qsense.streaming.transport import EstimateSubscriber, RecordPublisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -443,7 +443,7 @@ async def test_coalesced_updates_equal_batch_by_batch_updates():
 
 
 async def test_daemon_with_curve_serves_only_authorized_keys(tmp_path):
-    from qsense.transport import CurveClientKeys, generate_keypair
+    from qsense.streaming.transport import CurveClientKeys, generate_keypair
 
     generate_keypair(tmp_path / "server", "server")
     generate_keypair(tmp_path / "authorized", "alice")

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from qsense.cli import main
+from qsense.apps.cli import main
 
 
 def _png_ok(path) -> None:

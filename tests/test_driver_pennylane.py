@@ -13,8 +13,8 @@ import pennylane as qml
 import pytest
 
 import qsense
-import sims
-from drivers.pennylane_device import PennyLaneDriver
+from qsense import sims
+from qsense.drivers.pennylane_device import PennyLaneDriver
 
 LABELS = ["ZZI", "XXI", "IYZ", "XIX", "ZIZ"]
 

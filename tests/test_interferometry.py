@@ -1,4 +1,4 @@
-"""Visibility estimators and source fits (qsense/interferometry.py).
+"""Visibility estimators and source fits (qsense/estimators/interferometry.py).
 
 * the memory-qubit readout formulas (<XX+YY>/2 = 2 Re rho_jk, <YX-XY>/2 =
   2 Im rho_jk, <Z> = 1 - 2 rho_jj, Bell sum = 8|rho_jk|^2) hold on the exact
@@ -14,10 +14,10 @@ import math
 
 import numpy as np
 import pytest
+from exact import expval
 
 import qsense
-from exact import expval
-from qsense.interferometry import (
+from qsense.estimators.interferometry import (
     MAS,
     SquaredVisibilityEstimator,
     VisibilityEstimator,
@@ -33,7 +33,7 @@ from qsense.interferometry import (
     visibilities_from_paulis,
     visibility_observables,
 )
-from sims.telescope import (
+from qsense.sims.telescope import (
     BinaryStar,
     GaussianSource,
     PointSource,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import qsense
-import qsense.kernels as K
+import qsense.estimators.kernels as K
 from qsense.pauli import compile_observables, parse_observable
 
 

@@ -9,12 +9,11 @@ import math
 import numpy as np
 import pytest
 
-import sims
-from qsense import BellEstimator
-from qsense.backends import MeasurementPlan, depolarize_bell_codes, depolarize_shadow_bits
-from qsense.memory import Copy, IdealCoherence, ManualClock, QuantumMemory, SlotMemory, StoredCopy
-from sims.backend_sim import SimulatedBackend
-from sims.memory_sim import SimsCoherence, SimulatedMemory
+from qsense import BellEstimator, sims
+from qsense.acquisition.backends import MeasurementPlan, depolarize_bell_codes, depolarize_shadow_bits
+from qsense.acquisition.memory import Copy, IdealCoherence, ManualClock, QuantumMemory, SlotMemory, StoredCopy
+from qsense.sims.backend_sim import SimulatedBackend
+from qsense.sims.memory_sim import SimsCoherence, SimulatedMemory
 
 T2 = 2e-3
 
@@ -215,14 +214,14 @@ def test_memory_by_name_and_core_does_not_import_sims():
     import subprocess
     import sys
 
-    from qsense.memory import make_memory
+    from qsense.acquisition.memory import make_memory
 
     m = make_memory("simulated", capacity=3, t2=1e-3)
     assert isinstance(m, SimulatedMemory) and m.capacity == 3 and m.t2 == 1e-3
     with pytest.raises(ValueError):
         make_memory("bucket")
     code = (
-        "import sys, qsense.memory, qsense.scheduler, qsense.backends, qsense.pipeline, qsense.targets;"
+        "import sys, qsense.acquisition.memory, qsense.acquisition.scheduler, qsense.acquisition.backends, qsense.acquisition.pipeline, qsense.acquisition.targets;"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('sims', 'drivers')];"
         "assert not bad, bad"
     )

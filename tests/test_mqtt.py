@@ -13,9 +13,10 @@ import json
 import msgspec
 import numpy as np
 import pytest
-
 from conftest_broker import broker, require_tool, tls_material  # noqa: F401  (fixtures)
-from drivers.mqtt_detectors import (
+
+from qsense import BellBatch, ShadowBatch, ShadowEstimator
+from qsense.drivers.mqtt_detectors import (
     MqttDetectorSource,
     PayloadError,
     batch_json,
@@ -23,9 +24,8 @@ from drivers.mqtt_detectors import (
     event_json,
     parse_payload,
 )
-from qsense import BellBatch, ShadowBatch, ShadowEstimator
-from qsense.daemon import EstimationDaemon
-from qsense.transport import MqttEstimatePublisher
+from qsense.streaming.daemon import EstimationDaemon
+from qsense.streaming.transport import MqttEstimatePublisher
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -241,7 +241,7 @@ async def test_bridge_example_forwards_detector_events(broker, tmp_path):  # noq
     import sys
     from pathlib import Path
 
-    from qsense.transport import RecordReceiver, SequenceTracker
+    from qsense.streaming.transport import RecordReceiver, SequenceTracker
 
     rx = RecordReceiver("tcp://127.0.0.1:*")
     script = Path(__file__).resolve().parents[1] / "examples" / "mqtt_detector_bridge.py"

@@ -8,15 +8,14 @@ import itertools
 import numpy as np
 import pytest
 
-import sims
-from qsense import BellEstimator, ShadowEstimator
-from qsense.backends import MeasurementPlan, PennyLaneBackend, make_backend, pennylane_bell, pennylane_shadows
-from qsense.memory import Copy, ManualClock, MonotonicClock
-from qsense.pipeline import Pipeline, poisson_copies
-from qsense.scheduler import FixedPolicy, Scheduler
-from qsense.targets import Expval, PauliSquare, Purity, TargetSet
-from sims.backend_sim import SimulatedBackend
-from sims.memory_sim import SimulatedMemory
+from qsense import BellEstimator, ShadowEstimator, sims
+from qsense.acquisition.backends import MeasurementPlan, PennyLaneBackend, make_backend, pennylane_bell, pennylane_shadows
+from qsense.acquisition.memory import Copy, ManualClock, MonotonicClock
+from qsense.acquisition.pipeline import Pipeline, poisson_copies
+from qsense.acquisition.scheduler import FixedPolicy, Scheduler
+from qsense.acquisition.targets import Expval, PauliSquare, Purity, TargetSet
+from qsense.sims.backend_sim import SimulatedBackend
+from qsense.sims.memory_sim import SimulatedMemory
 
 T2 = 2e-3
 

@@ -10,16 +10,25 @@ import itertools
 import numpy as np
 import pytest
 
-import sims
-from qsense import BellEstimator
-from qsense.backends import BlockPlan
-from qsense.blocks import CLOSE, EVICT_CAP, EVICT_MEMORY, NO_SLOT, OPEN, SHADOW, WAITING, CopyBlock, schedule_segment
-from qsense.memory import Copy, ManualClock, MonotonicClock
-from qsense.pipeline import Pipeline, poisson_blocks, poisson_copies
-from qsense.scheduler import FixedPolicy, Scheduler
-from qsense.targets import Expval, PauliSquare, Purity, TargetSet
-from sims.backend_sim import SimulatedBackend
-from sims.memory_sim import SimulatedMemory
+from qsense import BellEstimator, sims
+from qsense.acquisition.backends import BlockPlan
+from qsense.acquisition.blocks import (
+    CLOSE,
+    EVICT_CAP,
+    EVICT_MEMORY,
+    NO_SLOT,
+    OPEN,
+    SHADOW,
+    WAITING,
+    CopyBlock,
+    schedule_segment,
+)
+from qsense.acquisition.memory import Copy, ManualClock, MonotonicClock
+from qsense.acquisition.pipeline import Pipeline, poisson_blocks, poisson_copies
+from qsense.acquisition.scheduler import FixedPolicy, Scheduler
+from qsense.acquisition.targets import Expval, PauliSquare, Purity, TargetSet
+from qsense.sims.backend_sim import SimulatedBackend
+from qsense.sims.memory_sim import SimulatedMemory
 
 T2 = 2e-3
 
@@ -274,7 +283,7 @@ def test_plain_python_scan_equals_the_compiled_one():
     """The fallback used without numba (or with QSENSE_NO_JIT) makes the same decisions."""
     import math
 
-    from qsense.blocks import schedule_segment, segment_kernel
+    from qsense.acquisition.blocks import schedule_segment, segment_kernel
 
     kernel = segment_kernel()
     assert kernel is not schedule_segment  # numba is a dependency: the compiled scan is in use

@@ -1,8 +1,8 @@
-"""The vectorised adaptive rule (:func:`qsense.scheduler.plan_adaptive`) against
+"""The vectorised adaptive rule (:func:`qsense.acquisition.scheduler.plan_adaptive`) against
 the per-cap loop it replaced, kept here verbatim as ``_plan_adaptive_reference``:
 the same f, cap and per-target costs on many target sets, rates, T2, memories,
-tolerances and cap grids; and :class:`qsense.targets.WaitMoments` against the
-scalar :func:`~qsense.targets.wait_moment`."""
+tolerances and cap grids; and :class:`qsense.acquisition.targets.WaitMoments` against the
+scalar :func:`~qsense.acquisition.targets.wait_moment`."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pytest
 
-from qsense.scheduler import Plan, TargetCost, plan_adaptive
-from qsense.targets import (
+from qsense.acquisition.scheduler import Plan, TargetCost, plan_adaptive
+from qsense.acquisition.targets import (
     Expval,
     PauliSquare,
     Purity,
@@ -263,8 +263,8 @@ def test_wait_moments_match_scalar():
 
 
 def test_t2_zero_or_negative_is_refused_not_read_as_perfect_memory():
-    from qsense.scheduler import plan_adaptive
-    from qsense.targets import Expval, PauliSquare
+    from qsense.acquisition.scheduler import plan_adaptive
+    from qsense.acquisition.targets import Expval, PauliSquare
 
     for bad in (0.0, -1e-3, float("nan")):
         with pytest.raises(ValueError, match="t2 must be positive"):

@@ -6,10 +6,10 @@ import itertools
 
 import numpy as np
 import pytest
+from exact import random_density, reduced
 
-from exact import dm, random_density, random_state, reduced
 from qsense import ShadowBatch, ShadowPurity
-from qsense.purity import class_kernel
+from qsense.estimators.purity import class_kernel
 
 
 def brute_u_statistic(b: ShadowBatch, sub) -> float:
@@ -49,7 +49,7 @@ def test_histogram_form_equals_pair_sum_and_pauli_form():
 
 
 def test_unbiased_and_error_bars_honest():
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(3)
     rho = random_density(3, rng, rank=2)
@@ -103,7 +103,7 @@ def test_bad_subsystems():
 
 def test_error_bar_matches_spread_when_the_7_to_the_A_term_dominates():
     """|A| = 5 from 400 snapshots: the reported error equals the run-to-run spread."""
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(0)
     rho = random_density(5, rng, rank=2)

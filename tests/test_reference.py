@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import qsense
-from qsense import reference
+from qsense.streaming import reference
 
 # shared/ lies beside the repository checkout (locally and in CI)
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "huang2020"

@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 
 import qsense
-import sims
-from sims.samplers import ShadowSampler
+from qsense import sims
+from qsense.sims.samplers import ShadowSampler
 
 I2 = np.eye(2, dtype=complex)
 PAULI = {
@@ -196,7 +196,7 @@ def test_bell_pair_chi_square(states):
 
 def test_categorical_sampler_both_methods():
     """Multinomial-and-shuffle (K <= T/4) and sorted-search (K > T/4) are both exact."""
-    from sims.samplers import _Categorical
+    from qsense.sims.samplers import _Categorical
 
     rng = np.random.default_rng(0)
     p = rng.random(1000) ** 3
@@ -214,7 +214,7 @@ def test_categorical_sampler_both_methods():
 
 
 def test_threaded_draws_are_exact_and_reproducible():
-    from sims import samplers
+    from qsense.sims import samplers
 
     st = sims.random_mixed_state(3, 0.6, seed=14)
     shots = samplers.PARALLEL_MIN_SHOTS + 1000

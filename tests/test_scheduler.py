@@ -9,12 +9,10 @@ import math
 import numpy as np
 import pytest
 
-import sims
-from qsense import BellEstimator, ShadowPurity
-from qsense.backends import depolarize_bell_codes
-from qsense.memory import Copy, ManualClock, SlotMemory
-from qsense.records import BellBatch
-from qsense.scheduler import (
+from qsense import BellEstimator, ShadowPurity, sims
+from qsense.acquisition.backends import depolarize_bell_codes
+from qsense.acquisition.memory import Copy, ManualClock, SlotMemory
+from qsense.acquisition.scheduler import (
     AdaptivePolicy,
     BellPolicy,
     FixedPolicy,
@@ -23,8 +21,17 @@ from qsense.scheduler import (
     make_policy,
     plan_adaptive,
 )
-from qsense.targets import Expval, PauliSquare, Purity, TargetSet, purity_shadow_variance, visibility_squared, wait_moment
-from sims.memory_sim import SimulatedMemory
+from qsense.acquisition.targets import (
+    Expval,
+    PauliSquare,
+    Purity,
+    TargetSet,
+    purity_shadow_variance,
+    visibility_squared,
+    wait_moment,
+)
+from qsense.records import BellBatch
+from qsense.sims.memory_sim import SimulatedMemory
 
 TOL = 0.05
 
@@ -269,7 +276,7 @@ async def test_adaptive_replans_from_estimates_and_logs_reasoning(caplog):
     ts = TargetSet([Expval("Z0"), Purity()], tol=TOL)
     mem = SimulatedMemory(capacity=1, t2=None, clock=ManualClock())
     sched = Scheduler(AdaptivePolicy(ts), mem, replan_every=50)
-    caplog.set_level(logging.INFO, logger="qsense.scheduler")
+    caplog.set_level(logging.INFO, logger="qsense.acquisition.scheduler")
     await _feed(sched, 20, n=n)
     first = sched.plan
     assert "plan at" in caplog.text and "purity" in caplog.text and sched.counters["replans"] >= 1

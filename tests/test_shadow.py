@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pennylane as qml
 import pytest
+from exact import dm, expval, random_state
 
 import qsense
-from exact import dm, expval, random_state
 from qsense import ShadowBatch, ShadowEstimator
 
 N_QUBITS = 3
@@ -235,7 +235,7 @@ def test_wire_mismatch_rejected():
 
 
 def test_median_of_means_error_bars_cover_truth():
-    import sims
+    from qsense import sims
 
     rng = np.random.default_rng(17)
     psi = random_state(3, rng)
@@ -254,7 +254,7 @@ def test_median_of_means_error_bars_cover_truth():
 
 @pytest.mark.parametrize("groups", [1, 4])
 def test_error_bar_of_a_pauli_sum_includes_term_correlations(groups):
-    import sims
+    from qsense import sims
 
     # near |00>, x(Z0), x(Z1) and x(Z0 Z1) are strongly correlated per snapshot:
     # adding their errors in quadrature would understate the spread by ~25%

@@ -9,7 +9,7 @@ import pennylane as qml
 import pytest
 
 import qsense
-import sims
+from qsense import sims
 
 
 def test_product_state_labels_and_angles():

@@ -19,8 +19,8 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import chi2_contingency, chisquare
 
-import sims
-from sims.telescope import (
+from qsense import sims
+from qsense.sims.telescope import (
     MAS,
     BinaryStar,
     GaussianSource,
@@ -271,8 +271,8 @@ def test_arrivals_rate_and_piston_random_walk():
 async def test_driver_paces_copies_and_carries_photons():
     import asyncio
 
-    from drivers.telescope import TelescopeDriver
-    from sims.telescope import photons_of
+    from qsense.drivers.telescope import TelescopeDriver
+    from qsense.sims.telescope import photons_of
 
     sim = TelescopeSim(TelescopeArray(demo_array(4), LAM), PointSource(), epsilon=1e-5, seed=1)  # 10^4 photons/s
     loop = asyncio.get_running_loop()
@@ -296,12 +296,12 @@ async def test_driver_paces_copies_and_carries_photons():
 
 
 async def test_backend_in_a_pipeline_event_time():
-    from drivers.telescope import TelescopeDriver
-    from qsense.interferometry import SquaredVisibilityEstimator, VisibilityEstimator
-    from qsense.memory import ManualClock, SlotMemory
-    from qsense.pipeline import Pipeline
-    from qsense.scheduler import Scheduler
-    from sims.telescope import TelescopeBackend, TelescopeCoherence
+    from qsense.acquisition.memory import ManualClock, SlotMemory
+    from qsense.acquisition.pipeline import Pipeline
+    from qsense.acquisition.scheduler import Scheduler
+    from qsense.drivers.telescope import TelescopeDriver
+    from qsense.estimators.interferometry import SquaredVisibilityEstimator, VisibilityEstimator
+    from qsense.sims.telescope import TelescopeBackend, TelescopeCoherence
 
     src = BinaryStar(3 * MAS, math.radians(60), 0.5)
     sim = TelescopeSim(TelescopeArray(demo_array(5), LAM), src, epsilon=1e-5, t2=0.01, seed=3)

@@ -11,15 +11,15 @@ import zmq
 import zmq.asyncio
 
 from qsense import ShadowBatch
-from qsense.transport import (
+from qsense.streaming.transport import (
     CurveClientKeys,
     CurveServerKeys,
     EstimatePublisher,
     EstimateSubscriber,
     RecordPublisher,
     RecordReceiver,
-    SeqVerdict,
     SequenceTracker,
+    SeqVerdict,
     generate_keypair,
     start_authenticator,
 )
@@ -93,7 +93,7 @@ async def test_malformed_messages_counted_and_skipped(ctx, caplog):
     await tx.send_frames([b"\x00garbage"])
     await tx.send(good)
     await tx.send_frames([b"\x91\x01", b"x"])
-    with caplog.at_level(logging.WARNING, logger="qsense.transport"):
+    with caplog.at_level(logging.WARNING, logger="qsense.streaming.transport"):
         m = await asyncio.wait_for(rx.recv(), 5)
         assert m.batch.seq == 0
         await asyncio.sleep(0.1)
@@ -123,7 +123,7 @@ async def test_receiver_refuses_oversized_frames(ctx):
 # -- sequence tracking ----------------------------------------------------------------------------
 def test_sequence_tracker_gaps_duplicates_restarts(caplog):
     tr = SequenceTracker()
-    with caplog.at_level(logging.INFO, logger="qsense.transport"):
+    with caplog.at_level(logging.INFO, logger="qsense.streaming.transport"):
         assert tr.observe("a", 0, epoch=7, records=10) is SeqVerdict.FIRST
         assert tr.observe("a", 1, epoch=7, records=10) is SeqVerdict.OK
         assert tr.observe("a", 4, epoch=7, records=10) is SeqVerdict.GAP
@@ -144,7 +144,7 @@ def test_sequence_tracker_gap_across_restart(caplog):
         before.observe("det", s, epoch=3)
     after = SequenceTracker()
     after.restore(before.marks())
-    with caplog.at_level(logging.WARNING, logger="qsense.transport"):
+    with caplog.at_level(logging.WARNING, logger="qsense.streaming.transport"):
         assert after.observe("det", 3, epoch=3) is SeqVerdict.DUPLICATE  # already counted before the restart
         assert after.observe("det", 9, epoch=3) is SeqVerdict.GAP
     assert after.as_dict()["det"]["missing"] == 4

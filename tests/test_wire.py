@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import qsense
 from qsense import BellBatch, ShadowBatch, WireFormatError
-from qsense.wire import MAX_HEADER_BYTES, MAX_RECORDS, SCHEMA_VERSION, decode_message, pack, unpack
+from qsense.streaming.wire import MAX_HEADER_BYTES, MAX_RECORDS, SCHEMA_VERSION, decode_message, pack, unpack
 
 pytestmark = pytest.mark.timeout(60)
 

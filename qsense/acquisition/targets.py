@@ -38,12 +38,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .bell import BellEstimator
-from .estimate import Estimate
-from .kernels import shadow_counts
-from .pauli import PauliObservable, PauliTerm, compile_observables, parse_observable
-from .purity import MAX_SUBSYSTEM, ShadowPurity
-from .records import BellBatch, ShadowBatch
+from qsense.estimators.bell import BellEstimator
+from qsense.estimators.kernels import shadow_counts
+from qsense.estimators.purity import MAX_SUBSYSTEM, ShadowPurity
+from qsense.estimators.result import Estimate
+from qsense.pauli import PauliObservable, PauliTerm, compile_observables, parse_observable
+from qsense.records import BellBatch, ShadowBatch
 
 __all__ = [
     "Target",

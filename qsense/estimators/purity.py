@@ -28,8 +28,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .estimate import Estimate
-from .records import ShadowBatch
+from qsense.records import ShadowBatch
+
+from .result import Estimate
 from .serial import dump_npz, load_npz, wires_from_json, wires_to_json
 from .shadow import _as_batch
 

@@ -8,18 +8,21 @@ so ``qsense --help`` and ``qsense COMMAND --help`` always describe every option.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
+from types import ModuleType
 from typing import Sequence
 
-from . import __version__
+from qsense import __version__
 
-#: sub-command name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("qsense.demo", "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
-    "daemon": ("qsense.daemon", "online estimation daemon configured by a TOML file"),
-    "estimate": ("qsense.offline", "estimate observables / entropies from a recorded file"),
+from . import daemon, demo, estimate
+
+#: sub-command name -> (module, one-line help); each module provides
+#: ``add_arguments(parser)`` and ``run(args) -> int``
+COMMANDS: dict[str, tuple[ModuleType, str]] = {
+    "demo": (demo, "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
+    "daemon": (daemon, "online estimation daemon configured by a TOML file"),
+    "estimate": (estimate, "estimate observables / entropies from a recorded file"),
 }
 
 
@@ -34,13 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default INFO)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (modname, help_) in COMMANDS.items():
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name != modname:
-                raise
-            continue
+    for name, (mod, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0])
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)

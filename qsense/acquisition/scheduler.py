@@ -17,7 +17,7 @@ Two pieces, each with one job:
   ``salvage=True``, measured as shadows).
 
 The scheduler never measures anything itself: it returns *items*, tuples of
-:class:`~qsense.memory.StoredCopy` of length 1 (shadow) or 2 (Bell, first copy
+:class:`~qsense.acquisition.memory.StoredCopy` of length 1 (shadow) or 2 (Bell, first copy
 first), which the pipeline batches into measurement plans for a backend.
 
 Every decision is counted (``counters``) and every re-plan is logged with its
@@ -77,8 +77,8 @@ class BlockResult:
 
     ``items``: per-copy measurements (a pair across the block boundary, or
     everything when the block was handled copy by copy); ``plans``: at most one
-    :class:`~qsense.backends.BlockPlan` per family; ``roles``: int8 ``(N,)``,
-    the role of every copy (:mod:`qsense.blocks` layout), ``None`` when the
+    :class:`~qsense.acquisition.backends.BlockPlan` per family; ``roles``: int8 ``(N,)``,
+    the role of every copy (:mod:`qsense.acquisition.blocks` layout), ``None`` when the
     block went through the per-copy fallback.
     """
 
@@ -382,7 +382,7 @@ class AdaptivePolicy:
     Parameters
     ----------
     targets:
-        A :class:`~qsense.targets.TargetSet` (its running estimates are the
+        A :class:`~qsense.acquisition.targets.TargetSet` (its running estimates are the
         plug-ins; give the same object to the pipeline as an estimator) or a
         list of targets (priors only).
     tol:
@@ -448,7 +448,7 @@ class Scheduler:
     policy:
         A :class:`Policy` (or its name with ``policy_kw``).
     memory:
-        Where openers wait (:class:`~qsense.memory.QuantumMemory`).
+        Where openers wait (:class:`~qsense.acquisition.memory.QuantumMemory`).
     t2:
         T2 the policy plans with (default: the memory's coherence model's).
     replan_every:
@@ -624,10 +624,10 @@ class Scheduler:
         return None
 
     async def on_block(self, block: CopyBlock, now: float | None = None) -> BlockResult:
-        """Decide every copy of a :class:`~qsense.blocks.CopyBlock` at once.
+        """Decide every copy of a :class:`~qsense.acquisition.blocks.CopyBlock` at once.
 
         The same rule as :meth:`on_arrival`, copy for copy (the compiled scan
-        :func:`qsense.blocks.schedule_segment`): for the same arrival times and
+        :func:`qsense.acquisition.blocks.schedule_segment`): for the same arrival times and
         plans the roles, pairs, waits and counters are identical.  Differences,
         all at block granularity: re-plans due after ``replan_every`` arrivals
         are made at the start of the next block (the estimates an adaptive plan

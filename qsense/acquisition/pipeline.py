@@ -8,11 +8,11 @@ records → estimators and sinks.
     driver ─┘   (bounded)     │ + memory   │ (bounded)│ workers │(bounded)│          │─▶ sinks
                               └────────────┘          └─────────┘         └──────────┘
 
-* A **driver** is any async iterable of :class:`~qsense.memory.Copy` (bare
+* A **driver** is any async iterable of :class:`~qsense.acquisition.memory.Copy` (bare
   arrays are wrapped).  :func:`poisson_copies` is the simulated one.
-* The **ingest** task hands each arrival to the :class:`~qsense.scheduler.Scheduler`
+* The **ingest** task hands each arrival to the :class:`~qsense.acquisition.scheduler.Scheduler`
   (which uses the memory) and batches the resulting measurements into
-  :class:`~qsense.backends.MeasurementPlan` s of up to ``batch_size`` items,
+  :class:`~qsense.acquisition.backends.MeasurementPlan` s of up to ``batch_size`` items,
   flushed at latest ``flush_interval`` seconds (wall time) after their first item.
 * **Backend workers** measure plans; the **consumer** folds records into the
   estimators (anything with ``update(batch)``; an ``accepts(kind)`` method, if
@@ -30,20 +30,20 @@ cancels every task it started and waits for them.  An exception in one driver
 is logged and counted and the other drivers go on; errors in a backend call, an
 estimator or a sink are logged and counted too, never silent.
 
-Blocks: a driver may also yield :class:`~qsense.blocks.CopyBlock` s (many
+Blocks: a driver may also yield :class:`~qsense.acquisition.blocks.CopyBlock` s (many
 copies of one state with an array of arrival times; :func:`poisson_blocks`).
 A block is one queue entry; the scheduler decides all its copies at once
-(:meth:`~qsense.scheduler.Scheduler.on_block`) and its measurements go to the
-backend as :class:`~qsense.backends.BlockPlan` s (one per family and block,
+(:meth:`~qsense.acquisition.scheduler.Scheduler.on_block`) and its measurements go to the
+backend as :class:`~qsense.acquisition.backends.BlockPlan` s (one per family and block,
 whatever ``batch_size`` says: a block is already a batch), measured with
 ``backend.measure_block`` where the backend has it and as the equivalent
 per-copy plan otherwise.  Counters and the accounting identity are the same;
 ``on_arrival_full="drop"`` drops a whole block (its copies are counted).
 
-Time: with a clock that has ``advance_to`` (:class:`~qsense.memory.ManualClock`)
+Time: with a clock that has ``advance_to`` (:class:`~qsense.acquisition.memory.ManualClock`)
 the pipeline runs in *event time*: the clock jumps to each copy's timestamp, so
 a simulation of 10^4 copies/s with T2 = 1 ms runs as fast as the CPU allows and
-is exactly reproducible.  Otherwise (:class:`~qsense.memory.MonotonicClock`)
+is exactly reproducible.  Otherwise (:class:`~qsense.acquisition.memory.MonotonicClock`)
 copies are stamped on arrival and waits are wall-clock waits.
 """
 
@@ -55,14 +55,26 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import (
+    Any,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 import numpy as np
+
+from qsense.records import BellBatch, ShadowBatch
 
 from .backends import BlockPlan, MeasurementBackend, MeasurementPlan
 from .blocks import CopyBlock
 from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory
-from .records import BellBatch, ShadowBatch
 from .scheduler import Item, Scheduler
 
 __all__ = ["Pipeline", "PipelineReport", "Sink", "poisson_copies", "poisson_blocks", "as_copy", "CopyBlock"]
@@ -124,7 +136,7 @@ async def poisson_copies(
     Event time (default): copies carry timestamps ``start + cumulative Exp(rate)``
     and nothing sleeps; ``realtime=True`` sleeps between copies and leaves the
     timestamp to the pipeline's clock.  ``block=N`` yields
-    :class:`~qsense.blocks.CopyBlock` s of up to N copies instead
+    :class:`~qsense.acquisition.blocks.CopyBlock` s of up to N copies instead
     (:func:`poisson_blocks`; the same arrival times for the same seed).
     """
     if block is not None:
@@ -161,7 +173,7 @@ async def poisson_blocks(
 ) -> AsyncIterator[CopyBlock]:
     """A simulated block driver: ``count`` copies of ``state`` arriving as a
     Poisson process of ``rate`` copies/s, delivered as
-    :class:`~qsense.blocks.CopyBlock` s of ``block`` copies (the last one shorter).
+    :class:`~qsense.acquisition.blocks.CopyBlock` s of ``block`` copies (the last one shorter).
 
     ``state``: an array shared by every copy, or a callable ``state(b) -> array``
     giving the state of block ``b`` (a source that changes between blocks).
@@ -204,9 +216,9 @@ class Pipeline:
     drivers:
         ``{name: async iterable of Copy}`` (or a sequence; named ``driver0``...).
     memory, scheduler, backend:
-        The :class:`~qsense.memory.QuantumMemory` the scheduler uses, the
-        :class:`~qsense.scheduler.Scheduler`, and a
-        :class:`~qsense.backends.MeasurementBackend`.
+        The :class:`~qsense.acquisition.memory.QuantumMemory` the scheduler uses, the
+        :class:`~qsense.acquisition.scheduler.Scheduler`, and a
+        :class:`~qsense.acquisition.backends.MeasurementBackend`.
     estimators:
         Objects with ``update(batch)`` (``ShadowEstimator``, ``BellEstimator``,
         ``ShadowPurity``, ``TargetSet``...).  Known core estimators receive only
@@ -458,9 +470,9 @@ class Pipeline:
         accepts = getattr(est, "accepts", None)
         if accepts is not None:
             return bool(accepts(kind))
-        from .bell import BellEstimator
-        from .purity import ShadowPurity
-        from .shadow import ShadowEstimator
+        from qsense.estimators.bell import BellEstimator
+        from qsense.estimators.purity import ShadowPurity
+        from qsense.estimators.shadow import ShadowEstimator
 
         if isinstance(est, (ShadowEstimator, ShadowPurity)):
             return kind == "shadow"

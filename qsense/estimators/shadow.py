@@ -26,10 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .estimate import Estimate, median_inflation
+from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observables, parse_observable
+from qsense.records import ShadowBatch
+
 from .kernels import shadow_counts, shadow_term_values
-from .pauli import PauliObservable, PauliTable, SumMoments, compile_observables, parse_observable
-from .records import ShadowBatch
+from .result import Estimate, median_inflation
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 
 __all__ = ["ShadowEstimator", "shadow_expval", "matched_ratio_expval", "METHODS"]

@@ -1,6 +1,6 @@
 """Compiled (numba) counting kernel: one fused pass per term over the packed words.
 
-The NumPy kernel in :mod:`qsense.kernels` makes about ten passes over a
+The NumPy kernel in :mod:`qsense.estimators.kernels` makes about ten passes over a
 (terms x words) working array (gathers, AND/XOR, two popcounts, two sums); this
 one ANDs/XORs a term's k rows into two L1-resident word buffers and popcounts
 them with LLVM's ``ctpop`` in the same loop, 2.7x faster on 1,000 terms.
@@ -34,7 +34,7 @@ def _popcount64(typingctx, x):  # noqa: ARG001 - numba intrinsic signature
 @njit(cache=True, nogil=True)
 def count_terms_jit(match_rows, sign_rows, match_idx, sign_idx, word_starts, word_ends, matched, odd):
     """Fill ``matched[g, j]`` / ``odd[g, j]`` for segments g and terms j (layouts as in
-    :func:`qsense.kernels.count_terms`; ``word_ends[g]`` is one past segment g)."""
+    :func:`qsense.estimators.kernels.count_terms`; ``word_ends[g]`` is one past segment g)."""
     M, kmax = match_idx.shape
     G = word_starts.shape[0]
     W = match_rows.shape[1]

@@ -1,22 +1,22 @@
 """Online estimation daemon: records in (ZeroMQ, MQTT), estimates out (ZeroMQ, MQTT, Prometheus).
 
-``qsense daemon --config daemon.toml`` runs it from the command line;
-:class:`EstimationDaemon` runs it inside any asyncio program (``qsense demo``
-does).  The TOML schema is in :mod:`qsense.config` and ``docs/daemon.md``.
+:class:`EstimationDaemon` runs inside any asyncio program (``qsense demo``
+does); ``qsense daemon --config daemon.toml`` (:mod:`qsense.apps.daemon`) runs
+it from the command line.  The TOML schema is in :mod:`qsense.streaming.config` and ``docs/daemon.md``.
 
 One event loop, a few small tasks, each with one job:
 
 * one receive task per ZeroMQ input (PULL) and per MQTT input (the
-  ``drivers.mqtt_detectors`` driver, found by name so the core does not import
-  drivers); every batch goes through :meth:`EstimationDaemon.ingest`: sequence
+  ``mqtt`` driver plugin, found through its entry point so the streaming layer
+  never imports :mod:`qsense.drivers`); every batch goes through :meth:`EstimationDaemon.ingest`: sequence
   check (gaps, duplicates, producer restarts), then each estimator that wants it;
 * a publish task: every ``publish_interval`` seconds the current estimates as
   JSON (``Estimate.as_dict`` plus counters) on the ZeroMQ PUB socket (with
   snapshots for late joiners) and as retained MQTT messages, and a status
   message with the counters;
 * a checkpoint task: every ``checkpoint.period`` seconds the estimator states
-  and the last seq per source, written atomically (:mod:`qsense.checkpoint`);
-* the ``/metrics`` HTTP endpoint (:mod:`qsense.metrics`).
+  and the last seq per source, written atomically (:mod:`qsense.streaming.checkpoint`);
+* the ``/metrics`` HTTP endpoint (:mod:`qsense.streaming.metrics`).
 
 Robustness rules: malformed messages are counted and logged (throttled) and
 never reach an estimator; a batch an estimator refuses (other wires, say) is
@@ -29,14 +29,8 @@ a gap).  SIGTERM/SIGINT: stop receiving, drain what is queued (up to
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import importlib
-import json
 import logging
-import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -44,14 +38,16 @@ from typing import Any, Mapping, Sequence
 import zmq
 import zmq.asyncio
 
-from . import kernels
-from .bell import AllPauliSquares, BellEstimator
+from qsense import plugins
+from qsense.estimators import kernels
+from qsense.estimators.bell import AllPauliSquares, BellEstimator
+from qsense.estimators.purity import ShadowPurity
+from qsense.estimators.shadow import ShadowEstimator
+from qsense.records import BellBatch, ShadowBatch, concatenate
+
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
-from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
+from .config import DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
-from .purity import ShadowPurity
-from .records import BellBatch, ShadowBatch, concatenate
-from .shadow import ShadowEstimator
 from .transport import (
     CurveServerKeys,
     EstimatePublisher,
@@ -62,13 +58,12 @@ from .transport import (
     start_authenticator,
 )
 
-__all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError", "add_arguments", "run", "MQTT_DRIVER"]
+__all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError"]
 
 log = logging.getLogger(__name__)
 
 #: The module providing ``MqttDetectorSource`` (looked up by name: qsense core
 #: does not import ``drivers``).
-MQTT_DRIVER = "drivers.mqtt_detectors"
 
 
 class DaemonError(RuntimeError):
@@ -190,7 +185,7 @@ class EstimationDaemon:
     Parameters
     ----------
     config:
-        a :class:`~qsense.config.DaemonConfig`, a path to a TOML file, or a
+        a :class:`~qsense.streaming.config.DaemonConfig`, a path to a TOML file, or a
         mapping with the TOML structure.
     context:
         ZeroMQ context to use (default: the daemon makes and terminates its own;
@@ -375,11 +370,11 @@ class EstimationDaemon:
             if cfg.mqtt_inputs:
                 assert cfg.broker is not None
                 try:
-                    driver = importlib.import_module(MQTT_DRIVER)
-                except ImportError as exc:
-                    raise DaemonError(f"MQTT inputs need the {MQTT_DRIVER} driver module: {exc}") from None
+                    mqtt_source = plugins.load("driver", "mqtt")
+                except plugins.PluginError as exc:
+                    raise DaemonError(f"MQTT inputs need the mqtt driver plugin: {exc}") from None
                 for mc in cfg.mqtt_inputs:
-                    src = driver.MqttDetectorSource(
+                    src = mqtt_source(
                         cfg.broker.settings(), mc.topics, qos=mc.qos, kind=mc.kind, batch_size=mc.batch_size,
                         flush_interval=mc.flush_interval, max_queued_batches=mc.max_queued_batches, name=mc.name,
                     )
@@ -612,46 +607,3 @@ class EstimationDaemon:
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
             log.debug("checkpoint written to %s (%d bytes)", path, size)
             return path
-
-
-# -- command line ---------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``qsense daemon``."""
-    parser.add_argument("--config", required=True, metavar="FILE", help="daemon configuration (TOML); see docs/daemon.md")
-    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="ignore an existing checkpoint (it is overwritten at the next checkpoint)")
-    parser.add_argument("--ready-file", metavar="PATH",
-                        help="once running, write a JSON file with the pid and the bound endpoints (for supervisors/tests)")
-
-
-async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
-    daemon = EstimationDaemon(cfg, resume=not args.no_resume)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, daemon.request_stop)
-    try:
-        await daemon.start()
-    except (DaemonError, CheckpointError) as exc:
-        log.error("%s", exc)
-        return 2
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "endpoints": daemon.endpoints}))
-        os.replace(tmp, args.ready_file)
-    await daemon.serve()
-    return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """``qsense daemon``: exit 0 after a clean stop, 2 on a configuration or startup error."""
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"qsense daemon: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        print(f"{args.config}: OK ({len(cfg.estimators)} estimator(s), {len(cfg.zmq_inputs)} ZeroMQ and "
-              f"{len(cfg.mqtt_inputs)} MQTT input(s))")
-        return 0
-    return asyncio.run(_serve(cfg, args))

@@ -15,8 +15,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .pauli import PauliObservable, PauliTerm
-from .records import ShadowBatch
+from qsense.pauli import PauliObservable, PauliTerm
+from qsense.records import ShadowBatch
 
 __all__ = ["read_measurements", "write_measurements", "read_observables", "write_observables", "read_subsystems"]
 

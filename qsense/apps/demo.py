@@ -12,7 +12,7 @@ photons are measured at once in random Pauli bases (single-copy shadows: signed
 complex visibilities V_jk); others wait in memory for the next photon and the two
 are Bell-measured site by site (two-copy: |V_jk|^2, insensitive to atmospheric
 piston).  The daemon estimates the Pauli expectations; the demo turns them into
-visibilities with error bars (``qsense.interferometry``), fits the source, prints
+visibilities with error bars (``qsense.estimators.interferometry``), fits the source, prints
 a table of true vs estimated values and writes two plots:
 
 * ``visibilities.png``: visibility amplitude and phase vs (projected) baseline,
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .interferometry import (
+from qsense.estimators.interferometry import (
     MAS,
     SquaredVisibilityEstimate,
     VisibilityEstimate,
@@ -88,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``qsense demo``."""
-    quiet = ("qsense.pipeline", "qsense.scheduler", "qsense.daemon", "qsense.memory", "qsense.transport", "qsense.sequence")
+    quiet = ("qsense.acquisition.pipeline", "qsense.acquisition.scheduler", "qsense.streaming.daemon", "qsense.acquisition.memory", "qsense.streaming.transport", "qsense.sequence")
     saved = {name: logging.getLogger(name).level for name in quiet}
     if not getattr(args, "verbose", False):
         # the components log every plan and lifecycle step at INFO, which would
@@ -167,14 +166,15 @@ def _values(body: dict, labels: list[str]) -> np.ndarray | None:
 async def run_demo(args: argparse.Namespace) -> DemoResult:
     """The whole demo (``args`` as parsed by :func:`add_arguments`)."""
     _check_args(args)
-    # sims and drivers are found by name: the core never imports them at import time
-    tel = importlib.import_module("sims.telescope")
-    drv = importlib.import_module("drivers.telescope")
-    from .daemon import EstimationDaemon
-    from .memory import ManualClock, SlotMemory
-    from .pipeline import Pipeline
-    from .scheduler import Scheduler
-    from .transport import RecordPublisher
+    # the app layer composes sims and drivers directly; imported here so that
+    # `qsense --help` does not pay for them
+    from qsense.acquisition.memory import ManualClock, SlotMemory
+    from qsense.acquisition.pipeline import Pipeline
+    from qsense.acquisition.scheduler import Scheduler
+    from qsense.drivers import telescope as drv
+    from qsense.sims import telescope as tel
+    from qsense.streaming.daemon import EstimationDaemon
+    from qsense.streaming.transport import RecordPublisher
 
     t_start = time.perf_counter()
     M = int(args.telescopes)
@@ -203,8 +203,8 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         ],
     }
     chain = [
-        "TelescopeSim (sims.telescope)",
-        "TelescopeDriver (drivers.telescope, async, paced)",
+        "TelescopeSim (qsense.sims.telescope)",
+        "TelescopeDriver (qsense.drivers.telescope, async, paced)",
         f"SlotMemory ({args.memory} slots, T2 = {args.t2:g} s) + Scheduler (policy {args.policy})",
         "TelescopeBackend (O(M) single-excitation samplers)",
         "ZeroMQ PUSH -> PULL on 127.0.0.1",
@@ -219,7 +219,7 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         memory = SlotMemory(args.memory, tel.TelescopeCoherence(t2), clock=clock, name="telescope-memory")
         estimators: list[Any] = []
         if args.policy == "adaptive":
-            from .targets import Expval, TargetSet, visibility_squared
+            from qsense.acquisition.targets import Expval, TargetSet, visibility_squared
 
             # |V|^2 = M^2 |rho|^2 (either family) and the signed Re V = M <XX>/2 (shadows
             # only), both to --tol in visibility units

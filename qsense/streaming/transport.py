@@ -46,7 +46,8 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from .records import BellBatch, ShadowBatch
+from qsense.records import BellBatch, ShadowBatch
+
 from .wire import REASONS, Message, WireFormatError, decode_message, encode
 
 __all__ = [
@@ -176,7 +177,7 @@ def start_authenticator(context: zmq.asyncio.Context, authorized_keys: str | Pat
     d = Path(authorized_keys)
     if not d.is_dir():
         raise ValueError(f"authorized_keys {d} is not a directory of public .key files")
-    auth = AsyncioAuthenticator(context, log=logging.getLogger("qsense.transport.auth"))
+    auth = AsyncioAuthenticator(context, log=logging.getLogger("qsense.streaming.transport.auth"))
     auth.start()
     auth.configure_curve(domain="*", location=str(d))
     return auth

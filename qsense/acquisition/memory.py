@@ -21,7 +21,7 @@ What every memory provides (the :class:`QuantumMemory` protocol):
 * ``counters``: a :class:`Counters` of everything that happened.
 
 :class:`SlotMemory` is the in-process implementation (simulated copies; the
-coherence model is pluggable, see ``sims.memory_sim.SimulatedMemory`` for the
+coherence model is pluggable, see ``qsense.sims.memory_sim.SimulatedMemory`` for the
 one backed by ``sims.decohere``).  A hardware-backed memory implements the same
 five coroutines by talking to the device: ``put`` is "the device reports a
 photon stored in slot k", ``take`` is "release slots to the Bell/single-qubit
@@ -47,6 +47,8 @@ from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence, runtime
 
 import numpy as np
 
+from qsense import plugins
+
 __all__ = [
     "Clock",
     "MonotonicClock",
@@ -60,7 +62,6 @@ __all__ = [
     "QuantumMemory",
     "SlotMemory",
     "ON_FULL",
-    "MEMORIES",
     "make_memory",
 ]
 
@@ -69,8 +70,8 @@ log = logging.getLogger(__name__)
 #: name -> "module:attribute", imported only when asked for (the core never
 #: imports ``sims`` at import time)
 MEMORIES = {
-    "simulated": "sims.memory_sim:SimulatedMemory",
-    "slots": "qsense.memory:SlotMemory",
+    "simulated": "qsense.sims.memory_sim:SimulatedMemory",
+    "slots": "qsense.acquisition.memory:SlotMemory",
 }
 
 #: Policies for a ``put`` into a full memory.
@@ -407,8 +408,8 @@ class SlotMemory:
     ) -> None:
         """Count, in bulk, copies that passed through this memory inside a block.
 
-        The block path (:meth:`qsense.scheduler.Scheduler.on_block`) decides a
-        whole :class:`~qsense.blocks.CopyBlock` at once; a copy stored and then
+        The block path (:meth:`qsense.acquisition.scheduler.Scheduler.on_block`) decides a
+        whole :class:`~qsense.acquisition.blocks.CopyBlock` at once; a copy stored and then
         taken (or evicted) within the block never needs a slot object, but it is
         counted exactly as :meth:`put` / :meth:`take` / :meth:`evict` would count
         it: ``stored``, ``taken``, ``evicted_<reason>`` and ``rejected``;
@@ -491,12 +492,10 @@ class SlotMemory:
 
 
 def make_memory(name: str, **kw: Any) -> QuantumMemory:
-    """A memory by name: ``make_memory("simulated", capacity=2, t2=1e-3, clock=clk)``."""
-    import importlib
+    """A memory by plugin name: ``make_memory("simulated", capacity=2, t2=1e-3, clock=clk)``.
 
-    try:
-        target = MEMORIES[name]
-    except KeyError:
-        raise ValueError(f"unknown memory {name!r}; choose one of {sorted(MEMORIES)}") from None
-    mod, attr = target.split(":")
-    return getattr(importlib.import_module(mod), attr)(**kw)
+    Memories are entry points of the ``qsense.memories`` group
+    (:mod:`qsense.plugins`); an unknown name raises
+    :class:`~qsense.plugins.PluginError` (a ``ValueError``) listing the installed ones.
+    """
+    return plugins.create("memory", name, **kw)

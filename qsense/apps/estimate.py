@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import reference
-from .purity import ShadowPurity
-from .records import ShadowBatch
-from .shadow import METHODS, ShadowEstimator
+from qsense.estimators.purity import ShadowPurity
+from qsense.estimators.shadow import METHODS, ShadowEstimator
+from qsense.records import ShadowBatch
+from qsense.streaming import reference
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .pauli import PauliObservable, PauliTerm
+from qsense.pauli import PauliObservable, PauliTerm
 
 __all__ = ["wires_to_json", "wires_from_json", "obs_to_json", "obs_from_json", "dump_npz", "load_npz"]
 

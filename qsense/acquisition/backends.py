@@ -1,7 +1,7 @@
 """Measurement backends: turn a measurement plan into records.
 
 A :class:`MeasurementPlan` names a family (``"shadow"`` or ``"bell"``) and the
-copies to measure: items of one :class:`~qsense.memory.StoredCopy` (shadow) or
+copies to measure: items of one :class:`~qsense.acquisition.memory.StoredCopy` (shadow) or
 two (Bell, the first copy is the one that waited).  Every backend implements
 
     async def measure(plan) -> list[ShadowBatch | BellBatch]
@@ -19,7 +19,7 @@ Backends here:
   ``qml.device`` (``default.qubit`` for statevectors, ``default.mixed`` for
   density matrices); :func:`pennylane_shadows` / :func:`pennylane_bell` are the
   one-call versions.
-* ``sims.backend_sim.SimulatedBackend`` samples with the fast ``sims`` samplers
+* ``qsense.sims.backend_sim.SimulatedBackend`` samples with the fast ``sims`` samplers
   (:func:`make_backend` finds it by name, so the core never imports ``sims``).
 
 Depolarizing memories have a structure both use (:func:`depolarize_shadow_bits`,
@@ -34,15 +34,16 @@ device call serve copies that waited different times.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from qsense import plugins
+from qsense.records import BellBatch, ShadowBatch
+
 from .memory import StoredCopy
-from .records import BellBatch, ShadowBatch
 
 __all__ = [
     "MeasurementPlan",
@@ -58,15 +59,14 @@ __all__ = [
     "measure_grouped",
     "survival_rows",
     "make_backend",
-    "BACKENDS",
 ]
 
 log = logging.getLogger(__name__)
 
 #: name -> "module:attribute", imported only when asked for
 BACKENDS = {
-    "simulated": "sims.backend_sim:SimulatedBackend",
-    "pennylane": "qsense.backends:PennyLaneBackend",
+    "simulated": "qsense.sims.backend_sim:SimulatedBackend",
+    "pennylane": "qsense.acquisition.backends:PennyLaneBackend",
 }
 
 
@@ -103,8 +103,8 @@ class MeasurementPlan:
 class BlockPlan:
     """Many measurements of one family on copies of the same state(s), as arrays.
 
-    What :meth:`~qsense.scheduler.Scheduler.on_block` produces for a
-    :class:`~qsense.blocks.CopyBlock`.  Layout (``T`` rows, one per item):
+    What :meth:`~qsense.acquisition.scheduler.Scheduler.on_block` produces for a
+    :class:`~qsense.acquisition.blocks.CopyBlock`.  Layout (``T`` rows, one per item):
 
     * ``states``: ``(state,)`` for shadows, ``(state_a, state_b)`` for Bell pairs
       (the raw, undecohered states shared by every row);
@@ -255,13 +255,14 @@ def depolarize_bell_codes(codes: np.ndarray, survival: np.ndarray, rng: np.rando
 
 
 def make_backend(name: str, **kw: Any) -> MeasurementBackend:
-    """A backend by name (``"simulated"`` needs the ``sims`` package)."""
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of {sorted(BACKENDS)}") from None
-    mod, attr = target.split(":")
-    return getattr(importlib.import_module(mod), attr)(**kw)
+    """A backend by plugin name: ``make_backend("simulated", seed=1)``.
+
+    Backends are entry points of the ``qsense.backends`` group
+    (:mod:`qsense.plugins`): ``simulated`` (:mod:`qsense.sims`), ``pennylane``,
+    ``telescope``, and any an installed package adds.  An unknown name raises
+    :class:`~qsense.plugins.PluginError` (a ``ValueError``) listing the installed ones.
+    """
+    return plugins.create("backend", name, **kw)
 
 
 # -- PennyLane -------------------------------------------------------------------------------

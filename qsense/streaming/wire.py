@@ -41,7 +41,7 @@ from typing import Any, Sequence, Union
 import msgspec
 import numpy as np
 
-from .records import MAX_QUBITS, BellBatch, ShadowBatch
+from qsense.records import MAX_QUBITS, BellBatch, ShadowBatch
 
 __all__ = [
     "WireFormatError",

@@ -1,19 +1,19 @@
 """Copies in blocks: the vectorised path through memory, scheduler and backends.
 
 Experimental sources deliver 10^5–10^6 copies per second; handling them one
-:class:`~qsense.memory.Copy` at a time costs ~35 µs of Python each.  A
+:class:`~qsense.acquisition.memory.Copy` at a time costs ~35 µs of Python each.  A
 :class:`CopyBlock` carries many copies of *one* state (one pairing key) with an
 array of arrival times, and every stage handles it with array operations:
 
-* drivers yield blocks (:func:`qsense.pipeline.poisson_blocks`, or
+* drivers yield blocks (:func:`qsense.acquisition.pipeline.poisson_blocks`, or
   ``poisson_copies(..., block=N)``);
-* :meth:`qsense.scheduler.Scheduler.on_block` decides the role of every copy of
+* :meth:`qsense.acquisition.scheduler.Scheduler.on_block` decides the role of every copy of
   the block at once (:func:`schedule_segment`, below) and accounts the copies
   that passed through memory inside the block in bulk;
-* the result is at most one :class:`~qsense.backends.BlockPlan` per family,
-  which a backend with ``measure_block`` (``sims.backend_sim.SimulatedBackend``)
+* the result is at most one :class:`~qsense.acquisition.backends.BlockPlan` per family,
+  which a backend with ``measure_block`` (``qsense.sims.backend_sim.SimulatedBackend``)
   measures with one sampler call; other backends get the equivalent per-copy
-  :class:`~qsense.backends.MeasurementPlan` (``BlockPlan.to_plan()``).
+  :class:`~qsense.acquisition.backends.MeasurementPlan` (``BlockPlan.to_plan()``).
 
 Why a compiled scan and not a closed form.  The per-copy rule is a deficit
 counter (credit += f per arrival, −1 per copy committed to Bell) whose spending
@@ -83,7 +83,7 @@ class CopyBlock:
         Producer name; ``seq`` is the sequence number of the first copy (copy j
         has ``seq + j``).
     wires, key, meta:
-        As for :class:`~qsense.memory.Copy` (``key`` defaults to ``source``).
+        As for :class:`~qsense.acquisition.memory.Copy` (``key`` defaults to ``source``).
     """
 
     state: Any = None
@@ -131,7 +131,7 @@ class CopyBlock:
         return CopyBlock(self.state, self.t, self.count if self.t is None else None, source, self.seq, self.wires, self.key, self.meta)
 
     def copy(self, j: int) -> Copy:
-        """Copy ``j`` as a :class:`~qsense.memory.Copy` (for the per-copy paths)."""
+        """Copy ``j`` as a :class:`~qsense.acquisition.memory.Copy` (for the per-copy paths)."""
         t = None if self.t is None else float(self.t[j])
         return Copy(self.state, t, self.source, self.seq + int(j), self.wires, self.key, self.meta)
 

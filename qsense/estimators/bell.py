@@ -18,10 +18,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .estimate import Estimate
+from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observables
+from qsense.records import BellBatch
+
 from .kernels import bell_counts, bell_term_values
-from .pauli import PauliObservable, PauliTable, SumMoments, compile_observables
-from .records import BellBatch
+from .result import Estimate
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 from .shadow import _parse_all
 

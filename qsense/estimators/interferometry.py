@@ -41,7 +41,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .records import BellBatch, ShadowBatch
+from qsense.records import BellBatch, ShadowBatch
+
 from .serial import dump_npz, load_npz
 
 __all__ = [

@@ -65,7 +65,7 @@ class ConfigError(ValueError):
 # -- the schema -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZmqInputConfig:
-    """A PULL socket receiving record batches (see :class:`qsense.transport.RecordReceiver`)."""
+    """A PULL socket receiving record batches (see :class:`qsense.streaming.transport.RecordReceiver`)."""
 
     endpoint: str
     bind: bool = True
@@ -153,10 +153,10 @@ class PrometheusConfig:
 @dataclass(frozen=True)
 class BrokerConfig(MqttSettings):
     """The ``[mqtt]`` broker used by MQTT inputs and the MQTT output: exactly the
-    transport's :class:`~qsense.transport.MqttSettings`, so the fields live in one place."""
+    transport's :class:`~qsense.streaming.transport.MqttSettings`, so the fields live in one place."""
 
     def settings(self) -> MqttSettings:
-        """As :class:`qsense.transport.MqttSettings` (the same fields)."""
+        """As :class:`qsense.streaming.transport.MqttSettings` (the same fields)."""
         return self
 
 
@@ -385,7 +385,7 @@ def _mqtt_input(t: _Table, i: int) -> MqttInputConfig:
 
 
 def _estimator(t: _Table, i: int) -> EstimatorConfig:
-    from .pauli import parse_observable
+    from qsense.pauli import parse_observable
 
     name = t.get("name", _string, required=True)
     if "/" in name or "+" in name or "#" in name:
@@ -408,13 +408,13 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
         kw["t2"] = t.get("t2", _seconds, None)
         kw["purity_subsystems"] = t.get("purity_subsystems", _subsystems, ())
     elif typ == "all_pauli_squares":
-        from .bell import MAX_ALL_PAULI_QUBITS
+        from qsense.estimators.bell import MAX_ALL_PAULI_QUBITS
 
         kw["max_qubits"] = t.get("max_qubits", _positive_int, 6)
         if kw["max_qubits"] > MAX_ALL_PAULI_QUBITS:
             t.fail(f"at most {MAX_ALL_PAULI_QUBITS} (4^n values are kept and published)", "max_qubits")
     else:
-        from .purity import MAX_SUBSYSTEM
+        from qsense.estimators.purity import MAX_SUBSYSTEM
 
         subs = t.get("subsystems", _subsystems, required=True)
         if not subs:

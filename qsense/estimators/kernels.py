@@ -23,15 +23,14 @@ zero row), so ``match = AND_s match_rows[m_s]`` and
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import logging
 import os
 import threading
+from typing import Sequence
 
 import numpy as np
 
-from .pauli import PauliTable
+from qsense.pauli import PauliTable
 
 log = logging.getLogger(__name__)
 

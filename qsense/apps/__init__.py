@@ -1,0 +1,10 @@
+"""Apps: the ``qsense`` command line and the compositions it runs.
+
+Layer 4 of 4, the top (data model < estimators < acquisition | streaming <
+**apps**).  :mod:`.cli` wires the sub-commands; each sub-command is a module
+with ``add_arguments(parser)`` and ``run(args) -> int``: :mod:`.demo`,
+:mod:`.daemon`, :mod:`.estimate`.
+
+May import every layer below, and :mod:`qsense.sims` and :mod:`qsense.drivers`
+directly (the demo composes a simulated telescope array); nothing imports apps.
+"""

@@ -1,0 +1,67 @@
+"""``qsense daemon --config FILE``: the online estimation daemon from the command line.
+
+Loads and validates the TOML configuration (:mod:`qsense.streaming.config`),
+runs :class:`~qsense.streaming.daemon.EstimationDaemon` until SIGTERM/SIGINT,
+and maps every configuration or start-up failure to one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from qsense.streaming.checkpoint import CheckpointError
+from qsense.streaming.config import ConfigError, DaemonConfig, load_config
+from qsense.streaming.daemon import DaemonError, EstimationDaemon
+
+__all__ = ["add_arguments", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``qsense daemon``."""
+    parser.add_argument("--config", required=True, metavar="FILE", help="daemon configuration (TOML); see docs/daemon.md")
+    parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="ignore an existing checkpoint (it is overwritten at the next checkpoint)")
+    parser.add_argument("--ready-file", metavar="PATH",
+                        help="once running, write a JSON file with the pid and the bound endpoints (for supervisors/tests)")
+
+
+async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
+    daemon = EstimationDaemon(cfg, resume=not args.no_resume)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    try:
+        await daemon.start()
+    except (DaemonError, CheckpointError) as exc:
+        log.error("%s", exc)
+        return 2
+    if args.ready_file:
+        tmp = Path(args.ready_file + ".tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "endpoints": daemon.endpoints}))
+        os.replace(tmp, args.ready_file)
+    await daemon.serve()
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """``qsense daemon``: exit 0 after a clean stop, 2 on a configuration or startup error."""
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"qsense daemon: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"{args.config}: OK ({len(cfg.estimators)} estimator(s), {len(cfg.zmq_inputs)} ZeroMQ and "
+              f"{len(cfg.mqtt_inputs)} MQTT input(s))")
+        return 0
+    return asyncio.run(_serve(cfg, args))
