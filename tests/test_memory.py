@@ -210,19 +210,11 @@ async def test_backend_decoheres_by_wait_and_reweighting_undoes_it(rho3):
         assert np.all(np.abs(f.values - truth) < 4.5 * f.stderr + 1e-3)
 
 
-def test_memory_by_name_and_core_does_not_import_sims():
-    import subprocess
-    import sys
-
+def test_memory_by_name():
     from qsense.acquisition.memory import make_memory
 
     m = make_memory("simulated", capacity=3, t2=1e-3)
     assert isinstance(m, SimulatedMemory) and m.capacity == 3 and m.t2 == 1e-3
     with pytest.raises(ValueError):
         make_memory("bucket")
-    code = (
-        "import sys, qsense.acquisition.memory, qsense.acquisition.scheduler, qsense.acquisition.backends, qsense.acquisition.pipeline, qsense.acquisition.targets;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('sims', 'drivers')];"
-        "assert not bad, bad"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # that the core never loads qsense.sims is checked in tests/test_layout.py
