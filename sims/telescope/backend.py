@@ -1,0 +1,114 @@
+"""Pipeline integration: the coherence model and measurement backend for telescope copies.
+
+:class:`TelescopeCoherence` is what ``qsense.acquisition.memory`` plans with,
+:class:`TelescopeBackend` measures plans of stored photons, and
+:func:`photons_of` gathers the :class:`Photons` rows behind a list of copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from qsense.records import BellBatch, ShadowBatch
+
+from .photons import Photons
+from .simulator import TelescopeSim
+
+__all__ = ["TelescopeBackend", "TelescopeCoherence", "photons_of"]
+
+
+class TelescopeCoherence:
+    """The memory coherence model of a :class:`TelescopeSim` for ``qsense.acquisition.memory``.
+
+    ``t2`` is what the scheduler plans with.  The decoherence itself is applied
+    exactly by :class:`TelescopeBackend` from each copy's ``wait`` (per-qubit
+    dephasing, which keeps the photon in the single-excitation subspace), so
+    ``apply`` returns the copy's state object unchanged and ``survival`` is
+    ``None`` (not a depolarizing model).
+    """
+
+    def __init__(self, t2: float) -> None:
+        self.t2 = float(t2)
+
+    def apply(self, state: Any, wait: float) -> Any:
+        return state
+
+    def survival(self, wait: Any) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"TelescopeCoherence(t2={self.t2!r})"
+
+
+def photons_of(copies: Sequence[Any]) -> Photons:
+    """Gather the :class:`Photons` rows behind telescope copies (``Copy.meta`` holds
+    ``{"photons": Photons chunk, "index": row}``, as :mod:`qsense.drivers.telescope` makes them)."""
+    chunks: dict[int, tuple[Photons, list[int], list[int]]] = {}
+    for pos, c in enumerate(copies):
+        meta = c.meta
+        try:
+            ph, i = meta["photons"], int(meta["index"])
+        except (KeyError, TypeError):
+            raise ValueError(f"copy {c.source!r}#{c.seq} carries no telescope photon (meta lacks 'photons'/'index')") from None
+        entry = chunks.setdefault(id(ph), (ph, [], []))
+        entry[1].append(i)
+        entry[2].append(pos)
+    T = len(copies)
+    M = next(iter(chunks.values()))[0].piston.shape[1] if chunks else 0
+    out = Photons(np.empty(T), np.empty(T, bool), np.empty(T, np.int64), np.empty((T, M)))
+    for ph, rows, pos in chunks.values():
+        r, p = np.asarray(rows), np.asarray(pos)
+        out.t[p], out.dark[p], out.site[p], out.piston[p] = ph.t[r], ph.dark[r], ph.site[r], ph.piston[r]
+    return out
+
+
+class TelescopeBackend:
+    """A ``qsense`` measurement backend for copies from a :class:`TelescopeSim`.
+
+    Measures plans (``await measure(plan)``, see ``qsense.acquisition.backends``) with the
+    O(M) single-excitation samplers: shadow items measure one stored photon in
+    random Pauli bases, Bell items Bell-measure the two photons site by site.
+    Each copy's memory dephasing is drawn from its own ``wait``; Bell rows carry
+    ``wait`` = the total time both photons spent in memory (the backends'
+    convention, which ``BellEstimator(t2=...)`` undoes exactly for the X/Y
+    Paulis of visibilities).  Rows come back in item order.
+    """
+
+    name = "telescope"
+
+    def __init__(self, sim: TelescopeSim, *, offload: bool = False) -> None:
+        self.sim = sim
+        self.offload = offload
+
+    async def measure(self, plan: Any) -> list[ShadowBatch | BellBatch]:
+        if self.offload:
+            import asyncio
+
+            return await asyncio.to_thread(self.measure_sync, plan)
+        return self.measure_sync(plan)
+
+    def measure_sync(self, plan: Any) -> list[ShadowBatch | BellBatch]:
+        """The synchronous core of :meth:`measure`."""
+        items = plan.items
+        if not items:
+            return []
+        for it in items:
+            for sc in it:
+                if sc.copy.state is not self.sim:
+                    raise ValueError(f"copy {sc.copy.source!r}#{sc.copy.seq} is not from this telescope simulation")
+        wires = tuple(items[0][0].copy.wires) if items[0][0].copy.wires is not None else tuple(range(self.sim.M))
+        released = np.array([it[-1].released for it in items], dtype=np.float64)
+        if plan.family == "shadow":
+            ph = photons_of([it[0].copy for it in items])
+            wait = np.array([it[0].wait for it in items], dtype=np.float64)
+            b = self.sim.shadows(ph, wait, t=released)
+            return [b.with_meta(wires=wires)]
+        first = photons_of([it[0].copy for it in items])
+        second = photons_of([it[1].copy for it in items])
+        wa = np.array([it[0].wait for it in items], dtype=np.float64)
+        wb = np.array([it[1].wait for it in items], dtype=np.float64)
+        b = self.sim.bell(first, second, wa, wb, t=released)
+        return [b.with_meta(wires=wires, wait=wa + wb)]
