@@ -1,4 +1,4 @@
-"""Visibility estimators and source fits (qsense/estimators/interferometry.py).
+"""Visibility estimators and source fits (qsense.estimators.interferometry).
 
 * the memory-qubit readout formulas (<XX+YY>/2 = 2 Re rho_jk, <YX-XY>/2 =
   2 Im rho_jk, <Z> = 1 - 2 rho_jj, Bell sum = 8|rho_jk|^2) hold on the exact
