@@ -5,7 +5,7 @@ async iterable of :class:`qsense.acquisition.memory.Copy` for :class:`qsense.acq
 
 * photons are generated in chunks of ``chunk_time`` seconds of *simulation* time
   (arrival times, dark counts and the atmospheric piston random walk, see
-  ``sims/telescope.py``);
+  :mod:`qsense.sims.telescope`);
 * each photon becomes one ``Copy`` whose ``state`` is the simulation object
   (shared by every copy, so backends can batch them), ``t`` its arrival time on
   the simulation clock, ``wires`` the M memory qubits and ``meta`` the row

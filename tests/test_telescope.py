@@ -1,4 +1,4 @@
-"""Telescope-array physics and the specialised single-excitation samplers (sims/telescope.py).
+"""Telescope-array physics and the specialised single-excitation samplers (qsense.sims.telescope).
 
 * coherence matrices match the analytic van Cittert-Zernike formulas (point,
   binary |gamma|^2, uniform disk and its first null at 1.22 lambda/theta,
