@@ -170,16 +170,21 @@ class Scheduler:
             return items
         for info in self.memory.waiting():
             if now - info.arrival > cap:
-                at = info.arrival + cap
-                if self.salvage:
-                    (sc,) = await self.memory.take([info.slot], at=at)
-                    items.append((sc,))
-                    self.counters["salvaged"] += 1
-                    self.counters["shadow_copies"] += 1
-                else:
-                    await self.memory.evict([info.slot], "cap", at=at)
-                    self.counters["expired_cap"] += 1
+                await self._release_opener(info.slot, info.arrival + cap, "cap", "expired_cap", items)
         return items
+
+    async def _release_opener(self, slot: int, at: float, reason: str, counter: str, items: list[Item]) -> None:
+        """An opener that will not be paired: measured as a shadow when
+        ``salvage`` is on (appended to ``items``), else evicted with ``reason``
+        and counted under ``counter``."""
+        if self.salvage:
+            (sc,) = await self.memory.take([slot], at=at)
+            items.append((sc,))
+            self.counters["salvaged"] += 1
+            self.counters["shadow_copies"] += 1
+        else:
+            await self.memory.evict([slot], reason, at=at)
+            self.counters[counter] += 1
 
     def _observe(self, copy: Copy, now: float) -> None:
         self.counters["arrived"] += 1
@@ -398,12 +403,5 @@ class Scheduler:
         """
         items = await self._expire(now)
         for info in self.memory.waiting():
-            if self.salvage:
-                (sc,) = await self.memory.take([info.slot], at=now)
-                items.append((sc,))
-                self.counters["salvaged"] += 1
-                self.counters["shadow_copies"] += 1
-            else:
-                await self.memory.evict([info.slot], "drain", at=now)
-                self.counters["unpaired_at_end"] += 1
+            await self._release_opener(info.slot, now, "drain", "unpaired_at_end", items)
         return items
