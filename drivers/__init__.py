@@ -1,10 +1,27 @@
 """Async adapters that bring copies or records into qsense.
 
-* :class:`qsense.drivers.pennylane_device.PennyLaneDriver` - stream shadow or Bell
-  batches from any PennyLane quantum function and device (state or device mode).
+The repository folder ``drivers/``, installed as ``qsense.drivers``.  Each
+driver talks to one source and yields data; what happens to the data is the
+pipeline's or the daemon's job.  Every driver has a simulated twin.
 
-Drivers are imported lazily so that ``import drivers`` does not pull in
-PennyLane (or any other driver's dependencies) until a driver is used.
+* :class:`qsense.drivers.pennylane_device.PennyLaneDriver` - stream shadow or
+  Bell batches from any PennyLane quantum function and device (state or
+  device mode; plugin ``pennylane``).
+* :class:`qsense.drivers.mqtt_detectors.MqttDetectorSource` - detector events
+  published over MQTT, as record batches (plugin ``mqtt``; the daemon's MQTT
+  inputs use it).
+* :class:`qsense.drivers.telescope.TelescopeDriver` - heralded photons of a
+  simulated telescope array (:mod:`qsense.sims.telescope`), as copies (plugin
+  ``telescope``).
+
+Drivers are found by name through the ``qsense.drivers`` entry-point group
+(:mod:`qsense.plugins`), and imported lazily so that ``import qsense.drivers``
+does not pull in PennyLane (or any other driver's dependencies) until a driver
+is used.
+
+Layer: the highest below apps.  May import the core and :mod:`qsense.sims`;
+nothing but :mod:`qsense.apps` imports drivers (import-linter,
+``docs/architecture.md``).
 """
 
 from __future__ import annotations
@@ -19,4 +36,4 @@ def __getattr__(name: str) -> Any:
         from .pennylane_device import PennyLaneDriver
 
         return PennyLaneDriver
-    raise AttributeError(f"module 'drivers' has no attribute {name!r}")
+    raise AttributeError(f"module 'qsense.drivers' has no attribute {name!r}")

@@ -1,14 +1,27 @@
 """Simulated physics for qsense: exact measurement samplers, state sources, noise.
 
+The repository folder ``sims/``, installed as ``qsense.sims``
+(``from qsense import sims``).
+
 * :mod:`qsense.sims.samplers` - exact, vectorised random-Pauli shadow and two-copy Bell
   samplers (:func:`sample_shadows`, :func:`sample_bell`, :func:`sample_bell_pair`).
 * :mod:`qsense.sims.channels` - Kraus channels, :func:`apply_channel`, and the memory
   decoherence model :func:`decohere`.
 * :mod:`qsense.sims.sources` - product, GHZ, W, Haar-random, random mixed and
   random-circuit states, and a time-varying :class:`DriftingSource`.
+* :mod:`qsense.sims.memory_sim`, :mod:`qsense.sims.backend_sim` - the simulated
+  quantum memory and measurement backend (plugins ``simulated`` of the
+  ``qsense.memories`` and ``qsense.backends`` entry-point groups).
+* :mod:`qsense.sims.telescope` - simulated telescope photon arrays, their exact
+  single-excitation samplers and backend (plugin ``telescope``).
 
 All states are numpy arrays: a 2^n statevector or a 2^n x 2^n density matrix,
 wire 0 the most significant bit (PennyLane's convention).
+
+Layer: above streaming and acquisition, below drivers and apps.  May import
+the core (data model, estimators, acquisition, streaming); never
+:mod:`qsense.drivers` or :mod:`qsense.apps`, and the core never imports sims
+(import-linter, ``docs/architecture.md``).
 """
 
 from __future__ import annotations
