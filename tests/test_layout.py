@@ -93,7 +93,7 @@ def test_every_package_folder_is_listed():
 
 
 def test_every_subpackage_says_its_job_and_its_imports():
-    for sub in ("estimators", "acquisition", "streaming", "apps"):
+    for sub in ("estimators", "acquisition", "streaming", "apps", "sims", "drivers"):
         doc = importlib.import_module(f"qsense.{sub}").__doc__ or ""
         assert "May import" in doc, sub
 
