@@ -19,7 +19,9 @@ a table of true vs estimated values and writes two plots:
   truth curve vs both estimates with error bars;
 * ``convergence.png``: error vs copies consumed, single-copy vs two-copy.
 
-It also writes ``results.json``.  Physics: ``docs/telescope.md``.
+It also writes ``results.json``.  Physics: ``docs/telescope.md``.  The wiring is a
+:class:`qsense.apps.chain.Chain` (plugins by name, an in-process daemon fed over
+ZeroMQ, a monitor for the progress bar); :func:`run_demo` is its worked example.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -50,6 +52,9 @@ from qsense.estimators.interferometry import (
     visibilities_from_paulis,
     visibility_observables,
 )
+
+if TYPE_CHECKING:  # run_demo imports the chain (and the acquisition layer) when it runs
+    from .chain import Chain, RunningChain
 
 __all__ = ["add_arguments", "run", "DemoResult", "run_demo"]
 
@@ -163,18 +168,86 @@ def _values(body: dict, labels: list[str]) -> np.ndarray | None:
         return None
 
 
+class _Watch:
+    """The demo's monitor: convergence points for the plot, and the progress bar."""
+
+    def __init__(self, args: argparse.Namespace, pairs: np.ndarray, truth: np.ndarray, dark: float,
+                 shadow_labels: list[str], bell_labels: list[str]) -> None:
+        self.pairs, self.M, self.truth, self.dark = pairs, int(args.telescopes), truth, dark
+        self.shadow_labels, self.bell_labels = shadow_labels, bell_labels
+        self.history: dict[str, list] = {"single": [], "double": [], "single_v2": []}
+        self.progress = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            self.progress = tqdm(total=round(args.duration, 1), unit="s", desc="observing", file=sys.stderr,
+                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s{postfix}")
+
+    def __call__(self, live: RunningChain) -> None:
+        """Record convergence points and refresh the progress bar (``live``: the running chain)."""
+        pairs, M, truth, dark, history = self.pairs, self.M, self.truth, self.dark, self.history
+        bodies = live.daemon.estimates()
+        sb, bb = bodies.get("visibility", {}), bodies.get("visibility2", {})
+        ns, nb = int(sb.get("count", 0)), int(bb.get("count", 0))
+        if ns > 50:
+            v = _values(sb, self.shadow_labels)
+            if v is not None:
+                e = visibilities_from_paulis(pairs, M, v, count=ns)
+                vv = e.values / (1 - dark)
+                history["single"].append((ns, float(np.sqrt(np.mean(np.abs(vv - truth) ** 2))),
+                                          float(np.sqrt(np.mean(e.stderr_re**2 + e.stderr_im**2))) / (1 - dark)))
+                v2 = e.squared_amplitude / (1 - dark) ** 2
+                history["single_v2"].append((ns, float(np.sqrt(np.mean((v2 - np.abs(truth) ** 2) ** 2)))))
+        if nb > 50:
+            v = _values(bb, self.bell_labels)
+            if v is not None:
+                e2 = squared_visibilities_from_paulis(pairs, M, v, count=nb)
+                history["double"].append((2 * nb, float(np.sqrt(np.mean((e2.values / (1 - dark) ** 2 - np.abs(truth) ** 2) ** 2))),
+                                          float(np.sqrt(np.mean(e2.stderr**2))) / (1 - dark) ** 2))
+        if self.progress is not None:
+            self.progress.n = min(round(live.clock(), 1), self.progress.total)
+            self.progress.set_postfix_str(f"copies {live.pipeline.counters['arrived']}, shadows {ns}, Bell pairs {nb}",
+                                          refresh=False)
+            self.progress.refresh()
+
+    def finish(self) -> None:
+        """The observation is over: show the bar full."""
+        if self.progress is not None:
+            self.progress.n = self.progress.total
+            self.progress.refresh()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+
+
+def _set_policy(chain: Chain, args: argparse.Namespace, pairs: np.ndarray, t2: float) -> None:
+    """The scheduler of ``--policy`` (and, for ``adaptive``, its targets as an estimator)."""
+    M = int(args.telescopes)
+    if args.policy == "adaptive":
+        from qsense.acquisition.targets import Expval, TargetSet, visibility_squared
+
+        # |V|^2 = M^2 |rho|^2 (either family) and the signed Re V = M <XX>/2 (shadows
+        # only), both to --tol in visibility units
+        targets = [visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs]
+        targets += [Expval(f"X{j} X{k}", tol=2 * args.tol / M) for j, k in pairs]
+        ts = TargetSet(targets, tol=args.tol / M**2, t2=t2 if math.isfinite(t2) else None)
+        chain.scheduler("adaptive", targets=ts, replan_every=2000).estimator(ts)
+    elif args.policy == "fixed":
+        chain.scheduler("fixed", ratio=args.pair_fraction)
+    else:
+        chain.scheduler(args.policy)
+
+
 async def run_demo(args: argparse.Namespace) -> DemoResult:
     """The whole demo (``args`` as parsed by :func:`add_arguments`)."""
     _check_args(args)
-    # the app layer composes sims and drivers directly; imported here so that
-    # `qsense --help` does not pay for them
-    from qsense.acquisition.memory import ManualClock, SlotMemory
-    from qsense.acquisition.pipeline import Pipeline
-    from qsense.acquisition.scheduler import Scheduler
-    from qsense.drivers import telescope as drv
+    # the app layer composes sims directly; imported here so that `qsense --help`
+    # does not pay for them (nor for the acquisition layer the chain imports)
+    from qsense.acquisition.memory import ManualClock
     from qsense.sims import telescope as tel
-    from qsense.streaming.daemon import EstimationDaemon
-    from qsense.streaming.transport import RecordPublisher
+
+    from .chain import Chain
 
     t_start = time.perf_counter()
     M = int(args.telescopes)
@@ -202,7 +275,7 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
              **({"t2": t2} if math.isfinite(t2) else {})},
         ],
     }
-    chain = [
+    stages = [
         "TelescopeSim (qsense.sims.telescope)",
         "TelescopeDriver (qsense.drivers.telescope, async, paced)",
         f"SlotMemory ({args.memory} slots, T2 = {args.t2:g} s) + Scheduler (policy {args.policy})",
@@ -210,91 +283,22 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         "ZeroMQ PUSH -> PULL on 127.0.0.1",
         "EstimationDaemon (in-process; shadow + Bell estimators)",
     ]
-    history: dict[str, list] = {"single": [], "double": [], "single_v2": []}
-    progress = None
-    async with EstimationDaemon(config, resume=False) as daemon:
-        endpoint = daemon.endpoints["input.records"]
-        publisher = RecordPublisher(endpoint)
-        clock = ManualClock()
-        memory = SlotMemory(args.memory, tel.TelescopeCoherence(t2), clock=clock, name="telescope-memory")
-        estimators: list[Any] = []
-        if args.policy == "adaptive":
-            from qsense.acquisition.targets import Expval, TargetSet, visibility_squared
-
-            # |V|^2 = M^2 |rho|^2 (either family) and the signed Re V = M <XX>/2 (shadows
-            # only), both to --tol in visibility units
-            targets = [visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs]
-            targets += [Expval(f"X{j} X{k}", tol=2 * args.tol / M) for j, k in pairs]
-            ts = TargetSet(targets, tol=args.tol / M**2, t2=t2 if math.isfinite(t2) else None)
-            scheduler = Scheduler("adaptive", memory, targets=ts, replan_every=2000, clock=clock)
-            estimators.append(ts)
-        elif args.policy == "fixed":
-            scheduler = Scheduler("fixed", memory, ratio=args.pair_fraction, clock=clock)
-        else:
-            scheduler = Scheduler(args.policy, memory, clock=clock)
-        driver = drv.TelescopeDriver(sim, rate=args.rate, duration=args.duration, realtime=True)
-        backend = tel.TelescopeBackend(sim)
-        pipe = Pipeline({"telescope": driver}, memory, scheduler, backend, estimators=estimators,
-                        sinks=[publisher.send], clock=clock, batch_size=512, flush_interval=0.05, name="telescope")
-
-        if not args.no_progress:
-            from tqdm import tqdm
-
-            progress = tqdm(total=round(args.duration, 1), unit="s", desc="observing", file=sys.stderr,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s{postfix}")
-
-        def snapshot() -> None:
-            """Record convergence points and refresh the progress bar."""
-            bodies = daemon.estimates()
-            sb, bb = bodies.get("visibility", {}), bodies.get("visibility2", {})
-            ns, nb = int(sb.get("count", 0)), int(bb.get("count", 0))
-            if ns > 50:
-                v = _values(sb, shadow_labels)
-                if v is not None:
-                    e = visibilities_from_paulis(pairs, M, v, count=ns)
-                    vv = e.values / (1 - dark)
-                    history["single"].append((ns, float(np.sqrt(np.mean(np.abs(vv - truth) ** 2))),
-                                              float(np.sqrt(np.mean(e.stderr_re**2 + e.stderr_im**2))) / (1 - dark)))
-                    v2 = e.squared_amplitude / (1 - dark) ** 2
-                    history["single_v2"].append((ns, float(np.sqrt(np.mean((v2 - np.abs(truth) ** 2) ** 2)))))
-            if nb > 50:
-                v = _values(bb, bell_labels)
-                if v is not None:
-                    e2 = squared_visibilities_from_paulis(pairs, M, v, count=nb)
-                    history["double"].append((2 * nb, float(np.sqrt(np.mean((e2.values / (1 - dark) ** 2 - np.abs(truth) ** 2) ** 2))),
-                                              float(np.sqrt(np.mean(e2.stderr**2))) / (1 - dark) ** 2))
-            if progress is not None:
-                progress.n = min(round(clock() - 0.0, 1), progress.total)
-                progress.set_postfix_str(f"copies {pipe.counters['arrived']}, shadows {ns}, Bell pairs {nb}", refresh=False)
-                progress.refresh()
-
-        async def monitor() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                snapshot()
-
-        mon = asyncio.create_task(monitor())
-        try:
-            report = await pipe.run(duration=args.duration + 5.0)
-            # wait until the daemon has folded in every record the pipeline sent
-            want = {"visibility": report["records.shadow"], "visibility2": report["records.bell"]}
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline:
-                counts = {s.name: s.count for s in daemon.slots}
-                if all(counts[k] >= v for k, v in want.items()):
-                    break
-                await asyncio.sleep(0.02)
-        finally:
-            mon.cancel()
-            await asyncio.gather(mon, return_exceptions=True)
-            publisher.close()
-        snapshot()
-        if progress is not None:
-            progress.n = progress.total
-            progress.refresh()
-            progress.close()
-        bodies = daemon.estimates()
-        zstats = daemon.stats()
+    # event time: the clock follows the photons' arrival times, which the driver
+    # paces in wall time
+    chain = (Chain(name="telescope", clock=ManualClock(), batch_size=512, flush_interval=0.05)
+             .driver("telescope", sim=sim, rate=args.rate, duration=args.duration, realtime=True)
+             .memory("slots", capacity=args.memory, coherence=tel.TelescopeCoherence(t2), name="telescope-memory")
+             .backend("telescope", sim=sim)
+             .daemon(config, resume=False))
+    _set_policy(chain, args, pairs, t2)
+    watch = _Watch(args, pairs, truth, dark, shadow_labels, bell_labels)
+    chain.monitor(watch, interval=0.25)
+    try:
+        res = await chain.run(duration=args.duration + 5.0)
+        watch.finish()
+    finally:
+        watch.close()
+    report, bodies, zstats, history = res.report, res.estimates, res.stats, watch.history
 
     counters = dict(report.counters)
     counters["daemon.records.shadow"] = int(bodies["visibility"].get("count", 0))
@@ -313,8 +317,9 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         s2 = 1.0 / (1 - dark) ** 2
         double = SquaredVisibilityEstimate(e2.pairs, e2.values * s2, e2.stderr * s2, e2.count)
     fits = _fits(args, array.uv(pairs), single, double)
-    ok = not report.errors and report.unaccounted == 0 and (single is not None or double is not None)
-    result = DemoResult(ok, truth, single, double, fits, counters, history=history, chain=chain)
+    # ok: no errors, every arrival accounted for, every record folded by the daemon
+    ok = res.ok and (single is not None or double is not None)
+    result = DemoResult(ok, truth, single, double, fits, counters, history=history, chain=stages)
     _print_report(args, sim, array, pairs, result, time.perf_counter() - t_start)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.no_plot:
@@ -322,8 +327,8 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
     result.files.append(_write_json(args, array, pairs, result))
     for f in result.files:
         print(f"wrote {f}")
-    if report.errors:
-        print(f"errors: {report.errors}", file=sys.stderr)
+    if res.errors:
+        print(f"errors: {res.errors}", file=sys.stderr)
     return result
 
 
