@@ -254,7 +254,7 @@ def depolarize_bell_codes(codes: np.ndarray, survival: np.ndarray, rng: np.rando
     return out
 
 
-def make_backend(name: str, **kw: Any) -> MeasurementBackend:
+def make_backend(name: str, /, **kw: Any) -> MeasurementBackend:
     """A backend by plugin name: ``make_backend("simulated", seed=1)``.
 
     Backends are entry points of the ``qsense.backends`` group

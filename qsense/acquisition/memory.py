@@ -491,7 +491,7 @@ class SlotMemory:
         )
 
 
-def make_memory(name: str, **kw: Any) -> QuantumMemory:
+def make_memory(name: str, /, **kw: Any) -> QuantumMemory:
     """A memory by plugin name: ``make_memory("simulated", capacity=2, t2=1e-3, clock=clk)``.
 
     Memories are entry points of the ``qsense.memories`` group
