@@ -153,3 +153,22 @@ def test_inconsistent_destinations_and_configs_are_refused():
     chain.open()
     with pytest.raises(ChainError, match="already run"):
         chain.open()
+
+
+def test_example_runs_as_its_docstring_says():
+    """examples/acquisition_chain.py, run with the first command of its docstring."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "acquisition_chain.py"
+    doc = script.read_text().split('"""')[1]
+    cmd = next(line.strip() for line in doc.splitlines() if line.strip().startswith("python examples/acquisition_chain.py"))
+    assert cmd == "python examples/acquisition_chain.py"
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=script.parents[1])
+    assert res.returncode == 0, res.stdout + res.stderr
+    sent, folded = map(int, re.search(r"records sent (\d+), folded by the daemon (\d+)", res.stdout).groups())
+    assert sent == folded > 10_000
+    assert "unaccounted 0" in res.stdout
+    assert float(res.stdout.rsplit("largest |pull|:", 1)[1]) < 4.5, res.stdout
