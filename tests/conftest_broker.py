@@ -24,15 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from peer_data import in_ci
 
 from qsense.streaming.transport import MqttSettings
 
 USERNAME = "qsense"
 PASSWORD = "correct horse battery staple"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def require_tool(name: str, *extra_paths: str) -> str:
@@ -41,7 +38,7 @@ def require_tool(name: str, *extra_paths: str) -> str:
     if path:
         return path
     msg = f"`{name}` is not installed (apt-get install {name}); the MQTT tests need a real broker"
-    if _in_ci():
+    if in_ci():
         pytest.fail(msg + " -- CI=true, refusing to skip", pytrace=False)
     pytest.skip(msg)
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from peer_data import reference_dir
 
 from qsense.apps.cli import COMMANDS, build_parser, main
-
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "huang2020"
 
 
 def test_help_lists_every_command():
@@ -34,6 +32,7 @@ def test_command_help(name, capsys):
 
 
 def test_estimate_reference_files(capsys):
+    REF = reference_dir("huang2020")
     rc = main([
         "estimate", str(REF / "measurement.txt"), "--observables-file", str(REF / "observables.txt"),
         "--method", "matched", "-s", "0,1", "-s", "1,2",

@@ -6,21 +6,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from peer_data import reference_dir
 
 import qsense
 from qsense.streaming import reference
 
-# shared/ lies beside the repository checkout (locally and in CI)
-REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "huang2020"
+
+@pytest.fixture(scope="module")
+def REF() -> Path:
+    return reference_dir("huang2020")
 
 
 @pytest.fixture(scope="module")
-def data():
-    assert REF.exists(), f"reference data not found at {REF}"
+def data(REF):
     return reference.read_measurements(REF / "measurement.txt")
 
 
-def test_matched_ratio_reproduces_reference_observables(data):
+def test_matched_ratio_reproduces_reference_observables(REF, data):
     n, obs = reference.read_observables(REF / "observables.txt")
     assert n == data.n == 10 and data.T == 20000
     expected = np.loadtxt(REF / "expected_observables.txt")
@@ -32,7 +34,7 @@ def test_matched_ratio_reproduces_reference_observables(data):
     np.testing.assert_allclose(est.estimate().values, expected, atol=1e-6, rtol=0)
 
 
-def test_entropies_within_statistical_error(data):
+def test_entropies_within_statistical_error(REF, data):
     _, subs = reference.read_subsystems(REF / "subsystems.txt")
     expected = np.loadtxt(REF / "expected_subsystem_entropies.txt")
     est = qsense.ShadowPurity(subs)
@@ -44,7 +46,7 @@ def test_entropies_within_statistical_error(data):
     assert e.values[4] == pytest.approx(1.061, abs=0.002)
 
 
-def test_round_trip_files(tmp_path, data):
+def test_round_trip_files(tmp_path, REF, data):
     p = tmp_path / "m.txt"
     reference.write_measurements(p, data[:100])
     back = reference.read_measurements(p)
