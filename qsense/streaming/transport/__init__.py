@@ -42,9 +42,7 @@ Modules (everything public is re-exported here):
   :class:`SeqVerdict`;
 * :mod:`.curve` -- :class:`CurveServerKeys`, :class:`CurveClientKeys`,
   :func:`generate_keypair`, :func:`start_authenticator`;
-* :mod:`.throttled_log` -- :class:`ThrottledLog` (rate-limited log lines);
-* :mod:`.context` -- the default ZeroMQ context sockets are made on;
-* :mod:`.json_bodies` -- JSON encoding of estimate bodies (ZeroMQ and MQTT).
+* :mod:`.throttled_log` -- :class:`ThrottledLog` (rate-limited log lines).
 """
 
 from __future__ import annotations

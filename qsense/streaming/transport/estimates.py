@@ -7,18 +7,24 @@ import asyncio
 import logging
 from typing import Any, Iterable, Mapping
 
+import msgspec
 import zmq
 import zmq.asyncio
 
-from .context import context_or_default
 from .curve import CurveClientKeys, CurveServerKeys
-from .json_bodies import decode_body, encode_body
+from .records import context_or_default
 
 __all__ = ["EstimatePublisher", "EstimateSubscriber"]
 
 log = logging.getLogger(__name__)
 
 _SNAPSHOT = b"SNAPSHOT"
+
+
+#: JSON of estimate bodies, shared with the MQTT publisher; NaN/inf become null
+#: (valid JSON for dashboards)
+encode_body = msgspec.json.Encoder().encode
+decode_body = msgspec.json.decode
 
 
 class EstimatePublisher:

@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .json_bodies import encode_body
+from .estimates import encode_body
 from .throttled_log import ThrottledLog
 
 __all__ = ["Backoff", "MqttSettings", "MqttEstimatePublisher"]

@@ -18,7 +18,6 @@ import zmq.asyncio
 from qsense.records import BellBatch, ShadowBatch
 
 from ..wire import REASONS, Message, WireFormatError, decode_message, encode
-from .context import context_or_default
 from .curve import CurveClientKeys, CurveServerKeys
 from .throttled_log import ThrottledLog
 
@@ -31,6 +30,12 @@ DEFAULT_HWM = 64
 #: Largest frame a receiver accepts; ZeroMQ drops the connection of a peer
 #: that sends more, so garbage cannot make us buffer gigabytes.
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def context_or_default(context: zmq.asyncio.Context | None) -> zmq.asyncio.Context:
+    """``context``, or the shared ``zmq.asyncio.Context.instance()`` when it is ``None``
+    (the estimate sockets use it too)."""
+    return context if context is not None else zmq.asyncio.Context.instance()
 
 
 class RecordPublisher:
