@@ -164,7 +164,8 @@ def test_unknown_plugin_names_are_refused_clearly():
 
 def test_no_import_strings_in_the_package():
     """Modules are imported by import statements or entry points, never by name strings."""
-    pattern = re.compile(r"import_module\(|__import__\(")
+    # import_module / __import__, or a "package.module:attribute" registry entry
+    pattern = re.compile(r"import_module\(|__import__\(|[\"']qsense\.[\w.]+:\w+[\"']")
     offenders = [
         str(p.relative_to(ROOT))
         for folder in ("qsense", "sims", "drivers")

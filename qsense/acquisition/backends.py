@@ -20,7 +20,8 @@ Backends here:
   density matrices); :func:`pennylane_shadows` / :func:`pennylane_bell` are the
   one-call versions.
 * ``qsense.sims.backend_sim.SimulatedBackend`` samples with the fast ``sims`` samplers
-  (:func:`make_backend` finds it by name, so the core never imports ``sims``).
+  (:func:`make_backend` finds it as the ``simulated`` plugin of the
+  ``qsense.backends`` entry-point group, so the core never imports ``sims``).
 
 Depolarizing memories have a structure both use (:func:`depolarize_shadow_bits`,
 :func:`depolarize_bell_codes`): a qubit depolarized for time τ is untouched with
@@ -62,13 +63,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: name -> "module:attribute", imported only when asked for
-BACKENDS = {
-    "simulated": "qsense.sims.backend_sim:SimulatedBackend",
-    "pennylane": "qsense.acquisition.backends:PennyLaneBackend",
-}
-
 
 @dataclass(frozen=True, eq=False)
 class MeasurementPlan:

@@ -67,13 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: name -> "module:attribute", imported only when asked for (the core never
-#: imports ``sims`` at import time)
-MEMORIES = {
-    "simulated": "qsense.sims.memory_sim:SimulatedMemory",
-    "slots": "qsense.acquisition.memory:SlotMemory",
-}
-
 #: Policies for a ``put`` into a full memory.
 ON_FULL = ("reject", "evict_oldest", "block")
 
