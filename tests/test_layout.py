@@ -173,3 +173,31 @@ def test_no_import_strings_in_the_package():
         if pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_plugin_conflicts_and_broken_plugins(monkeypatch, caplog):
+    """Two distributions registering one name: the first wins, with a warning
+    naming both (the same target twice, as a stale editable install shows, is
+    silent); a plugin whose module cannot be imported is a PluginError with the cause."""
+    from importlib.metadata import EntryPoint
+
+    group = plugins.GROUPS["backend"]
+    eps = [
+        EntryPoint("lab", "qsense.sims.backend_sim:SimulatedBackend", group),
+        EntryPoint("lab", "qsense.sims.backend_sim:SimulatedBackend", group),
+        EntryPoint("lab", "other_pkg.backend:Other", group),
+        EntryPoint("broken", "no_such_package_qsense_test.backend:Backend", group),
+    ]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [ep for ep in eps if ep.group == group])
+    with caplog.at_level("WARNING", logger="qsense.plugins"):
+        found = plugins.available("backend")
+    assert list(found) == ["broken", "lab"]
+    assert found["lab"].value == "qsense.sims.backend_sim:SimulatedBackend"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "other_pkg.backend:Other" in warnings[0]
+    assert plugins.load("backend", "lab").__name__ == "SimulatedBackend"
+    with pytest.raises(plugins.PluginError, match=r"backend 'broken' \(no_such_package_qsense_test.backend:Backend\) cannot be loaded"):
+        plugins.load("backend", "broken")
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [])
+    with pytest.raises(plugins.PluginError, match="no memory plugins are installed"):
+        plugins.load("memory", "slots")
