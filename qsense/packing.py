@@ -1,0 +1,1 @@
+"""Bit-packed record layouts shared by the wire format, the archive and the counting kernels."""

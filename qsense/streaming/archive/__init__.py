@@ -1,0 +1,1 @@
+"""The record archive: every accepted batch, durable, answerable later."""
