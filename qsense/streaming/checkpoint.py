@@ -51,8 +51,9 @@ class Checkpoint(msgspec.Struct):
 
     daemon: str
     written_at: float
-    #: per source: {"epoch": int, "seq": last accepted seq}
-    sources: dict[str, dict[str, int]]
+    #: per source: the sequence tracker's marks (``SequenceTracker.marks()``):
+    #: at least {"epoch": int, "seq": highest accepted seq}, plus its dedup windows
+    sources: dict[str, dict[str, Any]]
     estimators: dict[str, EstimatorState]
     #: the estimate publisher's counter, so that pub_seq keeps increasing
     pub_seq: int = 0
