@@ -128,12 +128,14 @@ def test_sequence_tracker_gaps_duplicates_restarts(caplog):
         assert tr.observe("a", 1, epoch=7, records=10) is SeqVerdict.OK
         assert tr.observe("a", 4, epoch=7, records=10) is SeqVerdict.GAP
         assert tr.observe("a", 4, epoch=7, records=10) is SeqVerdict.DUPLICATE
+        assert tr.observe("a", 2, epoch=7, records=10) is SeqVerdict.LATE  # fills one hole of the gap, once
         assert tr.observe("a", 2, epoch=7, records=10) is SeqVerdict.DUPLICATE
         assert tr.observe("a", 0, epoch=8, records=10) is SeqVerdict.RESTART
+        assert tr.observe("a", 1, epoch=7, records=10) is SeqVerdict.DUPLICATE  # a replay of the old run
         assert tr.observe("b", 5, records=3) is SeqVerdict.FIRST
     s = tr.as_dict()["a"]
-    assert (s["batches"], s["records"], s["gaps"], s["missing"], s["duplicates"], s["restarts"]) == (4, 40, 1, 2, 2, 1)
-    assert tr.totals()["records"] == 43
+    assert (s["batches"], s["records"], s["gaps"], s["missing"], s["duplicates"], s["restarts"], s["late"]) == (5, 50, 1, 1, 3, 1, 1)
+    assert tr.totals()["records"] == 53
     text = caplog.text
     assert "gap on source 'a': 2 batch(es) missing (seq 2..3)" in text and "duplicate" in text and "restarted" in text
 
