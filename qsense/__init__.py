@@ -20,6 +20,25 @@ from .records import BellBatch, ShadowBatch, concatenate
 
 __version__ = "0.1.0"
 
+#: Imported on first use: the archive needs pyarrow, which ``import qsense`` should not pay for.
+_LAZY = {
+    "open_archive": ("qsense.streaming.archive", "open_archive"),
+    "Archive": ("qsense.streaming.archive", "Archive"),
+    "ArchiveWriter": ("qsense.streaming.archive", "ArchiveWriter"),
+    "ArchiveError": ("qsense.streaming.archive", "ArchiveError"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qsense' has no attribute {name!r}")
+
 __all__ = [
     "ShadowBatch",
     "BellBatch",
@@ -39,4 +58,8 @@ __all__ = [
     "encode",
     "decode",
     "WireFormatError",
+    "open_archive",
+    "Archive",
+    "ArchiveWriter",
+    "ArchiveError",
 ]

@@ -57,6 +57,9 @@ class Checkpoint(msgspec.Struct):
     estimators: dict[str, EstimatorState]
     #: the estimate publisher's counter, so that pub_seq keeps increasing
     pub_seq: int = 0
+    #: the last record-archive position folded into these estimator states
+    #: (-1: none, or no archive); a restart replays the archive after it
+    archive_pos: int = -1
     format_version: int = FORMAT_VERSION
 
 

@@ -26,6 +26,9 @@ exercised by ``examples/daemon_config.toml``::
                       reconnect_min, reconnect_max
     [curve]           server_secret_key, authorized_keys
     [checkpoint]      path, period
+    [archive]         path, fsync = "group" | "batch", commit_interval,
+                      segment_mb, segment_seconds, retention_gb,
+                      retention_days, capacity_gb
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ __all__ = [
     "BrokerConfig",
     "CurveConfig",
     "CheckpointConfig",
+    "ArchiveConfig",
     "load_config",
     "parse_config",
     "ESTIMATOR_TYPES",
@@ -175,6 +179,22 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """``[archive]``: every accepted batch is stored here before it is acknowledged."""
+
+    path: Path
+    #: "group": one fsync per commit_interval for everything received meanwhile;
+    #: "batch": one fsync per received message (slower, lower latency per batch)
+    fsync: str = "group"
+    commit_interval: float = 0.05
+    segment_bytes: int = 256 << 20
+    segment_seconds: float = 3600.0
+    retention_bytes: int | None = None
+    retention_seconds: float | None = None
+    capacity_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     """The whole configuration (see the module docstring)."""
 
@@ -192,6 +212,7 @@ class DaemonConfig:
     broker: BrokerConfig | None = None
     curve: CurveConfig | None = None
     checkpoint: CheckpointConfig | None = None
+    archive: ArchiveConfig | None = None
     source_file: Path | None = field(default=None, compare=False)
 
 
@@ -293,6 +314,12 @@ def _positive_int(v: Any) -> int:
 def _seconds(v: Any, allow_zero: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise _Bad(f"expected a {'non-negative' if allow_zero else 'positive'} number of seconds, got {_show(v)}")
+    return float(v)
+
+
+def _positive_number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        raise _Bad(f"expected a positive number, got {_show(v)}")
     return float(v)
 
 
@@ -547,6 +574,27 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
             path=ck.get("path", ck.path_value, required=True), period=ck.get("period", _seconds, 10.0)
         )
         ck.done()
+    ar = top.sub("archive")
+    if ar is not None:
+        size = lambda unit: (lambda v: int(_positive_number(v) * unit))  # noqa: E731
+        kw["archive"] = ArchiveConfig(
+            path=ar.get("path", ar.path_value, required=True),
+            fsync=ar.get("fsync", _choice("group", "batch"), "group"),
+            commit_interval=ar.get("commit_interval", lambda v: _seconds(v, allow_zero=True), 0.05),
+            segment_bytes=ar.get("segment_mb", size(1 << 20), 256 << 20),
+            segment_seconds=ar.get("segment_seconds", _seconds, 3600.0),
+            retention_bytes=ar.get("retention_gb", size(1 << 30), None),
+            retention_seconds=ar.get("retention_days", lambda v: _seconds(v) * 86400.0, None),
+            capacity_bytes=ar.get("capacity_gb", size(1 << 30), None),
+        )
+        if (kw["archive"].retention_bytes or kw["archive"].retention_seconds) and top.sub("checkpoint") is None:
+            ar.fail("retention needs a [checkpoint]: a restart without one rebuilds the estimates from the whole archive, "
+                    "so nothing could ever be deleted", "retention_gb")
+        if kw["archive"].commit_interval > 10:
+            ar.fail("at most 10 seconds (acknowledgements wait for the commit)", "commit_interval")
+        if kw["archive"].path.exists() and not kw["archive"].path.is_dir():
+            ar.fail(f"{kw['archive'].path} exists and is not a directory", "path")
+        ar.done()
     top.done()
     # no inputs at all is legal: in-process users feed EstimationDaemon.ingest()
     return DaemonConfig(**kw, source_file=None)

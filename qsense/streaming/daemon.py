@@ -30,6 +30,8 @@ a gap).  SIGTERM/SIGINT: stop receiving, drain what is queued (up to
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -45,8 +47,9 @@ from qsense.estimators.purity import ShadowPurity
 from qsense.estimators.shadow import ShadowEstimator
 from qsense.records import BellBatch, ShadowBatch, concatenate
 
+from .archive import ArchiveError, ArchiveWriter, open_archive
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
-from .config import DaemonConfig, EstimatorConfig, load_config, parse_config
+from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
 from .transport import (
     CurveServerKeys,
@@ -62,8 +65,11 @@ __all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError"]
 
 log = logging.getLogger(__name__)
 
-#: The module providing ``MqttDetectorSource`` (looked up by name: qsense core
-#: does not import ``drivers``).
+#: Batches stored but not yet durable before the inputs wait for a commit.
+MAX_PENDING_BATCHES = 1024
+#: Recently folded batches kept in memory, so a back-filled estimator catches
+#: up with the live stream without re-reading the open segment.
+RECENT_BATCHES = 256
 
 
 class DaemonError(RuntimeError):
@@ -87,6 +93,10 @@ class EstimatorSlot:
         self.last_seq: dict[str, int] = {}  # source -> last seq folded in
         self.last_update = 0.0
         self.last_record_time: float | None = None  # timestamp of the newest record folded in
+        #: False while the slot is being back-filled from the archive (not fed, not published, not checkpointed)
+        self.live = True
+        #: whether its state came from a checkpoint
+        self.restored = False
         self._log = ThrottledLog(log)
 
     def _make(self) -> Any:
@@ -175,6 +185,7 @@ class EstimatorSlot:
             self.est = cls.from_bytes(st.state)
         except ValueError as exc:
             raise CheckpointError(f"estimator {self.name!r}: unusable checkpoint state: {exc}") from None
+        self.restored = True
         return True
 
 
@@ -234,9 +245,24 @@ class EstimationDaemon:
         self._stop = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
+        self._started_ok = False
         self._ckpt_lock = asyncio.Lock()
         self._acknowledged: dict[str, dict[str, int]] = {}
         self._update_hist = {s.name: self.metrics.update_seconds.labels(s.name) for s in self.slots}
+        # -- the record archive (None without [archive]) --
+        self.archive: ArchiveWriter | None = None
+        #: last archive position folded into the estimators (what a checkpoint includes)
+        self.folded_pos = -1
+        self.archive_counts = {"stored": 0, "duplicates": 0, "refused": 0, "commits": 0, "commit_failures": 0,
+                               "replayed": 0, "acks": 0}
+        self._pending: list[tuple[int, ShadowBatch | BellBatch, Any, tuple]] = []  # stored, not yet durable
+        self._dup_acks: list[tuple[Any, tuple]] = []  # duplicates to acknowledge after the next commit
+        self._commit_wanted = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._commit_lock = asyncio.Lock()
+        self._seal_task: asyncio.Future | None = None
+        self._recent: collections.deque = collections.deque(maxlen=RECENT_BATCHES)
+        self._archive_log = ThrottledLog(log)
 
     # -- ingest -----------------------------------------------------------------------------
     def ingest(self, batch: ShadowBatch | BellBatch, *, epoch: int = 0) -> bool:
@@ -258,13 +284,29 @@ class EstimationDaemon:
         snapshot by snapshot), so this only saves the kernels' per-call
         overhead when producers send small batches.
         """
+        if self.archive is not None:
+            # in-process callers get the archive's guarantee too: stored, fsync-ed, then folded
+            admitted = self._admit([(b, e, None) for b, e in items])
+            if admitted or self._dup_acks:
+                ticket = self.archive.begin_sync()
+                self.archive.run_sync(ticket)
+                self.archive.end_sync(ticket)
+                self._complete_commit()
+            return len(admitted)
         accepted = []
         for batch, epoch in items:
             if self.tracker.observe(batch.source, batch.seq, epoch, batch.T).accepted:
                 accepted.append(batch)
+        self._fold(accepted)
+        return len(accepted)
+
+    def _fold(self, accepted: Sequence[ShadowBatch | BellBatch], slots: Sequence[EstimatorSlot] | None = None) -> None:
+        """Update the live estimators (or ``slots``) with accepted batches, consecutive runs on the same wires joined."""
         if not accepted:
-            return 0
-        for slot in self.slots:
+            return
+        for slot in (self.slots if slots is None else slots):
+            if slots is None and not slot.live:
+                continue
             mine = [b for b in accepted if slot.wants(b)]
             i = 0
             while i < len(mine):
@@ -273,7 +315,255 @@ class EstimationDaemon:
                     j += 1
                 self._update(slot, mine[i:j])
                 i = j
-        return len(accepted)
+
+    # -- the archive: store, make durable, then fold and acknowledge ---------------------
+    def _admit(self, items: Sequence[tuple[ShadowBatch | BellBatch, int, Any]]) -> list:
+        """Store the batches not yet in the archive (one message); returns those admitted.
+
+        ``items``: ``(batch, epoch, ack)`` where ``ack`` is ``(receiver, peer)``
+        for a sender that wants an acknowledgement, else None.  The archive's
+        index decides what is a duplicate -- it remembers every (source,
+        epoch, seq) ever stored -- so a resend is recognised whatever the
+        sequence tracker's window; the tracker still counts gaps and restarts.
+        A batch the archive cannot store is refused: not folded, not
+        acknowledged (the sender keeps it and resends).
+        """
+        assert self.archive is not None
+        new, keys = [], set()
+        for batch, epoch, ack in items:
+            self.tracker.observe(batch.source, batch.seq, epoch, batch.T)
+            key = (batch.source, int(epoch), int(batch.seq))
+            if key in keys or self.archive.contains(*key):
+                self.archive_counts["duplicates"] += 1
+                if ack is not None:
+                    self._dup_acks.append((ack, key))
+                continue
+            keys.add(key)
+            new.append((batch, int(epoch), ack, key))
+        if new:
+            try:
+                positions = self.archive.append_many([(b, e) for b, e, _, _ in new])
+            except ArchiveError as exc:
+                self.archive_counts["refused"] += len(new)
+                self._archive_log.log(logging.ERROR, "refused", "archive cannot store %d batch(es) (%s); not acknowledging "
+                                      "them: senders keep and resend them", len(new), exc)
+                new = []
+            else:
+                self.archive_counts["stored"] += len(new)
+                for (batch, _, ack, key), pos in zip(new, positions):
+                    self._pending.append((pos, batch, ack, key))
+        if self._pending or self._dup_acks:
+            self._commit_wanted.set()
+        return new
+
+    async def _commit(self) -> None:
+        """One group commit: fsync what is stored, then fold and acknowledge exactly that."""
+        assert self.archive is not None
+        async with self._commit_lock:
+            if not self._pending and not self._dup_acks:
+                return
+            ticket = self.archive.begin_sync()
+            try:
+                await asyncio.to_thread(self.archive.run_sync, ticket)
+            except ArchiveError as exc:
+                self.archive_counts["commit_failures"] += 1
+                self._archive_log.log(logging.ERROR, "fsync", "archive commit failed (%s); nothing acknowledged, retrying", exc)
+                await asyncio.sleep(0.5)
+                self._commit_wanted.set()
+                return
+            self.archive.end_sync(ticket)
+            self._complete_commit(upto=ticket[1])
+        if self.archive.maybe_rotate() or self.archive.pending_seals:
+            self._schedule_seal()
+
+    def _complete_commit(self, upto: int | None = None) -> None:
+        """Fold and acknowledge the stored batches now durable (positions <= ``upto``)."""
+        if upto is None:
+            done, self._pending = self._pending, []
+        else:
+            k = 0
+            while k < len(self._pending) and self._pending[k][0] <= upto:
+                k += 1
+            done, self._pending = self._pending[:k], self._pending[k:]
+        acks, self._dup_acks = self._dup_acks, []
+        self._fold([b for _, b, _, _ in done])
+        if done:
+            self.folded_pos = done[-1][0]
+            self._recent.extend((pos, b) for pos, b, _, _ in done)
+        self._send_acks([(ack, key) for _, _, ack, key in done if ack is not None] + acks)
+        self.archive_counts["commits"] += 1
+        self._committed.set()
+        self._committed = asyncio.Event()
+
+    def _send_acks(self, acks: Sequence[tuple[Any, tuple]]) -> None:
+        by_peer: dict[tuple[int, bytes], tuple[Any, list]] = {}
+        for (rx, peer), key in acks:
+            by_peer.setdefault((id(rx), peer), (rx, []))[1].append(key)
+        for (_, peer), (rx, keys) in by_peer.items():
+            try:
+                rx.ack(peer, keys)
+            except Exception as exc:  # noqa: BLE001 -- a vanished peer resends; never stop receiving for it
+                log.debug("acknowledgement to a peer failed: %s", exc)
+            self.archive_counts["acks"] += len(keys)
+
+    def _schedule_seal(self) -> None:
+        if self.archive is None or (self._seal_task is not None and not self._seal_task.done()):
+            return
+
+        async def seal() -> None:
+            try:
+                await asyncio.to_thread(self.archive.seal_pending)  # type: ignore[union-attr]
+            except Exception:  # noqa: BLE001 -- the .arrows file stays readable; retried at the next rotation
+                log.exception("sealing an archive segment failed")
+
+        self._seal_task = asyncio.get_running_loop().create_task(seal(), name="qsense-archive-seal")
+
+    async def _commit_loop(self) -> None:
+        assert self.config.archive is not None
+        interval = self.config.archive.commit_interval
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            if interval > 0:
+                await asyncio.sleep(interval)  # group commit: what arrives meanwhile shares the fsync
+            await self._commit()
+
+    async def _wait_commit_room(self) -> None:
+        """Back-pressure on the inputs while too much is stored but not yet durable."""
+        while len(self._pending) >= MAX_PENDING_BATCHES:
+            self._commit_wanted.set()
+            await self._committed.wait()
+
+    def _open_archive(self) -> None:
+        ac = self.config.archive
+        assert ac is not None
+        try:
+            self.archive = ArchiveWriter(ac.path, segment_bytes=ac.segment_bytes, segment_seconds=ac.segment_seconds,
+                                         retention_bytes=ac.retention_bytes, retention_seconds=ac.retention_seconds,
+                                         capacity_bytes=ac.capacity_bytes)
+        except ArchiveError as exc:
+            raise DaemonError(f"archive: {exc}") from None
+        self.archive.protect_pos = self.folded_pos
+
+    def _replay(self) -> None:
+        """Fold the archive after the checkpoint (and all of it into estimators the checkpoint lacks)."""
+        assert self.archive is not None
+        full = [s for s in self.slots if not s.restored] if self.resumed_from is not None else []
+        start = -1 if full else self.folded_pos
+        last = self.archive.durable_pos
+        if last < self.folded_pos:
+            log.warning("checkpoint includes archive position %d but the archive ends at %d: its estimates include "
+                        "batches no longer in the archive", self.folded_pos, last)
+        n = 0
+        t0 = time.perf_counter()
+        for e in open_archive(self.archive.path).entries(after=start, upto=last):
+            if e.pos > self.folded_pos:
+                self.tracker.observe(e.batch.source, e.batch.seq, e.epoch, e.batch.T)
+                self._fold([e.batch])
+                self.folded_pos = e.pos
+                n += 1
+            elif full:
+                self._fold([e.batch], slots=full)
+        self.archive_counts["replayed"] = n
+        if n or full:
+            log.info("replayed %d archived batch(es) after position %d%s in %.2fs", n, start if not full else self.folded_pos - n,
+                     f"; back-filled {', '.join(s.name for s in full)} from the whole archive" if full else "",
+                     time.perf_counter() - t0)
+
+    # -- estimators added while running -------------------------------------------------
+    async def add_estimator(self, cfg: EstimatorConfig) -> EstimatorSlot:
+        """Add an estimator to the running daemon, back-filled from the archive.
+
+        The new estimator first folds every archived batch up to the current
+        position (in a worker thread, while the daemon keeps receiving), then
+        catches up with what was folded meanwhile, then goes live: its
+        estimate equals one over the whole archive plus what arrives after.
+        Without an archive it starts empty (and says so).
+        """
+        if any(s.name == cfg.name for s in self.slots):
+            raise ValueError(f"an estimator named {cfg.name!r} exists already")
+        slot = EstimatorSlot(cfg)
+        self._update_hist[slot.name] = self.metrics.update_seconds.labels(slot.name)
+        if self.archive is None:
+            self.slots.append(slot)
+            log.info("estimator %r added; no [archive], so it starts from zero", slot.name)
+            return slot
+        slot.live = False
+        self.slots.append(slot)
+        t0 = time.perf_counter()
+        done = -1
+        path = self.archive.path
+
+        def fill(after: int, upto: int) -> None:
+            for e in open_archive(path).entries(after=after, upto=upto):
+                self._fold([e.batch], slots=[slot])
+
+        try:
+            while self.folded_pos - done > RECENT_BATCHES // 2:
+                target = self.folded_pos
+                await asyncio.to_thread(fill, done, target)
+                done = target
+            # the last few from memory, with no await before going live: nothing is folded in between
+            recent = [b for pos, b in self._recent if pos > done]
+            covered = not recent or min(pos for pos, _ in self._recent if pos > done) == done + 1
+            if covered:
+                self._fold(recent, slots=[slot])
+            else:
+                fill(done, self.folded_pos)
+        except BaseException:
+            self.slots.remove(slot)
+            raise
+        slot.live = True
+        log.info("estimator %r added and back-filled from the archive up to position %d (%d records) in %.2fs",
+                 slot.name, self.folded_pos, slot.count, time.perf_counter() - t0)
+        return slot
+
+    def remove_estimator(self, name: str) -> None:
+        """Stop and forget an estimator (its archived data stays)."""
+        self.slots = [s for s in self.slots if s.name != name]
+
+    async def reload(self, config: DaemonConfig | str | Path | Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+        """Apply a changed ``[[estimators]]`` list without a restart (SIGHUP does this).
+
+        New estimators are back-filled from the archive, removed ones dropped,
+        changed ones replaced (and back-filled).  Other sections need a
+        restart: a change there is logged and ignored.  Returns the names
+        ``{"added": [...], "removed": [...], "replaced": [...]}``.
+        """
+        if config is None:
+            if self.config.source_file is None:
+                raise ConfigError("this daemon was not started from a config file; nothing to reload")
+            config = self.config.source_file
+        if isinstance(config, (str, Path)):
+            new = load_config(config)
+        elif isinstance(config, DaemonConfig):
+            new = config
+        else:
+            new = parse_config(config)
+        others = [f.name for f in dataclasses.fields(DaemonConfig) if f.name not in ("estimators", "source_file")
+                  and getattr(new, f.name) != getattr(self.config, f.name)]
+        if others:
+            log.warning("reload: changes to %s need a restart; kept the running settings", ", ".join(others))
+        old = {s.name: s for s in self.slots}
+        wanted = {c.name: c for c in new.estimators}
+        out: dict[str, list[str]] = {"added": [], "removed": [], "replaced": []}
+        for name in list(old):
+            if name not in wanted:
+                self.remove_estimator(name)
+                out["removed"].append(name)
+        for name, c in wanted.items():
+            if name in old and old[name].cfg == c:
+                continue
+            if name in old:
+                self.remove_estimator(name)
+                out["replaced"].append(name)
+            else:
+                out["added"].append(name)
+            await self.add_estimator(c)
+        self.config = dataclasses.replace(self.config, estimators=tuple(s.cfg for s in self.slots))
+        log.info("reload: added %s, removed %s, replaced %s", out["added"] or "none", out["removed"] or "none",
+                 out["replaced"] or "none")
+        return out
 
     def _update(self, slot: EstimatorSlot, run: list[ShadowBatch | BellBatch]) -> None:
         t0 = time.perf_counter()
@@ -287,7 +577,7 @@ class EstimationDaemon:
     # -- state ------------------------------------------------------------------------------
     def estimates(self) -> dict[str, dict]:
         """Current estimate bodies by estimator name (as published)."""
-        return {s.name: s.body() for s in self.slots}
+        return {s.name: s.body() for s in self.slots if s.live}
 
     def stats(self) -> dict[str, Any]:
         """All counters (the Prometheus collector and the status message read this)."""
@@ -311,6 +601,8 @@ class EstimationDaemon:
             "published": dict(self.published),
             "mqtt_clients": clients,
             "checkpoint": dict(self.checkpoints) if self.config.checkpoint else {},
+            "archive": ({**self.archive.stats(), **self.archive_counts, "folded_pos": self.folded_pos,
+                         "pending": len(self._pending)} if self.archive is not None else {}),
         }
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -319,6 +611,7 @@ class EstimationDaemon:
         if self._started:
             return
         self._started = True
+        self._started_ok = False
         cfg = self.config
         try:
             if cfg.kernel_threads is not None and cfg.kernel_threads != kernels.get_threads():
@@ -326,6 +619,9 @@ class EstimationDaemon:
                 kernels.set_threads(cfg.kernel_threads)
             if cfg.checkpoint is not None and self.resume:
                 self._restore(cfg.checkpoint.path)
+            if cfg.archive is not None:
+                self._open_archive()
+                self._replay()
             if self._ctx is None:
                 self._ctx = zmq.asyncio.Context()
             curve = None
@@ -334,8 +630,9 @@ class EstimationDaemon:
                 self._auth = start_authenticator(self._ctx, cfg.curve.authorized_keys)
             for zc in cfg.zmq_inputs:
                 try:
+                    # acknowledged by the daemon itself: after the durable write with an archive, after folding without
                     rx = RecordReceiver(zc.endpoint, bind=zc.bind, hwm=zc.hwm, max_message_bytes=zc.max_message_bytes,
-                                        curve=curve if zc.curve else None, context=self._ctx, name=zc.name)
+                                        curve=curve if zc.curve else None, context=self._ctx, name=zc.name, auto_ack=False)
                 except zmq.ZMQError as exc:
                     raise DaemonError(f"input {zc.name}: cannot {'bind' if zc.bind else 'connect'} {zc.endpoint}: {exc}") from None
                 self._receivers.append(rx)
@@ -386,9 +683,12 @@ class EstimationDaemon:
             self._service_tasks.append(loop.create_task(self._publish_loop(), name="qsense-publish"))
             if cfg.checkpoint is not None:
                 self._service_tasks.append(loop.create_task(self._checkpoint_loop(), name="qsense-checkpoint"))
+            if self.archive is not None:
+                self._service_tasks.append(loop.create_task(self._commit_loop(), name="qsense-archive-commit"))
         except BaseException:
             await self._close_resources()
             raise
+        self._started_ok = True
         log.info("daemon %r running: %s", self.name, ", ".join(f"{k}={v}" for k, v in self.endpoints.items()) or "in-process only")
 
     def _restore(self, path: Path) -> None:
@@ -402,6 +702,7 @@ class EstimationDaemon:
                 slot.restore(st)
         self.tracker.restore(ckpt.sources)
         self.resumed_from = ckpt
+        self.folded_pos = ckpt.archive_pos
         self._acknowledged = {k: dict(v) for k, v in ckpt.sources.items()}
         log.info("resumed from checkpoint %s (written %.1fs ago): %s; sources %s", path, max(0.0, time.time() - ckpt.written_at),
                  ", ".join(f"{s.name}={s.count}" for s in self.slots),
@@ -439,6 +740,8 @@ class EstimationDaemon:
         drained = await self._drain()
         if drained:
             log.info("drained %d queued batch(es)", drained)
+        if self.archive is not None:
+            await self._commit()  # what was stored is made durable, folded and acknowledged before the checkpoint
         for t in self._service_tasks:
             if t.get_name() != "qsense-mqtt-out":
                 t.cancel()
@@ -449,6 +752,13 @@ class EstimationDaemon:
             log.exception("final publication failed")
         if self.config.checkpoint is not None:
             await self.checkpoint()
+        if self.archive is not None:
+            if self._seal_task is not None:
+                await asyncio.gather(self._seal_task, return_exceptions=True)
+            try:
+                await asyncio.to_thread(self.archive.close)
+            except Exception:  # noqa: BLE001 -- the open segment stays and is sealed on the next start
+                log.exception("closing the archive failed")
         if self._mqtt_out is not None:
             if not await self._mqtt_out.flush(timeout=min(5.0, self.config.drain_timeout + 1.0)):
                 log.warning("MQTT broker unreachable: the last estimates were not published there")
@@ -468,20 +778,25 @@ class EstimationDaemon:
         for src in self._mqtt_sources:
             await src.close()  # closes loose events into batches
             while (item := src.get_nowait()) is not None:
-                self.ingest(item.batch, epoch=item.epoch)
+                self._accept_items([(item.batch, item.epoch, None)])
                 n += 1
         for rx in self._receivers:
             while time.monotonic() < deadline:
                 items = []
                 while len(items) < 64 and (msg := await rx.recv_nowait()) is not None:
-                    items.append((msg.batch, msg.epoch))
+                    items.append((msg.batch, msg.epoch, _ack_ref(rx, msg)))
                 if not items:
                     break
-                self.ingest_many(items)
+                self._accept_items(items)
                 n += len(items)
         return n
 
     async def _close_resources(self) -> None:
+        if self.archive is not None:  # a no-op after a clean close; releases the lock after a failed start
+            try:
+                self.archive.close(seal_open=False)
+            except Exception:  # noqa: BLE001
+                log.exception("releasing the archive failed")
         for src in self._mqtt_sources:
             await src.close()
         for t in self._service_tasks:
@@ -512,14 +827,18 @@ class EstimationDaemon:
     async def _zmq_loop(self, rx: RecordReceiver) -> None:
         limit = self.config.coalesce_records
         while True:
+            if self.archive is not None:
+                await self._wait_commit_room()
             msg = await rx.recv()
-            items, records = [(msg.batch, msg.epoch)], msg.batch.T
+            items, records = [(msg.batch, msg.epoch, _ack_ref(rx, msg))], msg.batch.T
             # take what is already queued (recv_nowait never suspends, so a
             # cancellation cannot strike between receiving and ingesting)
             while records < limit and (more := await rx.recv_nowait()) is not None:
-                items.append((more.batch, more.epoch))
+                items.append((more.batch, more.epoch, _ack_ref(rx, more)))
                 records += more.batch.T
-            self.ingest_many(items)
+            self._accept_items(items)
+            if self.archive is not None and self.config.archive.fsync == "batch":  # type: ignore[union-attr]
+                await self._commit()
             # a queued message makes recv() return without suspending; yield so
             # that publishing and checkpoints run while data pours in
             await asyncio.sleep(0)
@@ -527,13 +846,24 @@ class EstimationDaemon:
     async def _mqtt_loop(self, src: Any) -> None:
         limit = self.config.coalesce_records
         while True:
+            if self.archive is not None:
+                await self._wait_commit_room()
             item = await src.get()
-            items, records = [(item.batch, item.epoch)], item.batch.T
+            items, records = [(item.batch, item.epoch, None)], item.batch.T
             while records < limit and (more := src.get_nowait()) is not None:
-                items.append((more.batch, more.epoch))
+                items.append((more.batch, more.epoch, None))
                 records += more.batch.T
-            self.ingest_many(items)
+            self._accept_items(items)
             await asyncio.sleep(0)
+
+    def _accept_items(self, items: list[tuple[ShadowBatch | BellBatch, int, Any]]) -> None:
+        """Inputs' batches in: through the archive (stored now; folded and acknowledged at the
+        commit), or without one sequence-checked, folded and acknowledged at once."""
+        if self.archive is not None:
+            self._admit(items)
+            return
+        self.ingest_many([(b, e) for b, e, _ in items])
+        self._send_acks([(ack, (b.source, int(e), int(b.seq))) for b, e, ack in items if ack is not None])
 
     async def _publish_loop(self) -> None:
         # publish at once too, so that snapshots and retained topics show the
@@ -564,7 +894,7 @@ class EstimationDaemon:
     async def publish_estimates(self) -> None:
         """Publish every estimator's current body and the status once."""
         now = time.time()
-        bodies = {s.name: {"daemon": self.name, "time": now, **s.body()} for s in self.slots}
+        bodies = {s.name: {"daemon": self.name, "time": now, **s.body()} for s in self.slots if s.live}
         status = self.status()
         if self._publisher is not None:
             prefix = self.config.zmq_output.topic_prefix  # type: ignore[union-attr]
@@ -588,11 +918,13 @@ class EstimationDaemon:
             t0 = time.perf_counter()
             # captured in one synchronous step: estimator states and the seq marks agree
             marks = self.tracker.marks()
+            archive_pos = self.folded_pos
             try:
                 ckpt = Checkpoint(
                     daemon=self.name, written_at=time.time(), sources=marks,
-                    estimators={s.name: s.state() for s in self.slots},
+                    estimators={s.name: s.state() for s in self.slots if s.live},
                     pub_seq=self._publisher.pub_seq if self._publisher is not None else 0,
+                    archive_pos=archive_pos,
                 )
                 # the file write and fsync run in a worker thread so the loop keeps receiving
                 size = await asyncio.to_thread(write_checkpoint, path, ckpt)
@@ -604,6 +936,13 @@ class EstimationDaemon:
             self.checkpoints["last_success"] = ckpt.written_at
             self.checkpoints["bytes"] = size
             self._acknowledged = marks
+            if self.archive is not None:
+                self.archive.protect_pos = archive_pos  # retention may now delete what this checkpoint includes
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
             log.debug("checkpoint written to %s (%d bytes)", path, size)
             return path
+
+
+def _ack_ref(rx: RecordReceiver, msg: Any) -> tuple[RecordReceiver, bytes] | None:
+    """Where to send a message's acknowledgement, if its sender asked for one."""
+    return (rx, msg.peer) if getattr(msg, "wants_ack", False) else None

@@ -1,0 +1,281 @@
+"""Reading an archive back: batches any estimator takes, filtered by source, time, kind, wires, position.
+
+:func:`open_archive` works on a finished archive and on one a daemon is
+writing right now (then the open segment's last message may be mid-write:
+that is expected and not reported as damage).  Damage -- a torn tail left by
+a crash, a row whose checksum fails, an unreadable Parquet file or row group
+-- is logged once per place, counted in :attr:`Archive.problems`, and
+skipped: the rest of the archive stays readable.
+
+Memory is bounded by one Parquet row group (:data:`~qsense.streaming.archive.segments.ROW_GROUP_BYTES`)
+or one open segment, never by the archive; batches are views on the Arrow
+buffers (the packed planes go to the counting kernels without unpacking).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qsense.records import BellBatch, ShadowBatch
+
+from .index import RunIndex
+from .manifest import INDEX, SEGMENTS, is_live, read_manifest
+from .schema import Entry, RowProblem, rows_to_entries
+from .segments import list_segments, scan_stream, segment_path
+
+__all__ = ["Archive", "open_archive"]
+
+log = logging.getLogger(__name__)
+
+Batch = Union[ShadowBatch, BellBatch]
+
+
+def _as_set(value: str | Iterable[str] | None) -> set[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return {value}
+    return set(value)
+
+
+class Archive:
+    """A record archive opened for reading (see :func:`open_archive`).
+
+    Parameters
+    ----------
+    path:
+        the archive directory.
+    verify:
+        check every row's CRC-32 (default).  Off only for trusted data.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, verify: bool = True) -> None:
+        self.path = Path(path)
+        self.manifest = read_manifest(self.path)
+        self.verify = verify
+        self.problems: dict[str, int] = {}
+        self._reported: set[tuple[str, str]] = set()
+        self._index: RunIndex | None = None
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.path)!r})"
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def _problem(self, reason: str, where: str, message: str) -> None:
+        self.problems[reason] = self.problems.get(reason, 0) + 1
+        if (reason, where) not in self._reported:
+            self._reported.add((reason, where))
+            log.warning("archive %s: %s: %s", self.path, where, message)
+
+    @property
+    def live(self) -> bool:
+        """Whether a writer holds the archive right now."""
+        return is_live(self.path)
+
+    def index(self) -> RunIndex:
+        """The index of the sealed segments (``index.parquet``), loaded once."""
+        if self._index is None:
+            idx = RunIndex()
+            f = self.path / INDEX
+            if f.exists():
+                try:
+                    idx.load_table(pq.read_table(f))
+                except Exception as exc:  # noqa: BLE001 -- then every segment is simply read
+                    self._problem("invalid", INDEX, f"unreadable index ({exc}); reading every segment")
+                    idx = RunIndex()
+            self._index = idx
+        return self._index
+
+    def segments(self) -> list[tuple[int, Path, bool]]:
+        """``(id, path, sealed)`` of the segments present now."""
+        return list_segments(self.path / SEGMENTS)
+
+    # -- reading -----------------------------------------------------------------------
+    def entries(
+        self,
+        *,
+        source: str | Iterable[str] | None = None,
+        kind: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        wires: Sequence | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+    ) -> Iterator[Entry]:
+        """Stored batches with their position, epoch and arrival time, in position order per segment.
+
+        ``source``: a name or names; ``kind``: ``"shadow"`` or ``"bell"``;
+        ``since``/``until``: record timestamps (seconds, the batches' ``t``),
+        ``since <= t < until``, batches cut where they straddle a bound;
+        ``wires``: only batches on exactly these wires; ``after``/``upto``:
+        positions ``after < pos <= upto`` (replay after a checkpoint).
+        """
+        sources = _as_set(source)
+        want_wires = None if wires is None else tuple(wires)
+        idx = self.index()
+        for sid, path, sealed in self.segments():
+            info = idx.segments.get(sid) if sealed else None
+            if info is not None:
+                if info.deleted:
+                    continue
+                lo, hi = info.pos_range
+                if (after is not None and hi <= after) or (upto is not None and lo > upto):
+                    continue
+                if sources is not None and not (info.sources & sources):
+                    continue
+                t_lo, t_hi = info.t_range
+                if (since is not None and t_hi < since) or (until is not None and t_lo >= until):
+                    continue
+            tables = self._sealed_tables(sid, path) if sealed else self._open_tables(sid, path)
+            for rb in tables:
+                rb = self._select(rb, sources, kind, since, until, after, upto)
+                if rb is None:
+                    continue
+                for item in rows_to_entries(rb, verify=self.verify):
+                    if isinstance(item, RowProblem):
+                        self._problem(item.reason, path.name, f"{item}; row skipped")
+                        continue
+                    if want_wires is not None and item.batch.wires != want_wires:
+                        continue
+                    if since is not None or until is not None:
+                        item = _cut(item, since, until)
+                        if item is None:
+                            continue
+                    yield item
+
+    def batches(self, source: str | Iterable[str] | None = None, since: float | None = None, until: float | None = None,
+                **kw) -> Iterator[Batch]:
+        """The stored batches (``ShadowBatch`` or ``BellBatch``), filtered as :meth:`entries`."""
+        for e in self.entries(source=source, since=since, until=until, **kw):
+            yield e.batch
+
+    __iter__ = batches
+
+    def _sealed_tables(self, sid: int, path: Path) -> Iterator[pa.RecordBatch]:
+        try:
+            pf = pq.ParquetFile(path)
+        except FileNotFoundError:  # deleted by retention while we read
+            return
+        except Exception as exc:  # noqa: BLE001 -- a damaged footer: skip this segment only
+            self._problem("unreadable_segment", path.name, f"unreadable Parquet segment ({type(exc).__name__}: {exc}); skipped")
+            return
+        for g in range(pf.num_row_groups):
+            try:
+                table = pf.read_row_group(g)
+            except Exception as exc:  # noqa: BLE001
+                self._problem("unreadable_row_group", f"{path.name}#{g}", f"row group {g} unreadable "
+                              f"({type(exc).__name__}: {exc}); skipped")
+                continue
+            yield from table.combine_chunks().to_batches()
+
+    def _open_tables(self, sid: int, path: Path) -> Iterator[pa.RecordBatch]:
+        scan = scan_stream(path)
+        if scan.total_bytes == 0 and not path.exists():
+            # sealed between listing and reading: read the Parquet form instead
+            yield from self._sealed_tables(sid, segment_path(path.parent, sid, sealed=True))
+            return
+        if scan.problem is not None:
+            if self.live and scan.valid_bytes and "unreadable message" in scan.problem:
+                log.debug("archive %s: %s ends mid-write (live archive)", self.path, path.name)
+            else:
+                self._problem("torn_tail", path.name, f"{scan.problem}; the rest of this segment is skipped")
+        yield from scan.batches
+
+    @staticmethod
+    def _select(rb: pa.RecordBatch, sources: set[str] | None, kind: str | None, since: float | None, until: float | None,
+                after: int | None, upto: int | None) -> pa.RecordBatch | None:
+        mask = np.ones(rb.num_rows, dtype=bool)
+        if after is not None or upto is not None:
+            pos = rb.column("pos").to_numpy(zero_copy_only=False)
+            if after is not None:
+                mask &= pos > after
+            if upto is not None:
+                mask &= pos <= upto
+        if sources is not None:
+            mask &= np.isin(np.asarray(rb.column("source").to_pylist(), dtype=object), list(sources))
+        if kind is not None:
+            mask &= np.asarray(rb.column("kind").to_pylist(), dtype=object) == kind
+        if since is not None:
+            t_max = rb.column("t_max").to_numpy(zero_copy_only=False)
+            mask &= ~(t_max < since)
+        if until is not None:
+            t_min = rb.column("t_min").to_numpy(zero_copy_only=False)
+            mask &= ~(t_min >= until)
+        if mask.all():
+            return rb
+        if not mask.any():
+            return None
+        return rb.filter(pa.array(mask))
+
+    # -- summaries ---------------------------------------------------------------------
+    def summary(self) -> dict:
+        """Segments, batches, snapshots, bytes, sources and time range (reads metadata columns only)."""
+        out = {"path": str(self.path), "format_version": self.manifest.get("version"), "live": self.live, "segments": 0,
+               "open_segments": 0, "batches": 0, "records": {"shadow": 0, "bell": 0}, "bytes": 0, "sources": {},
+               "t_min": math.inf, "t_max": -math.inf, "pos_max": -1}
+        cols = ["kind", "source", "T", "t_min", "t_max", "pos"]
+        for sid, path, sealed in self.segments():
+            out["segments"] += 1
+            out["open_segments"] += 0 if sealed else 1
+            try:
+                out["bytes"] += path.stat().st_size
+            except OSError:
+                continue
+            if sealed:
+                try:
+                    tables = [pq.read_table(path, columns=cols)]
+                except Exception as exc:  # noqa: BLE001
+                    self._problem("unreadable_segment", path.name, f"unreadable ({exc})")
+                    continue
+            else:
+                tables = [pa.Table.from_batches([b.select(cols) for b in self._open_tables(sid, path)])] \
+                    if path.exists() else []
+            for t in tables:
+                if not t.num_rows:
+                    continue
+                kinds, srcs, T = t.column("kind").to_pylist(), t.column("source").to_pylist(), t.column("T").to_pylist()
+                for k, s, n in zip(kinds, srcs, T):
+                    out["records"][k] = out["records"].get(k, 0) + n
+                    out["sources"][s] = out["sources"].get(s, 0) + 1
+                out["batches"] += t.num_rows
+                tmin = np.asarray(t.column("t_min").to_numpy(zero_copy_only=False), dtype=float)
+                tmax = np.asarray(t.column("t_max").to_numpy(zero_copy_only=False), dtype=float)
+                if np.isfinite(tmin).any():
+                    out["t_min"] = min(out["t_min"], float(np.nanmin(tmin)))
+                    out["t_max"] = max(out["t_max"], float(np.nanmax(tmax)))
+                out["pos_max"] = max(out["pos_max"], int(max(t.column("pos").to_pylist())))
+        out["problems"] = dict(self.problems)
+        return out
+
+
+def _cut(entry: Entry, since: float | None, until: float | None) -> Entry | None:
+    t = entry.batch.t
+    keep = np.ones(len(t), dtype=bool)
+    if since is not None:
+        keep &= t >= since
+    if until is not None:
+        keep &= t < until
+    if keep.all():
+        return entry
+    if not keep.any():
+        return None
+    return Entry(entry.pos, entry.epoch, entry.received, entry.batch[keep])
+
+
+def open_archive(path: str | os.PathLike, *, verify: bool = True) -> Archive:
+    """Open the archive directory ``path`` for reading.
+
+    ``open_archive("night1/").batches(source=None, since=None, until=None)``
+    yields ``ShadowBatch`` / ``BellBatch`` objects any estimator takes.  Raises
+    :class:`~qsense.streaming.archive.schema.ArchiveError` with a one-line
+    reason if the path is not an archive this qsense can read.
+    """
+    return Archive(path, verify=verify)
