@@ -2,7 +2,9 @@
 
 Loads and validates the TOML configuration (:mod:`qsense.streaming.config`),
 runs :class:`~qsense.streaming.daemon.EstimationDaemon` until SIGTERM/SIGINT,
-and maps every configuration or start-up failure to one line and exit 2.
+re-reads its ``[[estimators]]`` on SIGHUP (:meth:`EstimationDaemon.reload`:
+new estimators are back-filled from the archive before they go live), and
+maps every configuration or start-up failure to one line and exit 2.
 """
 
 from __future__ import annotations
@@ -40,6 +42,23 @@ async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
+    reloads: set[asyncio.Task] = set()
+
+    async def reload() -> None:
+        try:
+            await daemon.reload(args.config)
+        except ConfigError as exc:  # a bad edit keeps the running configuration
+            log.error("reload refused, running configuration kept: %s", exc)
+        except Exception:  # noqa: BLE001 -- a failed reload must not stop the daemon
+            log.exception("reload failed; running configuration kept")
+
+    def on_hup() -> None:
+        task = loop.create_task(reload(), name="qsense-reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    # SIGHUP: re-read [[estimators]]; new ones are back-filled from the archive before they go live
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await daemon.start()
     except (DaemonError, CheckpointError) as exc:
