@@ -16,6 +16,20 @@ Both carry ``wires`` (labels of the n columns), ``source`` (a producer name),
 (float64 timestamps in seconds, shape (T,)). Bell batches may also carry
 ``wait`` (float64 (T,)): how long the first copy of each pair sat in memory,
 used to undo decoherence bias.
+
+Packed form.  Both kinds also exist as the bit planes of :mod:`qsense.packing`
+(the layout the wire format v2, the record archive and the counting kernels
+share).  ``batch.packed()`` computes them once and caches them on the batch;
+``ShadowBatch.from_packed`` / ``BellBatch.from_packed`` build a batch from
+planes after validating them (word-wide checks, no unpacking) and leave the
+uint8 tables unpacked until something reads ``bases`` / ``outcomes``: the
+attribute access unpacks on first use (and keeps the result), so the
+dataclass API is unchanged while a consumer that only counts (the estimators,
+through ``has_packed``) never pays for unpacking.  ``with_meta`` keeps the
+packed form, ``concatenate`` joins planes directly when every batch has them
+and all but the last hold a multiple of 64 records, slicing unpacks.  The
+planes are read-only; like the tables, they are a snapshot: do not modify a
+batch's arrays after handing it on.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+
+from qsense import packing
 
 __all__ = ["ShadowBatch", "BellBatch", "concatenate", "MAX_QUBITS"]
 
@@ -86,8 +102,73 @@ def _check_common(T: int, n: int, wires: Any, t: Any, seq: Any, source: Any) -> 
     return wires_t, t_arr, int(seq)
 
 
+def _check_width(planes: Any, what: str) -> None:
+    shape = np.shape(planes)
+    if len(shape) == 3 and shape[1] > MAX_QUBITS:  # before any pass over the words
+        raise ValueError(f"planes have {shape[1]} {what}; the limit is {MAX_QUBITS}")
+
+
+def _read_only(planes: np.ndarray) -> np.ndarray:
+    view = planes.view()  # never flip the flag on the caller's own array
+    view.flags.writeable = False
+    return view
+
+
+class _Packed:
+    """Packed-form behaviour shared by both record kinds: the cached planes, lazy
+    tables and pickling without the cache.  ``_TABLES`` names the dataclass fields
+    that a batch built from planes unpacks on first access."""
+
+    _TABLES: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: a table of a batch built from
+        # planes that nobody has read yet
+        if name in type(self)._TABLES and "_lazy_shape" in self.__dict__:
+            self._unpack()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _unpack(self) -> None:
+        raise NotImplementedError
+
+    def _shape(self) -> tuple[int, int]:
+        d = self.__dict__
+        table = d.get(type(self)._TABLES[0]) if type(self)._TABLES else None
+        return table.shape if table is not None else d["_lazy_shape"]
+
+    @property
+    def has_packed(self) -> bool:
+        """Whether the bit planes are at hand (built from planes, or :meth:`packed`
+        already called): counting from them then costs no packing."""
+        return "_packed" in self.__dict__
+
+    @property
+    def has_tables(self) -> bool:
+        """Whether the uint8 tables exist (False for a batch built from planes whose
+        tables nobody has read yet)."""
+        return all(name in self.__dict__ for name in type(self)._TABLES)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.has_tables:
+            state.pop("_packed", None)  # a cache: pickles of ordinary batches stay as they were
+        return state
+
+
+def _check_wait(T: int, wait: Any) -> np.ndarray:
+    if wait is None:
+        return np.zeros(T, dtype=np.float64)
+    w = np.ascontiguousarray(np.asarray(wait, dtype=np.float64))
+    if w.shape != (T,):
+        raise ValueError(f"wait must have shape ({T},); got {w.shape}")
+    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+        raise ValueError("wait must hold finite non-negative seconds")
+    return w
+
+
 @dataclass(frozen=True, eq=False)
-class ShadowBatch:
+class ShadowBatch(_Packed):
     """A batch of T single-copy classical-shadow snapshots on n qubits.
 
     Parameters
@@ -110,6 +191,7 @@ class ShadowBatch:
     t: np.ndarray = None  # type: ignore[assignment]
 
     kind = "shadow"
+    _TABLES = ("bases", "outcomes")
 
     def __post_init__(self) -> None:
         b = _as_uint8_table("bases", self.bases, 2)
@@ -126,15 +208,55 @@ class ShadowBatch:
     @property
     def T(self) -> int:
         """Number of snapshots."""
-        return int(self.bases.shape[0])
+        return int(self._shape()[0])
 
     @property
     def n(self) -> int:
         """Number of qubits."""
-        return int(self.bases.shape[1])
+        return int(self._shape()[1])
 
     def __len__(self) -> int:
         return self.T
+
+    # -- packed form ------------------------------------------------------------------
+    def packed(self) -> np.ndarray:
+        """The bit planes, read-only uint64 (3, n, W) (:func:`qsense.packing.pack_shadow`),
+        computed on first call and cached."""
+        planes = self.__dict__.get("_packed")
+        if planes is None:
+            planes = _read_only(packing.pack_shadow(self.bases, self.outcomes))
+            object.__setattr__(self, "_packed", planes)
+        return planes
+
+    @classmethod
+    def from_packed(
+        cls, planes: Any, T: int, *, wires: Any = None, source: str = "", seq: int = 0, t: Any = None
+    ) -> "ShadowBatch":
+        """A batch from shadow bit planes (uint64 (3, n, ceil(T/64)), layout of
+        :mod:`qsense.packing`) holding T snapshots.
+
+        The planes are validated (``ValueError`` on a wrong shape, basis code 3 in
+        a real record, wrong padding bits) and kept as a read-only view, not
+        copied; ``bases`` / ``outcomes`` are unpacked when first read.
+        """
+        _check_width(planes, "qubits")
+        p = packing.check_shadow_planes(planes, T)
+        return cls._from_valid_planes(_read_only(p), int(T), wires, source, seq, t)
+
+    @classmethod
+    def _from_valid_planes(cls, planes: np.ndarray, T: int, wires: Any, source: Any, seq: Any, t: Any) -> "ShadowBatch":
+        wires_t, t_arr, seq_i = _check_common(T, planes.shape[1], wires, t, seq, source)
+        self = object.__new__(cls)
+        for name, value in (("wires", wires_t), ("source", source), ("seq", seq_i), ("t", t_arr)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_packed", planes)
+        object.__setattr__(self, "_lazy_shape", (T, planes.shape[1]))
+        return self
+
+    def _unpack(self) -> None:
+        bases, outcomes = packing.unpack_shadow(self._packed, self._lazy_shape[0])
+        object.__setattr__(self, "bases", bases)
+        object.__setattr__(self, "outcomes", outcomes)
 
     def __getitem__(self, idx: slice | np.ndarray) -> "ShadowBatch":
         if isinstance(idx, (int, np.integer)):
@@ -159,14 +281,20 @@ class ShadowBatch:
         return qml.ClassicalShadow(self.outcomes.astype(np.int64), self.bases.astype(np.int64), wire_map=list(self.wires))
 
     def with_meta(self, **kw: Any) -> "ShadowBatch":
-        """Copy with replaced ``wires``/``source``/``seq``/``t``."""
+        """Copy with replaced ``wires``/``source``/``seq``/``t`` (the packed form, if
+        at hand, is carried over; a batch built from planes stays unpacked)."""
         args = dict(wires=self.wires, source=self.source, seq=self.seq, t=self.t)
         args.update(kw)
-        return ShadowBatch(self.bases, self.outcomes, **args)
+        if not self.has_tables:
+            return ShadowBatch._from_valid_planes(self._packed, self.T, **args)
+        out = ShadowBatch(self.bases, self.outcomes, **args)
+        if self.has_packed:
+            object.__setattr__(out, "_packed", self._packed)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
-class BellBatch:
+class BellBatch(_Packed):
     """A batch of T two-copy Bell measurements on n qubit pairs.
 
     ``outcomes[t, i]`` is the Bell code of pair i (qubit i of copy A with qubit i of
@@ -183,18 +311,12 @@ class BellBatch:
     wait: np.ndarray = None  # type: ignore[assignment]
 
     kind = "bell"
+    _TABLES = ("outcomes",)
 
     def __post_init__(self) -> None:
         o = _as_uint8_table("outcomes", self.outcomes, 3)
         wires, t, seq = _check_common(o.shape[0], o.shape[1], self.wires, self.t, self.seq, self.source)
-        if self.wait is None:
-            wait = np.zeros(o.shape[0], dtype=np.float64)
-        else:
-            wait = np.ascontiguousarray(np.asarray(self.wait, dtype=np.float64))
-            if wait.shape != (o.shape[0],):
-                raise ValueError(f"wait must have shape ({o.shape[0]},); got {wait.shape}")
-            if not np.all(np.isfinite(wait)) or (wait.size and wait.min() < 0):
-                raise ValueError("wait must hold finite non-negative seconds")
+        wait = _check_wait(o.shape[0], self.wait)
         object.__setattr__(self, "outcomes", o)
         object.__setattr__(self, "wires", wires)
         object.__setattr__(self, "t", t)
@@ -204,15 +326,54 @@ class BellBatch:
     @property
     def T(self) -> int:
         """Number of two-copy shots."""
-        return int(self.outcomes.shape[0])
+        return int(self._shape()[0])
 
     @property
     def n(self) -> int:
         """Number of qubit pairs."""
-        return int(self.outcomes.shape[1])
+        return int(self._shape()[1])
 
     def __len__(self) -> int:
         return self.T
+
+    # -- packed form ------------------------------------------------------------------
+    def packed(self) -> np.ndarray:
+        """The bit planes, read-only uint64 (2, n, W) (:func:`qsense.packing.pack_bell`),
+        computed on first call and cached."""
+        planes = self.__dict__.get("_packed")
+        if planes is None:
+            planes = _read_only(packing.pack_bell(self.outcomes))
+            object.__setattr__(self, "_packed", planes)
+        return planes
+
+    @classmethod
+    def from_packed(
+        cls, planes: Any, T: int, *, wires: Any = None, source: str = "", seq: int = 0, t: Any = None, wait: Any = None
+    ) -> "BellBatch":
+        """A batch from Bell bit planes (uint64 (2, n, ceil(T/64)): a, b) holding T shots.
+
+        Validated (``ValueError`` on a wrong shape or padding bits), kept as a
+        read-only view; ``outcomes`` is unpacked when first read.
+        """
+        _check_width(planes, "qubit pairs")
+        p = packing.check_bell_planes(planes, T)
+        return cls._from_valid_planes(_read_only(p), int(T), wires, source, seq, t, wait)
+
+    @classmethod
+    def _from_valid_planes(
+        cls, planes: np.ndarray, T: int, wires: Any, source: Any, seq: Any, t: Any, wait: Any
+    ) -> "BellBatch":
+        wires_t, t_arr, seq_i = _check_common(T, planes.shape[1], wires, t, seq, source)
+        wait_arr = _check_wait(T, wait)
+        self = object.__new__(cls)
+        for name, value in (("wires", wires_t), ("source", source), ("seq", seq_i), ("t", t_arr), ("wait", wait_arr)):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_packed", planes)
+        object.__setattr__(self, "_lazy_shape", (T, planes.shape[1]))
+        return self
+
+    def _unpack(self) -> None:
+        object.__setattr__(self, "outcomes", packing.unpack_bell(self._packed, self._lazy_shape[0]))
 
     def __getitem__(self, idx: slice | np.ndarray) -> "BellBatch":
         if isinstance(idx, (int, np.integer)):
@@ -254,10 +415,16 @@ class BellBatch:
         return out
 
     def with_meta(self, **kw: Any) -> "BellBatch":
-        """Copy with replaced ``wires``/``source``/``seq``/``t``/``wait``."""
+        """Copy with replaced ``wires``/``source``/``seq``/``t``/``wait`` (the packed
+        form, if at hand, is carried over; a batch built from planes stays unpacked)."""
         args = dict(wires=self.wires, source=self.source, seq=self.seq, t=self.t, wait=self.wait)
         args.update(kw)
-        return BellBatch(self.outcomes, **args)
+        if not self.has_tables:
+            return BellBatch._from_valid_planes(self._packed, self.T, **args)
+        out = BellBatch(self.outcomes, **args)
+        if self.has_packed:
+            object.__setattr__(out, "_packed", self._packed)
+        return out
 
 
 def concatenate(batches: Sequence[ShadowBatch] | Sequence[BellBatch] | Iterable) -> ShadowBatch | BellBatch:
@@ -272,6 +439,16 @@ def concatenate(batches: Sequence[ShadowBatch] | Sequence[BellBatch] | Iterable)
         if b.wires != first.wires:
             raise ValueError(f"cannot concatenate batches on different wires: {first.wires} vs {b.wires}")
     t = np.concatenate([b.t for b in batches])
+    T = int(t.shape[0])
+    if all(b.has_packed for b in batches) and all(b.T % 64 == 0 for b in batches[:-1]):
+        # whole words: the planes join end to end (the last batch's padding stays
+        # the padding), 16/3 times fewer bytes than the tables and nothing to unpack
+        planes = _read_only(np.concatenate([b.packed() for b in batches], axis=2))
+        if isinstance(first, ShadowBatch):
+            return ShadowBatch._from_valid_planes(planes, T, first.wires, first.source, first.seq, t)
+        return BellBatch._from_valid_planes(
+            planes, T, first.wires, first.source, first.seq, t, np.concatenate([b.wait for b in batches])
+        )
     if isinstance(first, ShadowBatch):
         return ShadowBatch(
             np.concatenate([b.bases for b in batches]),
