@@ -6,13 +6,16 @@ our own (ZeroMQ's I/O threads aside):
 =====================  =========  =================================================
 class                  socket     job
 =====================  =========  =================================================
-RecordPublisher        PUSH       driver side: send record batches, lossless. A
-                                  full queue (SNDHWM) makes ``send`` wait, so a
-                                  fast producer is slowed down, never dropped
-                                  (``IMMEDIATE``: nothing is queued for a peer
-                                  that has not completed its handshake).
-RecordReceiver         PULL       daemon side: receive, validate (wire.decode),
-                                  count and log malformed messages.
+RecordPublisher        DEALER     driver side: send record batches. Reliable by
+                                  default: keeps each batch until the receiver
+                                  acknowledges it, resends after a timeout or a
+                                  reconnect; a full window (or SNDHWM) makes
+                                  ``send`` wait, so a fast producer is slowed
+                                  down, never dropped (``IMMEDIATE``: nothing is
+                                  queued for a peer without a completed handshake).
+RecordReceiver         ROUTER     daemon side: receive, validate (wire.decode),
+                                  count and log malformed messages, acknowledge
+                                  (at once, or by the owner after a durable write).
 EstimatePublisher      PUB +      publish estimates as ``[topic, JSON]``; keep the
                        ROUTER     latest body per topic and hand it to late
                                   joiners on request (the "clone" pattern).
@@ -20,8 +23,10 @@ EstimateSubscriber     SUB +      subscribe, ask for the snapshot, then follow
                        DEALER     live updates newer than the snapshot.
 =====================  =========  =================================================
 
-:class:`SequenceTracker` turns per-source ``(epoch, seq)`` into gap, duplicate
-and restart counts (and log lines).  CURVE security is optional:
+:class:`SequenceTracker` accepts each per-source ``(epoch, seq)`` at most once
+(late batches within its window too) and counts gaps, late arrivals, duplicates
+and restarts (and logs them): with the publisher's resends, batches are folded
+exactly once (``docs/reliable-delivery.md``).  CURVE security is optional:
 :func:`start_authenticator` runs pyzmq's ``AsyncioAuthenticator`` (a task on the
 event loop) allowing only the public keys in a directory; a client with any
 other key completes no handshake and so gets nothing.
@@ -33,7 +38,8 @@ broker connection options shared with ``drivers/mqtt_detectors.py``.
 Modules (everything public is re-exported here):
 
 * :mod:`.records` -- :class:`RecordPublisher`, :class:`RecordReceiver`,
-  ``DEFAULT_HWM``, ``DEFAULT_MAX_MESSAGE_BYTES`` (the PUSH/PULL data plane);
+  :class:`ReceivedBatch`, ``DEFAULT_HWM``, ``DEFAULT_MAX_MESSAGE_BYTES`` (the
+  DEALER/ROUTER data plane with acknowledgements);
 * :mod:`.estimates` -- :class:`EstimatePublisher`, :class:`EstimateSubscriber`
   (PUB + ROUTER snapshot, SUB + DEALER);
 * :mod:`.mqtt` -- :class:`MqttSettings`, :class:`Backoff`,
@@ -50,7 +56,7 @@ from __future__ import annotations
 from .curve import CurveClientKeys, CurveServerKeys, generate_keypair, start_authenticator
 from .estimates import EstimatePublisher, EstimateSubscriber
 from .mqtt import Backoff, MqttEstimatePublisher, MqttSettings
-from .records import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_BYTES, RecordPublisher, RecordReceiver
+from .records import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_BYTES, ReceivedBatch, RecordPublisher, RecordReceiver
 from .sequence import SequenceTracker, SeqVerdict, SourceState
 from .throttled_log import ThrottledLog
 
@@ -64,6 +70,7 @@ __all__ = [
     "SeqVerdict",
     "RecordPublisher",
     "RecordReceiver",
+    "ReceivedBatch",
     "EstimatePublisher",
     "EstimateSubscriber",
     "MqttSettings",
