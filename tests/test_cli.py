@@ -54,5 +54,7 @@ def test_estimate_npz_and_errors(tmp_path, capsys):
     assert main(["estimate", str(p), "-o", "XZ", "-o", "Y1"]) == 0
     assert "XZ" in capsys.readouterr().out
     np.savez(p, bases=rng.integers(0, 3, (100, 2)))
-    with pytest.raises(ValueError, match="missing"):
-        main(["estimate", str(p), "-o", "XZ"])
+    # bad input is one line on stderr and exit status 2, never a traceback
+    assert main(["estimate", str(p), "-o", "XZ"]) == 2
+    err = capsys.readouterr().err
+    assert "missing arrays" in err and "outcomes" in err and len(err.strip().splitlines()) == 1
