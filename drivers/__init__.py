@@ -13,6 +13,10 @@ pipeline's or the daemon's job.  Every driver has a simulated twin.
 * :class:`qsense.drivers.telescope.TelescopeDriver` - heralded photons of a
   simulated telescope array (:mod:`qsense.sims.telescope`), as copies (plugin
   ``telescope``).
+* :class:`qsense.drivers.replay.ArchiveReplaySource` - the batches of a record
+  archive again, with their original (source, epoch, seq), filtered and
+  optionally paced; yields record batches or publishes them reliably (plugin
+  ``replay``; ``qsense replay`` uses it).
 
 Drivers are found by name through the ``qsense.drivers`` entry-point group
 (:mod:`qsense.plugins`), and imported lazily so that ``import qsense.drivers``

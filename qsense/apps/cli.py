@@ -15,14 +15,16 @@ from typing import Sequence
 
 from qsense import __version__
 
-from . import daemon, demo, estimate
+from . import daemon, demo, estimate, record, replay
 
 #: sub-command name -> (module, one-line help); each module provides
 #: ``add_arguments(parser)`` and ``run(args) -> int``
 COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "demo": (demo, "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
     "daemon": (daemon, "online estimation daemon configured by a TOML file"),
-    "estimate": (estimate, "estimate observables / entropies from a recorded file"),
+    "estimate": (estimate, "estimate observables / entropies from a record archive or a recorded file"),
+    "record": (record, "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)"),
+    "replay": (replay, "send an archive's batches again, reliably, with their original (source, epoch, seq)"),
 }
 
 
