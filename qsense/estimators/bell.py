@@ -21,7 +21,7 @@ import numpy as np
 from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observables
 from qsense.records import BellBatch
 
-from .kernels import bell_counts, bell_term_values
+from .kernels import bell_counts_batch, bell_term_values
 from .result import Estimate
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 from .shadow import _parse_all
@@ -105,6 +105,19 @@ class BellEstimator:
             masks[i + 1, list(s)] = True
         return masks
 
+    @staticmethod
+    def _odd_singlets(batch: BellBatch, masks: np.ndarray) -> np.ndarray:
+        """Per mask, the number of shots with an odd number of singlets (code 3) on it."""
+        if batch.has_packed:
+            planes = batch.packed()
+            singlet = planes[0] & planes[1]  # (n, W) words; padding bits are 0
+            par = [np.bitwise_xor.reduce(singlet[m], axis=0) for m in masks]
+            return np.array([int(np.bitwise_count(p).sum()) for p in par], dtype=np.float64)
+        if not batch.n:
+            return np.zeros(len(masks))
+        singlet = (batch.outcomes == 3).astype(np.uint8)
+        return ((singlet @ masks.T.astype(np.uint8)) % 2).sum(axis=0, dtype=np.int64).astype(np.float64)
+
     def update(self, batch: BellBatch) -> None:
         """Fold in a batch of two-copy records."""
         batch = _as_bell(batch)
@@ -118,20 +131,19 @@ class BellEstimator:
         t = self._table
         ysign = np.where((t.letters == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
         masks = self._masks(batch.n)
-        singlet = (batch.outcomes == 3)
         if self.t2 is None:
-            total, odd = bell_counts(batch.outcomes, t, [T])
+            # from the batch's bit planes when it carries them (wire v2, archive): no unpacking
+            total, odd = bell_counts_batch(batch, t, [T])
             self._S += ysign * (total[0] - 2 * odd[0])
             self._Q += total[0]
             if self._sums:
                 for lo in range(0, T, 1 << 14):
                     self._sums.add(bell_term_values(batch.outcomes[lo : lo + (1 << 14)], t, self._sums.terms))
-            # (-1)^{#singlets on A}
-            par = (singlet.astype(np.uint8) @ masks.T.astype(np.uint8)) % 2 if batch.n else np.zeros((T, len(masks)), np.uint8)
-            v = 1.0 - 2.0 * par
-            self._pS += v.sum(axis=0)
+            # (-1)^{#singlets on A}: the sum over shots is T - 2 (#shots with odd parity)
+            self._pS += T - 2.0 * self._odd_singlets(batch, masks)
             self._pQ += T
         else:
+            singlet = batch.outcomes == 3
             w = np.exp(batch.wait / self.t2)  # (T,)
             if t.M:
                 sign_idx = np.where(t.support < 0, 3 * batch.n, (t.letters.astype(np.int64) - 1) * batch.n + np.maximum(t.support, 0))

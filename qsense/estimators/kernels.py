@@ -19,6 +19,20 @@ A term with support columns ``c_s`` and letters ``L_s`` selects match rows
 ``m_s`` and sign rows ``s_s`` (padding slots select the validity row and the
 zero row), so ``match = AND_s match_rows[m_s]`` and
 ``parity = XOR_s sign_rows[s_s]``.
+
+Packed records.  :func:`shadow_counts_packed` / :func:`bell_counts_packed` start
+from the bit planes of :mod:`qsense.packing` (what the wire format v2 and the
+record archive carry) and build the same rows with a few word-wide operations,
+skipping the transpose and ``np.packbits``: X = ~(b0 | b1), Y = b0 & ~b1,
+Z = b1 & ~b0 (which are b0 and b1 outside the padding), validity = the first
+T bits.  The planes hold records end to end
+(not padded per segment), so this applies when every segment but the last
+holds a multiple of 64 records (one segment always qualifies); the planes'
+padding (basis code 3, Bell bits 0) keeps the last partial word exact.  Other
+layouts unpack and take the table path.  The counts are the same integers
+either way.  :func:`shadow_counts_batch` / :func:`bell_counts_batch` pick the
+path for a record batch: planes when the batch already has them
+(``batch.has_packed``), the uint8 tables otherwise.
 """
 
 from __future__ import annotations
@@ -30,7 +44,9 @@ from typing import Sequence
 
 import numpy as np
 
+from qsense import packing
 from qsense.pauli import PauliTable
+from qsense.records import BellBatch, ShadowBatch
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +75,11 @@ __all__ = [
     "count_terms",
     "shadow_counts",
     "bell_counts",
+    "shadow_counts_packed",
+    "bell_counts_packed",
+    "shadow_counts_batch",
+    "bell_counts_batch",
+    "planes_apply",
     "set_threads",
     "shadow_term_values",
     "bell_term_values",
@@ -394,6 +415,119 @@ def bell_counts(outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int])
         m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
         _accumulate(total, odd, ids, m, o)
     return total, odd
+
+
+def planes_apply(lengths: Sequence[int]) -> bool:
+    """Whether segments of these lengths can be counted straight from bit planes:
+    all non-empty, and every one but the last a multiple of 64 records (so that no
+    two segments share a word)."""
+    ls = np.asarray(lengths, dtype=np.int64)
+    return bool(ls.size and np.all(ls > 0) and np.all(ls[:-1] % 64 == 0))
+
+
+def _plane_chunks(lengths: Sequence[int]):
+    """Word-aligned chunks of at most CHUNK_RECORDS records: ``(w0, w1, word_starts,
+    ids)`` with ``word_starts`` relative to ``w0``.  Needs :func:`planes_apply`."""
+    for start, stop, ids, lens in _chunks(lengths, CHUNK_RECORDS):
+        rel = np.concatenate([[0], np.cumsum(lens[:-1])]).astype(np.int64)
+        yield start // 64, packing.n_words(stop), rel // 64, ids
+
+
+def _check_lengths(T: int, lengths: Sequence[int]) -> None:
+    if sum(int(x) for x in lengths) != T:
+        raise ValueError(f"segment lengths sum to {sum(int(x) for x in lengths)}; the planes hold {T} records")
+
+
+def shadow_counts_packed(
+    planes: np.ndarray, T: int, table: PauliTable, lengths: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shadow_counts` from shadow bit planes, uint64 (3, n, ceil(T/64)) as
+    :func:`qsense.packing.pack_shadow` makes them (and ``ShadowBatch.packed()``
+    returns).  Identical counts; no unpacking when :func:`planes_apply` holds
+    for ``lengths``, otherwise the planes are unpacked (validated) first."""
+    n = planes.shape[1]
+    _check_lengths(T, lengths)
+    G = len(lengths)
+    matched = np.zeros((G, table.M), dtype=np.int64)
+    odd = np.zeros((G, table.M), dtype=np.int64)
+    if T == 0 or table.M == 0:
+        return matched, odd
+    if not planes_apply(lengths):
+        bases, outcomes = packing.unpack_shadow(planes, T)
+        return shadow_counts(bases, outcomes, table, lengths)
+    match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=False)
+    valid = packing.valid_words(T)
+    for w0, w1, word_starts, ids in _plane_chunks(lengths):
+        W = w1 - w0
+        b0, b1 = planes[0, :, w0:w1], planes[1, :, w0:w1]
+        rows = _buffer("rows", (3 * n + 1, W), np.uint64)
+        np.bitwise_or(b0, b1, out=rows[:n])
+        np.invert(rows[:n], out=rows[:n])  # X: code 00 (0 on the padding, code 11)
+        # Y = b0 & ~b1 and Z = b1 & ~b0; validated planes have code 11 only on the
+        # padding, so these are b0 and b1 with the padding bits of the last word cleared
+        rows[n : 2 * n] = b0
+        rows[2 * n : 3 * n] = b1
+        rows[3 * n] = valid[w0:w1]
+        if w1 == valid.shape[0]:
+            rows[n : 3 * n, -1] &= valid[-1]
+        signs = _buffer("signs", (n + 1, W), np.uint64)
+        signs[:n] = planes[2, :, w0:w1]
+        signs[n] = 0
+        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        _accumulate(matched, odd, ids, m, o)
+    return matched, odd
+
+
+def bell_counts_packed(planes: np.ndarray, T: int, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bell_counts` from Bell bit planes, uint64 (2, n, ceil(T/64)) (a, b) as
+    :func:`qsense.packing.pack_bell` makes them.  Identical counts; unpacks only
+    when :func:`planes_apply` does not hold for ``lengths``."""
+    n = planes.shape[1]
+    _check_lengths(T, lengths)
+    G = len(lengths)
+    total = np.zeros((G, table.M), dtype=np.int64)
+    odd = np.zeros((G, table.M), dtype=np.int64)
+    if T == 0 or table.M == 0:
+        return total, odd
+    if not planes_apply(lengths):
+        return bell_counts(packing.unpack_bell(planes, T), table, lengths)
+    match_idx, sign_idx = _term_indices(table, n, sign_letter_rows=True)
+    match_idx = np.full_like(match_idx, 0)  # every record counts: one validity row
+    valid = packing.valid_words(T)
+    for w0, w1, word_starts, ids in _plane_chunks(lengths):
+        W = w1 - w0
+        a, b = planes[0, :, w0:w1], planes[1, :, w0:w1]
+        signs = _buffer("signs", (3 * n + 1, W), np.uint64)
+        signs[:n] = a
+        np.bitwise_xor(a, b, out=signs[n : 2 * n])
+        signs[2 * n : 3 * n] = b
+        signs[3 * n] = 0
+        rows = _buffer("rows", (1, W), np.uint64)
+        rows[0] = valid[w0:w1]  # the padding bits are 0 in a and b, and masked here
+        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        _accumulate(total, odd, ids, m, o)
+    return total, odd
+
+
+def shadow_counts_batch(batch: ShadowBatch, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`shadow_counts` for a batch: from its planes when it has them and the
+    segments allow (see :func:`planes_apply`), from its uint8 tables otherwise.
+
+    A batch without planes is not packed just to be counted: packing first and
+    counting from planes measured no faster than the table path, which packs
+    chunk by chunk anyway.
+    """
+    if batch.has_packed and planes_apply(lengths):
+        return shadow_counts_packed(batch.packed(), batch.T, table, lengths)
+    return shadow_counts(batch.bases, batch.outcomes, table, lengths)
+
+
+def bell_counts_batch(batch: BellBatch, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bell_counts` for a batch: from its planes when it has them and the
+    segments allow, from its uint8 outcomes otherwise."""
+    if batch.has_packed and planes_apply(lengths):
+        return bell_counts_packed(batch.packed(), batch.T, table, lengths)
+    return bell_counts(batch.outcomes, table, lengths)
 
 
 def shadow_term_values(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, term_ids: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from qsense import packing
 from qsense.records import ShadowBatch
 
 from .result import Estimate
@@ -105,11 +106,21 @@ class ShadowPurity:
             raise ValueError(f"batch wires {batch.wires} differ from the estimator's {self.wires}")
         if batch.T == 0:
             return
-        cls = (2 * batch.bases + batch.outcomes).astype(np.int64)  # (T, n) in 0..5
+        cls, col = self._classes(batch)
         for s, h in zip(self.subsystems, self._hist):
-            idx = cls[:, list(s)] @ (6 ** np.arange(len(s) - 1, -1, -1, dtype=np.int64))
+            idx = cls[:, [col[q] for q in s]] @ (6 ** np.arange(len(s) - 1, -1, -1, dtype=np.int64))
             h += np.bincount(idx, minlength=h.size)
         self._count += batch.T
+
+    def _classes(self, batch: ShadowBatch) -> tuple[np.ndarray, dict[int, int]]:
+        """Classes ``2 * basis + bit`` (int64 (T, c)) of the c columns the subsystems
+        use, and where each column went.  A batch that has its bit planes but not
+        its tables (wire v2, archive) unpacks only those columns."""
+        if batch.has_tables or not batch.has_packed:
+            return (2 * batch.bases + batch.outcomes).astype(np.int64), {q: q for q in range(batch.n)}
+        used = sorted({q for s in self.subsystems for q in s})
+        bases, outcomes = packing.unpack_shadow(batch.packed()[:, used, :], batch.T)
+        return (2 * bases + outcomes).astype(np.int64), {q: i for i, q in enumerate(used)}
 
     def purity(self) -> Estimate:
         """Unbiased tr(rho_A^2) per subsystem with U-statistic standard errors."""

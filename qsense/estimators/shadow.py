@@ -29,7 +29,7 @@ import numpy as np
 from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observables, parse_observable
 from qsense.records import ShadowBatch
 
-from .kernels import shadow_counts, shadow_term_values
+from .kernels import shadow_counts_batch, shadow_term_values
 from .result import Estimate, median_inflation
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 
@@ -79,7 +79,7 @@ def shadow_expval(batch: ShadowBatch, observables: Any, k: int = 1) -> np.ndarra
     table = compile_observables(obs, batch.wires)
     size = -(-batch.T // int(k))
     lengths = [min(size, batch.T - s) for s in range(0, batch.T, size)]
-    matched, odd = shadow_counts(batch.bases, batch.outcomes, table, lengths)
+    matched, odd = shadow_counts_batch(batch, table, lengths)
     means = _term_means(matched, odd, np.asarray(lengths, dtype=np.float64), table.weight)
     return table.combine(np.median(means, axis=0))
 
@@ -90,7 +90,7 @@ def matched_ratio_expval(batch: ShadowBatch, observables: Any) -> np.ndarray:
     batch = _as_batch(batch)
     obs = _parse_all(observables)
     table = compile_observables(obs, batch.wires)
-    matched, odd = shadow_counts(batch.bases, batch.outcomes, table, [batch.T])
+    matched, odd = shadow_counts_batch(batch, table, [batch.T])
     m, o = matched[0], odd[0]
     with np.errstate(invalid="ignore", divide="ignore"):
         vals = np.where(m > 0, (m - 2 * o) / np.maximum(m, 1), 0.0)
@@ -200,7 +200,8 @@ class ShadowEstimator:
             return
         segs = self._plan(self._counts.tolist(), self.capacity, self.groups, batch.T)
         lengths = [s for s, _ in segs]
-        matched, odd = shadow_counts(batch.bases, batch.outcomes, self._table, lengths)
+        # from the batch's bit planes when it carries them (wire v2, archive): no unpacking
+        matched, odd = shadow_counts_batch(batch, self._table, lengths)
         if self._sums:
             for lo in range(0, batch.T, 1 << 14):
                 sl = slice(lo, lo + (1 << 14))
