@@ -445,11 +445,19 @@ class RunningChain:
         self._entered = True
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._close()
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        await self._close(wait_acks=exc_type is None)
 
-    async def _close(self) -> None:
+    async def _close(self, wait_acks: bool = False) -> None:
         if self.publisher is not None:
+            if wait_acks:
+                # a daemon with an [archive] acknowledges at the commit that folds, so the last
+                # acknowledgements may still be in flight after _settle: wait for them (bounded)
+                # rather than close with a warning about batches the daemon already has
+                try:
+                    await self.publisher.aclose(self.chain.settle_timeout)
+                except TimeoutError as exc:
+                    log.warning("%s: %s", self.chain.name, exc)
             self.publisher.close()
         if self.daemon is not None:
             await self.daemon.stop()

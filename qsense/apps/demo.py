@@ -19,7 +19,10 @@ a table of true vs estimated values and writes two plots:
   truth curve vs both estimates with error bars;
 * ``convergence.png``: error vs copies consumed, single-copy vs two-copy.
 
-It also writes ``results.json``.  Physics: ``docs/telescope.md``.  The wiring is a
+It also writes ``results.json``.  With ``--archive DIR`` the in-process daemon
+gets an ``[archive]`` table: it stores every batch there (fsync-ed) before
+folding it, and the demo ends by saying how to ask the archive later
+(``qsense estimate DIR -o ...``, ``qsense replay DIR --to ...``).  Physics: ``docs/telescope.md``.  The wiring is a
 :class:`qsense.apps.chain.Chain` (plugins by name, an in-process daemon fed over
 ZeroMQ, a monitor for the progress bar); :func:`run_demo` is its worked example.
 """
@@ -87,6 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=2024, help="random seed (default 2024)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNGs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--archive", type=Path, metavar="DIR",
+                        help="keep every record batch in a record archive at DIR (a new or empty directory) for later questions")
     parser.add_argument("--verbose", action="store_true", help="keep the pipeline's and daemon's INFO logs (default: warnings only)")
 
 
@@ -158,6 +163,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SystemExit("qsense demo: --dark must lie in [0, 0.5)")
     if not args.rate > 0:
         raise SystemExit("qsense demo: --rate must be positive")
+    archive = getattr(args, "archive", None)
+    if archive is not None and archive.exists() and (not archive.is_dir() or any(archive.iterdir())):
+        # an old archive would be replayed into the daemon's estimates and mix two observations
+        print(f"qsense demo: --archive {archive}: exists and is not empty; give a new or empty directory", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _values(body: dict, labels: list[str]) -> np.ndarray | None:
@@ -275,13 +285,17 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
              **({"t2": t2} if math.isfinite(t2) else {})},
         ],
     }
+    if getattr(args, "archive", None) is not None:
+        # the daemon stores (and fsyncs) every batch before folding it; stopping it seals the archive
+        config["archive"] = {"path": str(args.archive)}
     stages = [
         "TelescopeSim (qsense.sims.telescope)",
         "TelescopeDriver (qsense.drivers.telescope, async, paced)",
         f"SlotMemory ({args.memory} slots, T2 = {args.t2:g} s) + Scheduler (policy {args.policy})",
         "TelescopeBackend (O(M) single-excitation samplers)",
         "ZeroMQ PUSH -> PULL on 127.0.0.1",
-        "EstimationDaemon (in-process; shadow + Bell estimators)",
+        "EstimationDaemon (in-process; shadow + Bell estimators)" + (f" + record archive {args.archive}"
+                                                                     if getattr(args, "archive", None) is not None else ""),
     ]
     # event time: the clock follows the photons' arrival times, which the driver
     # paces in wall time
@@ -327,9 +341,26 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
     result.files.append(_write_json(args, array, pairs, result))
     for f in result.files:
         print(f"wrote {f}")
+    if getattr(args, "archive", None) is not None:
+        _print_archive_hint(args.archive, shadow_labels, bell_labels)
     if res.errors:
         print(f"errors: {res.errors}", file=sys.stderr)
     return result
+
+
+def _print_archive_hint(path: Path, shadow_labels: list[str], bell_labels: list[str]) -> None:
+    """Where the records are, and how to ask them later."""
+    from qsense.streaming.archive import ArchiveError, open_archive
+
+    try:
+        s = open_archive(path).summary()
+        held = f"{s['batches']} batches: {s['records'].get('shadow', 0)} shadow snapshots, {s['records'].get('bell', 0)} Bell shots"
+    except ArchiveError as exc:  # the daemon refused it or it is unreadable: say so, the demo itself is done
+        print(f"archive {path}: {exc}")
+        return
+    print(f"archive {path} ({held}); ask it later, e.g.:")
+    print(f"  qsense estimate {path} -o '{shadow_labels[0]}' -s 0,1 --kind shadow")
+    print(f"  qsense estimate {path} -o '{bell_labels[0]}' --bell-purity --kind bell")
 
 
 # ---------------------------------------------------------------------------------------
