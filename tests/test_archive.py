@@ -161,7 +161,8 @@ def test_real_write_failure_file_size_limit(tmp_path):
         from qsense.records import ShadowBatch
         from qsense.streaming.archive import ArchiveWriter, ArchiveFull
         w = ArchiveWriter({str(tmp_path / 'a')!r})
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
         rng = np.random.default_rng(1)
         n = 0
         try:
@@ -171,7 +172,7 @@ def test_real_write_failure_file_size_limit(tmp_path):
         except ArchiveFull as exc:
             print("FULL", n, exc)
         w.sync()
-        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         w.close()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
