@@ -498,7 +498,10 @@ class RunningChain:
         deadline = time.monotonic() + self.chain.settle_timeout
         while True:
             folded = self.folded()
-            if all(folded[src] >= n for src, n in self.sent.items()):
+            # a daemon with an [archive] counts a batch when it stores it and folds it at the next
+            # commit: wait for that commit too, or the estimates would miss the last batches
+            pending = (self.daemon.stats().get("archive") or {}).get("pending", 0) if self.daemon.archive is not None else 0
+            if all(folded[src] >= n for src, n in self.sent.items()) and not pending:
                 return
             if time.monotonic() >= deadline:
                 missing = {src: n - folded[src] for src, n in self.sent.items() if folded[src] < n}

@@ -197,7 +197,7 @@ class Recorder:
         async def seal() -> None:
             try:
                 await asyncio.to_thread(self.writer.seal_pending)
-            except Exception:  # noqa: BLE001 -- the .arrows file stays readable; sealed again at close
+            except Exception:  # the .arrows file stays readable; sealed again at close
                 log.exception("sealing an archive segment failed")
 
         self._seal = asyncio.get_running_loop().create_task(seal(), name="qsense-record-seal")
