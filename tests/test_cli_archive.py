@@ -286,13 +286,17 @@ def test_estimate_bad_inputs_exit_2_with_one_line(archive, tmp_path, capsys):
 
 
 # -- qsense record / qsense replay ----------------------------------------------------------------
-def test_record_replay_round_trip_and_duplicates(archive, tmp_path):
+def test_record_replay_round_trip_and_duplicates(archive, tmp_path, capsys):
     path, items = archive
     copy = tmp_path / "copy"
     with recorder(tmp_path, copy) as rec:
         first = _cli("replay", str(path), "--to", rec.endpoint, "--ack-timeout", "10")
         assert first.returncode == 0, first.stderr
         assert f"{len(items)} batches ({sum(b.T for b, _ in items)} records)" in first.stderr and "all acknowledged" in first.stderr
+        # acknowledged means durable: estimate reads it back while the recorder still writes (a live archive)
+        rc, out, err = _estimate(capsys, str(copy), "-o", "Z0", "--wires", "0,1,2")
+        assert rc == 0 and "(live: a writer holds it)" in err, err
+        assert f"{sum(1 for b, _ in items if b.n == 3)} batches" in err
         # replaying again stores nothing new: every batch is a recognised duplicate, and still acknowledged
         again = _cli("replay", str(path), "--to", rec.endpoint, "--ack-timeout", "10")
         assert again.returncode == 0, again.stderr
