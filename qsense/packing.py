@@ -297,8 +297,9 @@ def _regular(T: int, t0: float, dt: float, out: np.ndarray | None = None) -> np.
     global _arange
     if _arange.shape[0] < T:
         _arange = np.arange(max(T, 2 * _arange.shape[0]), dtype=np.float64)
-    out = np.multiply(_arange[:T], np.float64(dt), out=out)
-    out += np.float64(t0)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow gives inf: the records refuse it
+        out = np.multiply(_arange[:T], np.float64(dt), out=out)
+        out += np.float64(t0)
     return out
 
 
@@ -330,7 +331,9 @@ def encode_times(t: Any) -> tuple[float, float, np.ndarray | None]:
         if not math.isfinite(dt):
             continue
         # a few samples first (the same float64 expression), the full check only then
-        if not _same(np.float64(t0) + np.float64(dt) * probe.astype(np.float64), a[probe]):
+        with np.errstate(over="ignore", invalid="ignore"):
+            sample = np.float64(t0) + np.float64(dt) * probe.astype(np.float64)
+        if not _same(sample, a[probe]):
             continue
         if _same(_regular(T, t0, dt, _scratch("t", (T,), np.float64)), a):
             return t0, dt, None
