@@ -21,20 +21,14 @@ from .records import BellBatch, ShadowBatch, concatenate
 __version__ = "0.1.0"
 
 #: Imported on first use: the archive needs pyarrow, which ``import qsense`` should not pay for.
-_LAZY = {
-    "open_archive": ("qsense.streaming.archive", "open_archive"),
-    "Archive": ("qsense.streaming.archive", "Archive"),
-    "ArchiveWriter": ("qsense.streaming.archive", "ArchiveWriter"),
-    "ArchiveError": ("qsense.streaming.archive", "ArchiveError"),
-}
+_ARCHIVE_NAMES = ("open_archive", "Archive", "ArchiveWriter", "ArchiveError")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    if name in _ARCHIVE_NAMES:
+        from qsense.streaming import archive
 
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        value = getattr(archive, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'qsense' has no attribute {name!r}")

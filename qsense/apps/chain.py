@@ -19,7 +19,7 @@ Where the records go (any combination of the first two with one of the last two)
   (``await sink(batch)``), handed to the :class:`~qsense.acquisition.pipeline.Pipeline`;
 * an in-process :class:`~qsense.streaming.daemon.EstimationDaemon` built from a
   config (TOML path, mapping or :class:`~qsense.streaming.config.DaemonConfig`):
-  records travel over a real ZeroMQ PUSH → PULL on 127.0.0.1 into it
+  records travel over a real ZeroMQ DEALER → ROUTER (acknowledged) on 127.0.0.1 into it
   (:class:`~qsense.streaming.transport.RecordPublisher`), and :meth:`RunningChain.run`
   waits until the daemon has folded every record the pipeline sent;
 * an external endpoint (a daemon running elsewhere): records are pushed there.

@@ -5,7 +5,7 @@
     TelescopeSim ─▶ TelescopeDriver ─▶ QuantumMemory + Scheduler ─▶ TelescopeBackend
       (photons)       (async, paced)     (pairs photons for Bell)     (O(M) samplers)
                                                                           │ records
-     table, fits, PNGs ◀── estimates ◀── EstimationDaemon ◀── ZeroMQ PUSH/PULL (127.0.0.1)
+     table, fits, PNGs ◀── estimates ◀── EstimationDaemon ◀── ZeroMQ DEALER/ROUTER + acks (127.0.0.1)
 
 A heralded photon collected by M telescopes is stored as M memory qubits.  Some
 photons are measured at once in random Pauli bases (single-copy shadows: signed
@@ -152,22 +152,27 @@ def _truth_params(args: argparse.Namespace) -> dict[str, float]:
     return {}
 
 
+def _usage_error(message: str) -> None:
+    """One line on stderr and exit status 2, like argparse's own errors."""
+    print(f"qsense demo: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def _check_args(args: argparse.Namespace) -> None:
     if not args.duration > 0:
-        raise SystemExit("qsense demo: --duration must be positive")
+        _usage_error("--duration must be positive")
     if args.telescopes < 2:
-        raise SystemExit("qsense demo: need at least 2 telescopes")
+        _usage_error("need at least 2 telescopes")
     if not 0 <= args.pair_fraction <= 1:
-        raise SystemExit("qsense demo: --pair-fraction must lie in [0, 1]")
+        _usage_error("--pair-fraction must lie in [0, 1]")
     if not 0 <= args.dark < 0.5:
-        raise SystemExit("qsense demo: --dark must lie in [0, 0.5)")
+        _usage_error("--dark must lie in [0, 0.5)")
     if not args.rate > 0:
-        raise SystemExit("qsense demo: --rate must be positive")
+        _usage_error("--rate must be positive")
     archive = getattr(args, "archive", None)
     if archive is not None and archive.exists() and (not archive.is_dir() or any(archive.iterdir())):
         # an old archive would be replayed into the daemon's estimates and mix two observations
-        print(f"qsense demo: --archive {archive}: exists and is not empty; give a new or empty directory", file=sys.stderr)
-        raise SystemExit(2)
+        _usage_error(f"--archive {archive}: exists and is not empty; give a new or empty directory")
 
 
 def _values(body: dict, labels: list[str]) -> np.ndarray | None:
@@ -293,7 +298,7 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         "TelescopeDriver (qsense.drivers.telescope, async, paced)",
         f"SlotMemory ({args.memory} slots, T2 = {args.t2:g} s) + Scheduler (policy {args.policy})",
         "TelescopeBackend (O(M) single-excitation samplers)",
-        "ZeroMQ PUSH -> PULL on 127.0.0.1",
+        "ZeroMQ DEALER -> ROUTER on 127.0.0.1 (acknowledged)",
         "EstimationDaemon (in-process; shadow + Bell estimators)" + (f" + record archive {args.archive}"
                                                                      if getattr(args, "archive", None) is not None else ""),
     ]
