@@ -242,10 +242,11 @@ def _bits(planes: np.ndarray) -> np.ndarray:
     return np.unpackbits(planes.astype("<u8", copy=False).view(np.uint8), axis=-1, bitorder="little")
 
 
-def _records_major(rows: np.ndarray, T: int) -> np.ndarray:
-    """uint8 (n, >= T) -> a new C-contiguous (T, n) table (the transpose of its first T columns)."""
+def _records_major(rows: np.ndarray, T: int, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (n, >= T) -> C-contiguous (T, n) table (the transpose of its first T columns)."""
     n = rows.shape[0]
-    out = np.empty((T, n), dtype=np.uint8)
+    if out is None:
+        out = np.empty((T, n), dtype=np.uint8)
     if T > n:
         # one strided column write per qubit: a long inner loop (NumPy copies a
         # (T, n) transpose with the n-long axis innermost, about 5x slower)
@@ -267,9 +268,14 @@ def unpack_shadow(planes: Any, T: int) -> tuple[np.ndarray, np.ndarray]:
     if T == 0 or n == 0:
         return np.zeros((T, n), np.uint8), np.zeros((T, n), np.uint8)
     bits = _bits(p)
-    code = np.add(bits[1], bits[1], out=_scratch("code", bits.shape[1:], np.uint8))  # 2 b1 + b0
+    # one transpose of 4 outcome + 2 b1 + b0 (the slow step), then two cheap passes
+    code = np.add(bits[2], bits[2], out=_scratch("code", bits.shape[1:], np.uint8))
+    code += bits[1]
+    code += code
     code += bits[0]
-    return _records_major(code, T), _records_major(bits[2], T)
+    table = _records_major(code, T, _scratch("table", (T, n), np.uint8))
+    outcomes = np.greater_equal(table, _U8[4]).view(np.uint8)
+    return np.bitwise_and(table, _U8[3]), outcomes
 
 
 def unpack_bell(planes: Any, T: int) -> np.ndarray:

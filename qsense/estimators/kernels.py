@@ -38,6 +38,7 @@ path for a record batch: planes when the batch already has them
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from typing import Sequence
@@ -123,7 +124,7 @@ def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     reusing buffers keeps the packing step at memory speed.
     """
     cache = _local.__dict__.setdefault("buffers", {})
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     buf = cache.get((name, np.dtype(dtype)))
     if buf is None or buf.size < size:
         buf = cache[(name, np.dtype(dtype))] = np.empty(max(size, 1), dtype=dtype)
@@ -421,8 +422,8 @@ def planes_apply(lengths: Sequence[int]) -> bool:
     """Whether segments of these lengths can be counted straight from bit planes:
     all non-empty, and every one but the last a multiple of 64 records (so that no
     two segments share a word)."""
-    ls = np.asarray(lengths, dtype=np.int64)
-    return bool(ls.size and np.all(ls > 0) and np.all(ls[:-1] % 64 == 0))
+    ls = [int(x) for x in lengths]  # a handful of segments: plain Python is cheapest
+    return bool(ls) and min(ls) > 0 and all(x % 64 == 0 for x in ls[:-1])
 
 
 def _plane_chunks(lengths: Sequence[int]):
