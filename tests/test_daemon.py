@@ -161,7 +161,7 @@ async def test_garbage_mixed_with_valid_data_changes_nothing(tmp_path):
     for i in range(12):
         valid.append(_shadow(int(rng.integers(1, 400)), seed=100 + i, source="a", seq=i))
         valid.append(_bell(int(rng.integers(1, 300)), seed=200 + i, source="pairs", seq=i))
-    garbage = _garbage(rng, qsense.encode(valid[0]))
+    garbage = _garbage(rng, qsense.encode(valid[0], packed=False))  # v1: the mutations below target its byte layout
     refs = {"mom": ShadowEstimator(OBS, groups=5), "pur": ShadowPurity([[0], [1, 2]]),
             "bell": BellEstimator(["XX", "ZIZI"], purity_subsystems=[[0, 1]]), "only-a": ShadowEstimator(["Z0"])}
     for b in valid:
