@@ -166,7 +166,7 @@ best = None
 for rep in range(2):
     t0 = time.perf_counter(); nbytes = 0
     for f in files:
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, memory_map=True)
         for g in range(pf.num_row_groups):
             nbytes += pf.read_row_group(g, columns=["planes", "T"]).nbytes
     dt = time.perf_counter() - t0

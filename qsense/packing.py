@@ -211,7 +211,8 @@ def check_shadow_planes(planes: Any, T: int) -> np.ndarray:
         return p
     pad = ~valid_words(T)[-1]  # bits of the padding records in the last word
     # code 3 exactly where the padding is: any other pattern is a code-3 record or bad padding
-    both = np.bitwise_and(p[0], p[1])
+    # (into a reused per-thread buffer: a fresh one is page-faulted on every call)
+    both = np.bitwise_and(p[0], p[1], out=_thread_scratch("both", (n, W), np.uint64))
     if W > 1 and np.any(both[:, :-1]):
         raise ValueError("shadow planes hold basis code 3 (no basis) in a real record")
     last = both[:, -1]
@@ -353,10 +354,46 @@ def _same(x: np.ndarray, y: np.ndarray) -> bool:
 
 def decode_times(T: int, t0: float, dt: float, raw: Any = None) -> np.ndarray:
     """Inverse of :func:`encode_times`: float64 (T,).  ``raw``, when given, must
-    have shape (T,) and is returned as float64 (no copy if it already is)."""
+    have shape (T,) and is returned as float64 (no copy if it already is).
+
+    Constant timestamps (``dt == 0``: absent clocks are all zero) come back as a
+    shared read-only array, so records without timestamps cost no memory traffic.
+    """
     if raw is not None:
         a = np.asarray(raw, dtype=np.float64)
         if a.shape != (T,):
             raise ValueError(f"raw timestamps must have shape ({T},); got {a.shape}")
         return a
+    if dt == 0.0 and np.isfinite(t0):
+        return _constant(T, float(t0))
     return _regular(T, t0, dt)
+
+
+_constants: dict[tuple[int, float], np.ndarray] = {}
+_constants_lock = threading.Lock()
+
+
+def _constant(T: int, value: float) -> np.ndarray:
+    key = (T, value)
+    a = _constants.get(key)
+    if a is None:
+        a = np.full(T, value, dtype=np.float64)
+        a.flags.writeable = False
+        with _constants_lock:
+            if len(_constants) >= 16:  # a few batch sizes recur; bound the rest
+                _constants.pop(next(iter(_constants)))
+            _constants[key] = a
+    return a
+
+
+_local = threading.local()
+
+
+def _thread_scratch(name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """A per-thread reusable buffer (valid until the next call with the same name)."""
+    cache = _local.__dict__.setdefault("buffers", {})
+    size = int(np.prod(shape))
+    buf = cache.get(name)
+    if buf is None or buf.size < size or buf.dtype != np.dtype(dtype):
+        buf = cache[name] = np.empty(max(size, 1), dtype=dtype)
+    return buf[:size].reshape(shape)
