@@ -111,10 +111,12 @@ async def test_malformed_messages_counted_and_skipped(ctx, caplog):
 async def test_receiver_refuses_oversized_frames(ctx):
     rx = RecordReceiver("tcp://127.0.0.1:*", max_message_bytes=10_000, context=ctx)
     tx = RecordPublisher(rx.endpoint, context=ctx)
-    small, big = _batch(10, 4, source="s", seq=0), _batch(5000, 4, source="s", seq=1)
+    # 50,000 records on 4 qubits: ~75 kB of bit planes in wire v2 (200 kB of tables in v1)
+    small, big = _batch(10, 4, source="s", seq=0), _batch(50_000, 4, source="s", seq=1)
     await tx.send(big)  # ZeroMQ drops the connection of a peer exceeding maxmsgsize
     with pytest.raises(asyncio.TimeoutError):
-        await asyncio.wait_for(rx.recv(), 0.5)
+        await asyncio.wait_for(rx.recv(), 0.5)  # (and again for each reliable resend after the reconnect)
+    assert tx.unacked == 1 and tx.disconnects >= 1
     tx.close(0)
     tx2 = RecordPublisher(rx.endpoint, context=ctx)
     await tx2.send(small)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -106,22 +107,69 @@ def context_or_default(context: zmq.asyncio.Context | None) -> zmq.asyncio.Conte
 
 
 def _nbytes(frame: Any) -> int:
-    return frame.nbytes if isinstance(frame, memoryview) else len(frame)
+    return len(frame) if isinstance(frame, bytes) else memoryview(frame).nbytes
+
+
+def _flat(frame: Any) -> memoryview:
+    mv = memoryview(frame)
+    return mv if mv.ndim == 1 and mv.format == "B" else mv.cast("B")
+
+
+class _BufferPool:
+    """Reusable buffers for the frames a reliable publisher keeps.
+
+    Copying a batch into fresh multi-MB buffers costs 4-5x the copy itself (the
+    new pages are faulted in on every batch); reusing the buffers of
+    acknowledged batches avoids that.  A buffer is reused only when nothing but
+    the pool refers to it: ZeroMQ's zero-copy sends keep a reference until
+    libzmq is done with the bytes (a resend may still be queued when the first
+    copy is acknowledged), so a buffer still in use is simply skipped.
+    """
+
+    #: only CPython's reference counts say reliably that nobody else holds a buffer
+    enabled = sys.implementation.name == "cpython"
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._free: dict[int, list[bytearray]] = {}
+        self._bytes = 0
+
+    def take(self, n: int) -> bytearray:
+        free = self._free.get(n)
+        if free:
+            for i in range(len(free) - 1, -1, -1):
+                if sys.getrefcount(free[i]) == 2:  # the list's reference and getrefcount's argument
+                    self._bytes -= n
+                    return free.pop(i)
+        return bytearray(n)
+
+    def give(self, buf: bytearray) -> None:
+        if self.enabled and self._bytes + len(buf) <= self.max_bytes:
+            self._free.setdefault(len(buf), []).append(buf)
+            self._bytes += len(buf)
+
+    def copy(self, frame: Any) -> bytearray:
+        src = _flat(frame)
+        buf = self.take(src.nbytes)
+        memoryview(buf)[:] = src  # a memoryview never resizes the bytearray (libzmq may still point into others)
+        return buf
 
 
 class _Unacked:
     """A sent batch the receiver has not acknowledged yet."""
 
-    __slots__ = ("frames", "records", "nbytes", "sent_at", "timeout", "busy", "retry")
+    __slots__ = ("frames", "copies", "records", "nbytes", "sent_at", "timeout", "busy", "retry", "losses")
 
-    def __init__(self, frames: list, records: int, nbytes: int, timeout: float) -> None:
+    def __init__(self, frames: list, copies: list[bytearray], records: int, nbytes: int, timeout: float) -> None:
         self.frames = frames
+        self.copies = copies  # the frames we copied (back to the pool once acknowledged)
         self.records = records
         self.nbytes = nbytes
         self.sent_at: float | None = None  # monotonic time of the last transmission
         self.timeout = timeout  # current ack timeout (grows on repeated timeouts)
         self.busy = False  # a transmission is queued in pyzmq right now
-        self.retry = False  # a resend found no room: try again soon
+        self.retry = False  # resend as soon as the socket takes it
+        self.losses = 0  # connections lost while it was unacknowledged
 
 
 class RecordPublisher:
@@ -225,6 +273,7 @@ class RecordPublisher:
         self.disconnects = 0
         self._pending: dict[BatchKey, _Unacked] = {}  # insertion order = oldest first
         self._pending_bytes = 0
+        self._pool = _BufferPool(min(self.window_bytes, 64 * 1024 * 1024))
         self._released = asyncio.Event()  # set whenever acknowledgements free entries
         self._wake = asyncio.Event()  # a connection came or went: look at resends now
         self._service: asyncio.Task | None = None
@@ -296,10 +345,13 @@ class RecordPublisher:
         while self._pending and (len(self._pending) >= self.window or self._pending_bytes + nbytes > self.window_bytes):
             self._released.clear()
             await self._released.wait()
+        copies: list[bytearray] = []
         if self.copy:
             # the caller may reuse its arrays once send returns; the header is bytes already
-            frames = [bytes(f) if isinstance(f, memoryview) else f for f in frames]
-        entry = _Unacked([FLAG_ACK, *frames], records, nbytes, self.ack_timeout)
+            copies = [self._pool.copy(f) for f in frames if not isinstance(f, bytes)]
+            it = iter(copies)
+            frames = [f if isinstance(f, bytes) else next(it) for f in frames]
+        entry = _Unacked([FLAG_ACK, *frames], copies, records, nbytes, self.ack_timeout)
         if key in self._pending:  # the same batch sent again before its ack: keep the newest
             self._drop(key)
         self._pending[key] = entry
@@ -395,7 +447,8 @@ class RecordPublisher:
         released = 0
         for key in keys:
             if key in self._pending:
-                self._drop(key)
+                for buf in self._drop(key).copies:
+                    self._pool.give(buf)
                 released += 1
             else:
                 self.unknown_acks += 1  # a repeat after a resend, or not ours
@@ -421,10 +474,20 @@ class RecordPublisher:
                 # what was queued for the lost connection died with it (IMMEDIATE: nothing
                 # waits for a reconnect), so everything handed to ZeroMQ goes again, at once
                 # if another peer is there, else as soon as one completes its handshake
-                for e in self._pending.values():
-                    if not e.busy:
+                for key, e in self._pending.items():
+                    if e.busy:
+                        continue
+                    e.losses += 1
+                    if e.losses == 1:
                         e.retry = True
                         e.timeout = self.ack_timeout
+                    else:
+                        # lost with the connection again and again: the receiver may be dropping us
+                        # because of this very batch (larger than its max_message_bytes); back off
+                        e.timeout = min(2 * e.timeout, self.max_ack_timeout)
+                        self._log.log(logging.WARNING, "lost", "publisher to %s: batch %r was in flight on %d lost connections "
+                                      "(larger than the receiver's max_message_bytes?); resending it every %.0f s at most",
+                                      self.endpoint, key, e.losses, e.timeout)
                 self._wake.set()
             elif event == _READY_EVENT:
                 self.connections += 1
