@@ -68,7 +68,7 @@ def producer_main(endpoint: str, name: str, n: int, T: int, seconds: float, conn
         b.packed()  # built once, as a driver producing packed records would
 
     async def go() -> int:
-        pub = RecordPublisher(endpoint, source=name, window=16)
+        pub = RecordPublisher(endpoint, source=name)  # the default window (64 batches)
         sent = 0
         t_end = time.monotonic() + seconds
         while time.monotonic() < t_end:

@@ -126,11 +126,12 @@ class RunIndex:
     # -- membership --------------------------------------------------------------------
     def contains(self, source: str, epoch: int, seq: int) -> bool:
         """Whether (source, epoch, seq) was ever stored (including deleted segments)."""
-        ranges = self._ranges.get((source, epoch))
-        if not ranges:
-            return False
-        i = bisect.bisect_right(ranges, seq, key=lambda r: r[0]) - 1
-        return i >= 0 and ranges[i][1] >= seq
+        with self._lock:  # the daemon stores from a worker thread while its loop checks
+            ranges = self._ranges.get((source, epoch))
+            if not ranges:
+                return False
+            i = bisect.bisect_right(ranges, seq, key=lambda r: r[0]) - 1
+            return i >= 0 and ranges[i][1] >= seq
 
     def _insert_range(self, key: tuple[str, int], lo: int, hi: int) -> None:
         ranges = self._ranges.setdefault(key, [])
