@@ -7,16 +7,24 @@ One run measures, on the same simulated records (n = 16 qubits, batches of
    (the kernels' ceiling; no transport, no decode);
 2. **decode alone** -- ``qsense.decode`` of the encoded frames (validation included);
 3. **raw pyzmq** -- a sender process pushes the very same multipart messages
-   (header + bases + outcomes + t frames, zero-copy) to a PULL socket that only
-   receives them: the transport's ceiling on this machine;
-4. **daemon, saturated** -- the same sender process pushes into an
-   :class:`~qsense.streaming.daemon.EstimationDaemon` (ZeroMQ PULL input, the estimator,
+   (header + bases + outcomes + t frames, zero-copy) from a PUSH to a PULL socket
+   that only receives them: the transport's ceiling on this machine;
+4. **daemon, saturated** -- the same sender process, now a DEALER sending the
+   data-plane envelope (flag frame ``b""``: no acknowledgement wanted, then the
+   wire frames; see ``docs/reliable-delivery.md``), into an
+   :class:`~qsense.streaming.daemon.EstimationDaemon` (ZeroMQ ROUTER input, the estimator,
    estimates published on PUB every ``--publish-interval`` s, checkpoints every
    2 s): sustained snapshots/s over the measuring window;
 5. **daemon, paced** -- the sender paced at ``--paced-fraction`` of (4); latency
    from a record's send time to (a) being folded into the estimator and (b) the
    first published estimate that includes it;
-6. **profile** -- a short cProfile of the daemon process under (4): where the time goes.
+6. **profile** -- a short cProfile of the daemon process under (4): where the time goes;
+7. **publisher** -- :class:`~qsense.streaming.transport.RecordPublisher` in a sender
+   process into a :class:`~qsense.streaming.transport.RecordReceiver` (acknowledging
+   each batch as it decodes) that only receives: fire and forget
+   (``reliable=False``) next to reliable delivery with copied frames (the default)
+   and with zero-copy frames (``copy=False``), on the same batches; also the cost
+   of the copy alone.
 
 The sender runs in its own process (``multiprocessing`` spawn), so the two
 cores are shared between sending and estimating, as they would be with a
@@ -25,6 +33,7 @@ driver on the same host.  Usage::
     python benchmarks/bench_daemon.py                 # full run (~1 min)
     python benchmarks/bench_daemon.py --quick         # smoke run
     python benchmarks/bench_daemon.py --transport ipc --kernel-threads 2
+    python benchmarks/bench_daemon.py --only publisher  # part 7 alone
 """
 
 from __future__ import annotations
@@ -64,15 +73,23 @@ def make_pool(n: int, T: int, size: int, seed: int):
 
 
 # -- the sender process ------------------------------------------------------------------------------
-def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn) -> None:
-    """Push encoded batches as fast as backpressure allows (or at ``rate`` snapshots/s)."""
+def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn, envelope: bool = True, wire: int = 2) -> None:
+    """Send encoded batches as fast as backpressure allows (or at ``rate`` snapshots/s).
+
+    ``envelope``: a DEALER sending ``[b"", *wire frames]`` (the daemon's input, no
+    acknowledgement wanted); otherwise a PUSH sending the bare wire frames (the
+    raw pyzmq baseline).  ``wire``: schema version of the frames (2: bit planes,
+    what :class:`~qsense.streaming.transport.RecordPublisher` sends; 1: uint8 tables).
+    Every batch carries its send time as timestamps, for the latency measurement."""
+    import msgspec
     import zmq
 
     from qsense.streaming.wire import encode
 
     pool = make_pool(n, T, 4, seed=1)
     ctx = zmq.Context()
-    sock = ctx.socket(zmq.PUSH)
+    sock = ctx.socket(zmq.DEALER if envelope else zmq.PUSH)
+    head = [b""] if envelope else []
     sock.sndhwm = 16
     sock.immediate = True
     sock.connect(endpoint)
@@ -92,11 +109,17 @@ def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn
                 time.sleep(min(due - now, 0.01))
                 continue
         b = pool[seq % len(pool)]
-        frames = encode(b, source="bench", seq=seq, epoch=12345)
-        t = t_arrays[seq % len(t_arrays)]
-        t.fill(time.time())  # send time: the daemon reports the newest record time it folded in
-        frames[3] = memoryview(t).cast("B")
-        sock.send_multipart(frames, copy=False)
+        frames = encode(b, source="bench", seq=seq, epoch=12345, packed=wire == 2)
+        # send time: the daemon reports the newest record time it folded in
+        if wire == 2:  # regular timestamps travel as header floats t = t0 + dt * i
+            header = msgspec.msgpack.decode(frames[0])
+            header["t0"], header["dt"] = time.time(), 0.0
+            frames[0] = msgspec.msgpack.encode(header)
+        else:
+            t = t_arrays[seq % len(t_arrays)]
+            t.fill(time.time())
+            frames[3] = memoryview(t).cast("B")
+        sock.send_multipart(head + frames, copy=False)
         sent += T
         seq += 1
     sock.close(linger=10000)
@@ -104,10 +127,11 @@ def sender_main(endpoint: str, n: int, T: int, seconds: float, rate: float, conn
     conn.send({"sent": sent, "batches": seq, "seconds": time.perf_counter() - start, "cpu": time.process_time()})
 
 
-def start_sender(endpoint: str, args, seconds: float, rate: float = 0.0):
+def start_sender(endpoint: str, args, seconds: float, rate: float = 0.0, envelope: bool = True):
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    p = ctx.Process(target=sender_main, args=(endpoint, args.n, args.batch, seconds, rate, child), daemon=True)
+    p = ctx.Process(target=sender_main, args=(endpoint, args.n, args.batch, seconds, rate, child, envelope, args.wire),
+                    daemon=True)
     p.start()
     assert parent.recv() == "ready"
     return p, parent
@@ -136,7 +160,7 @@ def bench_decode(args) -> dict:
     import qsense
 
     pool = make_pool(args.n, args.batch, 4, seed=1)
-    frames = [[bytes(f) for f in qsense.encode(b)] for b in pool]
+    frames = [[bytes(f) for f in qsense.encode(b, packed=args.wire == 2)] for b in pool]
     t0 = time.perf_counter()
     k = 0
     while time.perf_counter() - t0 < 1.0:
@@ -154,7 +178,7 @@ def bench_raw(args, endpoint: str) -> dict:
     sock.rcvhwm = 16
     sock.bind(endpoint)
     ep = sock.last_endpoint.decode()
-    proc, conn = start_sender(ep, args, args.seconds)
+    proc, conn = start_sender(ep, args, args.seconds, envelope=False)
     conn.send("go")
     got = nbytes = 0
     warm = args.seconds * 0.2
@@ -177,6 +201,107 @@ def bench_raw(args, endpoint: str) -> dict:
     ctx.term()
     dt = t_last - t0
     return {"snapshots_per_s": (got - r0) / dt, "GB_per_s": (nbytes - b0) / dt / 1e9, "received": got, "sent": res["sent"]}
+
+
+# -- part 7: the publisher, reliable or not ------------------------------------------------------------
+PUBLISHER_MODES = {
+    "fire and forget (reliable=False)": {"reliable": False},
+    "reliable, copied frames (default)": {"reliable": True},
+    "reliable, zero-copy (copy=False)": {"reliable": True, "copy": False},
+}
+
+
+def publisher_main(endpoint: str, n: int, T: int, seconds: float, options: dict, conn) -> None:
+    """A RecordPublisher sending the pool's batches for ``seconds``, then flushing."""
+    from qsense.streaming.transport import RecordPublisher
+
+    pool = make_pool(n, T, 4, seed=1)
+
+    async def run() -> dict:
+        pub = RecordPublisher(endpoint, source="bench", hwm=16, **options)
+        conn.send("ready")
+        await asyncio.to_thread(conn.recv)  # go
+        start = time.perf_counter()
+        c0 = time.process_time()
+        k = 0
+        while time.perf_counter() - start < seconds:
+            await pub.send(pool[k % len(pool)])
+            k += 1
+        await pub.flush(timeout=30)  # a reliable publisher is done when everything is acknowledged
+        out = {"batches": k, "seconds": time.perf_counter() - start, "cpu": time.process_time() - c0,
+               "acked": pub.acked, "resent": pub.resent}
+        pub.close()
+        return out
+
+    conn.send(asyncio.run(run()))
+
+
+async def _receive_from_publisher(args, options: dict) -> dict:
+    from qsense.streaming.transport import RecordReceiver
+
+    rx = RecordReceiver("tcp://127.0.0.1:*" if args.transport == "tcp" else f"ipc://{tempfile.mkdtemp()}/pub.sock", hwm=16)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=publisher_main, args=(rx.endpoint, args.n, args.batch, args.seconds, options, child), daemon=True)
+    proc.start()
+    assert await asyncio.to_thread(parent.recv) == "ready"
+    parent.send("go")
+    warm = args.seconds * 0.2
+    got = 0
+    t_start = time.perf_counter()
+    t0 = r0 = None
+    c0 = time.process_time()
+    while True:
+        try:
+            msg = await asyncio.wait_for(rx.recv(), 1.0)  # decodes, validates and acknowledges
+        except asyncio.TimeoutError:
+            break  # the sender stopped (and, reliable, flushed)
+        got += msg.batch.T
+        if t0 is None and time.perf_counter() - t_start > warm:
+            t0, r0 = time.perf_counter(), got
+        t_last = time.perf_counter()
+    cpu = time.process_time() - c0
+    res = await asyncio.to_thread(parent.recv)
+    await asyncio.to_thread(proc.join, 10)
+    rx.close()
+    return {"snapshots_per_s": (got - r0) / (t_last - t0), "received": got, "sent": res["batches"] * args.batch,
+            "sender_snapshots_per_cpu_s": res["batches"] * args.batch / max(res["cpu"], 1e-9),
+            "receiver_snapshots_per_cpu_s": got / max(cpu, 1e-9), "acked": res["acked"], "resent": res["resent"]}
+
+
+def bench_copy(args) -> dict:
+    """What ``copy=True`` costs per batch: the array frames copied into new ``bytes``, with
+    64 batches kept (the default window), as the publisher does."""
+    from qsense.streaming.wire import encode
+
+    out = {}
+    for wire in (2, 1):  # the publisher sends v2; v1 (uint8 tables) for comparison
+        frames = encode(make_pool(args.n, args.batch, 1, seed=1)[0], source="bench", seq=0, packed=wire == 2)
+        arrays = [f for f in frames if not isinstance(f, bytes)]
+        size = sum(memoryview(f).nbytes for f in arrays)
+        times, kept = [], []
+        for _ in range(400):
+            t0 = time.perf_counter()
+            kept.append([bytes(memoryview(f)) for f in arrays])
+            times.append(time.perf_counter() - t0)
+            if len(kept) > 64:  # the oldest is acknowledged and let go
+                kept.pop(0)
+        t = statistics.median(times)
+        out[f"v{wire}"] = {"bytes": size, "us_per_batch": t * 1e6, "GB_per_s": size / t / 1e9, "ns_per_snapshot": t / args.batch * 1e9}
+    return out
+
+
+def bench_publisher(args) -> dict:
+    """Each mode ``--repeat`` times, interleaved (a shared machine's load drifts); the median run's numbers."""
+    out: dict = {"copy": bench_copy(args)}
+    runs: dict[str, list[dict]] = {label: [] for label in PUBLISHER_MODES}
+    for _ in range(args.repeat):
+        for label, options in PUBLISHER_MODES.items():
+            runs[label].append(asyncio.run(_receive_from_publisher(args, options)))
+    for label, rs in runs.items():
+        rs.sort(key=lambda r: r["snapshots_per_s"])
+        out[label] = {**rs[len(rs) // 2], "all": [r["snapshots_per_s"] for r in rs]}
+    return out
 
 
 class _Probe:
@@ -291,6 +416,9 @@ def main() -> None:
     ap.add_argument("--paced-fraction", type=float, default=0.5)
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--quick", action="store_true", help="short smoke run")
+    ap.add_argument("--only", choices=["publisher"], help="run only this part")
+    ap.add_argument("--wire", type=int, choices=[1, 2], default=2,
+                    help="wire schema of the raw and daemon senders (2: bit planes, the default encoding; 1: uint8 tables)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.quick:
@@ -307,9 +435,31 @@ def main() -> None:
 
     load = os.getloadavg()
     print(f"qsense daemon benchmark: n={args.n}, {args.observables} observables (weight {args.weight[0]}-{args.weight[1]}), "
-          f"groups={args.groups}, batches of {args.batch}, {args.transport}, kernel threads={args.kernel_threads}, "
+          f"groups={args.groups}, batches of {args.batch}, {args.transport}, wire v{args.wire}, kernel threads={args.kernel_threads}, "
           f"{os.cpu_count()} CPUs, load average before {load[0]:.2f}")
     results: dict = {"config": vars(args), "loadavg_before": load}
+    if args.only != "publisher":
+        run_daemon_parts(args, words, endpoint, results)
+    results["publisher"] = pub = bench_publisher(args)
+    c = pub["copy"]
+    print(f"  publisher -> receiver (receive, decode, acknowledge), {args.transport}:")
+    for label in PUBLISHER_MODES:
+        r = pub[label]
+        print(f"    {label:36s} {r['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  (runs {', '.join(f'{x / 1e6:.1f}' for x in r['all'])}; "
+              f"sender {r['sender_snapshots_per_cpu_s'] / 1e6:.1f} M per CPU-s, receiver "
+              f"{r['receiver_snapshots_per_cpu_s'] / 1e6:.1f} M per CPU-s; acked {r['acked']}, resent {r['resent']}, "
+              f"received {r['received']} of {r['sent']})")
+    for wire, r in c.items():
+        print(f"    copying a batch's array frames (wire {wire}, {r['bytes'] / 1e6:.2f} MB): {r['us_per_batch']:.0f} us "
+              f"({r['GB_per_s']:.1f} GB/s, {r['ns_per_snapshot']:.2f} ns per snapshot)")
+    results["loadavg_after"] = os.getloadavg()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1, default=str)
+
+
+def run_daemon_parts(args, words, endpoint, results: dict) -> None:
+    """Parts 1-6."""
     results["estimator"] = bench_estimator(args, words)
     print(f"  estimator alone       {results['estimator']['snapshots_per_s'] / 1e6:8.2f} M snapshots/s  "
           f"(runs: {', '.join(f'{r / 1e6:.2f}' for r in results['estimator']['all'])}; "
@@ -348,10 +498,6 @@ def main() -> None:
         lines = prof["profile"].splitlines()
         start = next((i for i, line in enumerate(lines) if "ncalls" in line), 0)
         print("\n".join("    " + line for line in lines[start : start + 19]))
-    results["loadavg_after"] = os.getloadavg()
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

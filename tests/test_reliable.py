@@ -229,17 +229,23 @@ async def test_unacknowledged_batch_is_resent_with_backoff(ctx):
     rx.close()
 
 
-async def test_copied_frames_let_the_caller_reuse_its_arrays(ctx):
+@pytest.mark.parametrize("copy", [True, False])
+async def test_copied_frames_let_the_caller_reuse_its_arrays(ctx, copy):
     rx = RecordReceiver("tcp://127.0.0.1:*", auto_ack=False, context=ctx)
-    tx = RecordPublisher(rx.endpoint, source="det", ack_timeout=0.1, context=ctx)
-    b = _batch(20_000, 16, seed=3)  # above pyzmq's copy threshold: sent zero-copy from our kept bytes
-    want = b.bases.copy()
+    tx = RecordPublisher(rx.endpoint, source="det", ack_timeout=0.1, copy=copy, context=ctx)
+    # irregular timestamps travel as a raw frame, a view on the caller's array unless copied
+    # (160 kB: above pyzmq's copy threshold, so pyzmq itself would not copy it either)
+    b = _batch(20_000, 16, seed=3, t=np.sort(np.random.default_rng(3).random(20_000)))
+    want = b.t.copy()
     await tx.send(b)
-    b.bases[:] = 0  # the caller reuses its buffer at once
+    b.t[:] = -1.0  # the caller reuses its buffer at once
     first = await asyncio.wait_for(rx.recv(), 5)
     again = await asyncio.wait_for(rx.recv(), 5)  # a resend, after the change
-    np.testing.assert_array_equal(first.batch.bases, want)
-    np.testing.assert_array_equal(again.batch.bases, want)
+    if copy:
+        np.testing.assert_array_equal(first.batch.t, want)
+        np.testing.assert_array_equal(again.batch.t, want)
+    else:  # zero-copy: the change shows (documented: do not touch the arrays until acknowledged)
+        assert np.all(again.batch.t == -1.0)
     rx.ack(first.peer, [first.key])
     await tx.flush(timeout=2)
     tx.close()
@@ -270,6 +276,19 @@ async def test_full_window_blocks_send_and_drops_nothing(ctx, limit):
     await tx.flush(timeout=5)
     assert [m.batch.seq for m in got] == [0, 1, 2, 3, 4] and tx.acked == 5 and tx.unknown_acks == 1
     tx.close()
+    rx.close()
+
+
+async def test_frames_are_as_documented(ctx):
+    """docs/reliable-delivery.md: a bare DEALER speaking the envelope gets the ack bytes shown there."""
+    rx = RecordReceiver("tcp://127.0.0.1:*", context=ctx)
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.connect(rx.endpoint)
+    await dealer.send_multipart([b"A", *encode(_batch(), source="det", seq=7, epoch=1)])
+    m = await asyncio.wait_for(rx.recv(), 5)
+    assert m.wants_ack and m.key == ("det", 1, 7) and len(m.peer) == 5 and m.peer[0] == 0  # ZeroMQ's automatic identity
+    assert await asyncio.wait_for(dealer.recv_multipart(), 5) == [b"ACK", bytes.fromhex("91 93 a3 64 65 74 01 07")]
+    dealer.close(0)
     rx.close()
 
 

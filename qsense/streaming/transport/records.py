@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import sys
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -110,59 +109,13 @@ def _nbytes(frame: Any) -> int:
     return len(frame) if isinstance(frame, bytes) else memoryview(frame).nbytes
 
 
-def _flat(frame: Any) -> memoryview:
-    mv = memoryview(frame)
-    return mv if mv.ndim == 1 and mv.format == "B" else mv.cast("B")
-
-
-class _BufferPool:
-    """Reusable buffers for the frames a reliable publisher keeps.
-
-    Copying a batch into fresh multi-MB buffers costs 4-5x the copy itself (the
-    new pages are faulted in on every batch); reusing the buffers of
-    acknowledged batches avoids that.  A buffer is reused only when nothing but
-    the pool refers to it: ZeroMQ's zero-copy sends keep a reference until
-    libzmq is done with the bytes (a resend may still be queued when the first
-    copy is acknowledged), so a buffer still in use is simply skipped.
-    """
-
-    #: only CPython's reference counts say reliably that nobody else holds a buffer
-    enabled = sys.implementation.name == "cpython"
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._free: dict[int, list[bytearray]] = {}
-        self._bytes = 0
-
-    def take(self, n: int) -> bytearray:
-        free = self._free.get(n)
-        if free:
-            for i in range(len(free) - 1, -1, -1):
-                if sys.getrefcount(free[i]) == 2:  # the list's reference and getrefcount's argument
-                    self._bytes -= n
-                    return free.pop(i)
-        return bytearray(n)
-
-    def give(self, buf: bytearray) -> None:
-        if self.enabled and self._bytes + len(buf) <= self.max_bytes:
-            self._free.setdefault(len(buf), []).append(buf)
-            self._bytes += len(buf)
-
-    def copy(self, frame: Any) -> bytearray:
-        src = _flat(frame)
-        buf = self.take(src.nbytes)
-        memoryview(buf)[:] = src  # a memoryview never resizes the bytearray (libzmq may still point into others)
-        return buf
-
-
 class _Unacked:
     """A sent batch the receiver has not acknowledged yet."""
 
-    __slots__ = ("frames", "copies", "records", "nbytes", "sent_at", "timeout", "busy", "retry", "losses")
+    __slots__ = ("frames", "records", "nbytes", "sent_at", "timeout", "busy", "retry", "losses")
 
-    def __init__(self, frames: list, copies: list[bytearray], records: int, nbytes: int, timeout: float) -> None:
+    def __init__(self, frames: list, records: int, nbytes: int, timeout: float) -> None:
         self.frames = frames
-        self.copies = copies  # the frames we copied (back to the pool once acknowledged)
         self.records = records
         self.nbytes = nbytes
         self.sent_at: float | None = None  # monotonic time of the last transmission
@@ -204,8 +157,8 @@ class RecordPublisher:
     copy:
         reliable mode keeps the batch's bytes until acknowledged.  ``True``
         (default) copies the array frames once, so the caller may reuse its arrays
-        as soon as :meth:`send` returns (about 0.2 ms per 2.6 MB batch of
-        65,536 x 16 snapshots, see ``docs/reliable-delivery.md``); ``False``
+        as soon as :meth:`send` returns (about 40 us for the 0.4 MB of bit planes
+        of 65,536 x 16 snapshots, see ``docs/reliable-delivery.md``); ``False``
         keeps zero-copy views: then do not modify a batch's arrays until it is
         acknowledged (:attr:`unacked` is 0 after :meth:`flush`).
     identity:
@@ -273,7 +226,6 @@ class RecordPublisher:
         self.disconnects = 0
         self._pending: dict[BatchKey, _Unacked] = {}  # insertion order = oldest first
         self._pending_bytes = 0
-        self._pool = _BufferPool(min(self.window_bytes, 64 * 1024 * 1024))
         self._released = asyncio.Event()  # set whenever acknowledgements free entries
         self._wake = asyncio.Event()  # a connection came or went: look at resends now
         self._service: asyncio.Task | None = None
@@ -345,13 +297,11 @@ class RecordPublisher:
         while self._pending and (len(self._pending) >= self.window or self._pending_bytes + nbytes > self.window_bytes):
             self._released.clear()
             await self._released.wait()
-        copies: list[bytearray] = []
         if self.copy:
-            # the caller may reuse its arrays once send returns; the header is bytes already
-            copies = [self._pool.copy(f) for f in frames if not isinstance(f, bytes)]
-            it = iter(copies)
-            frames = [f if isinstance(f, bytes) else next(it) for f in frames]
-        entry = _Unacked([FLAG_ACK, *frames], copies, records, nbytes, self.ack_timeout)
+            # the caller may reuse its arrays once send returns (the header is bytes already);
+            # ~0.7 ns per snapshot, see docs/reliable-delivery.md
+            frames = [f if isinstance(f, bytes) else bytes(memoryview(f)) for f in frames]
+        entry = _Unacked([FLAG_ACK, *frames], records, nbytes, self.ack_timeout)
         if key in self._pending:  # the same batch sent again before its ack: keep the newest
             self._drop(key)
         self._pending[key] = entry
@@ -447,8 +397,7 @@ class RecordPublisher:
         released = 0
         for key in keys:
             if key in self._pending:
-                for buf in self._drop(key).copies:
-                    self._pool.give(buf)
+                self._drop(key)
                 released += 1
             else:
                 self.unknown_acks += 1  # a repeat after a resend, or not ours
