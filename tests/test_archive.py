@@ -154,25 +154,29 @@ def test_capacity_refuses_and_stores_nothing_partial(tmp_path, rng):
 
 
 def test_real_write_failure_file_size_limit(tmp_path):
-    """The OS refuses a write (RLIMIT_FSIZE, like a full disk): ArchiveFull, the segment intact."""
+    """The OS refuses a write (RLIMIT_FSIZE, like a full disk) in the middle of a multi-message
+    append: ArchiveFull, and the segment is cut back to before the call (all or nothing)."""
     script = textwrap.dedent(f"""
         import resource, signal, numpy as np
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         from qsense.records import ShadowBatch
-        from qsense.streaming.archive import ArchiveWriter, ArchiveFull
+        from qsense.streaming.archive import ArchiveWriter, ArchiveFull, writer
+        writer.MESSAGE_BYTES = 10_000  # several messages per call
         w = ArchiveWriter({str(tmp_path / 'a')!r})
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, hard))
         rng = np.random.default_rng(1)
         n = 0
         try:
-            for i in range(1000):
-                w.append(ShadowBatch(rng.integers(0, 3, (2000, 8)), rng.integers(0, 2, (2000, 8)), source="s", seq=i))
-                n += 1
+            for i in range(0, 3000, 3):
+                w.append_many([(ShadowBatch(rng.integers(0, 3, (2000, 8)), rng.integers(0, 2, (2000, 8)), source="s",
+                                            seq=i + k), 0) for k in range(3)])
+                n += 3
         except ArchiveFull as exc:
             print("FULL", n, exc)
         w.sync()
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        w.append(ShadowBatch(rng.integers(0, 3, (5, 8)), rng.integers(0, 2, (5, 8)), source="s", seq=n))  # still usable
         w.close()
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
@@ -181,7 +185,7 @@ def test_real_write_failure_file_size_limit(tmp_path):
     n = int(out.stdout.split()[1])
     assert n > 0
     a = open_archive(tmp_path / "a")
-    assert [b.seq for b in a.batches()] == list(range(n)) and not a.problems
+    assert [b.seq for b in a.batches()] == list(range(n + 1)) and not a.problems
 
 
 def test_torn_tail_after_kill_is_detected_and_dropped(tmp_path, rng):

@@ -142,10 +142,31 @@ def batch_row(batch: Batch, *, pos: int, epoch: int, received: float) -> dict[st
     return {
         "pos": pos, "kind": kind, "source": batch.source, "epoch": int(epoch), "seq": int(batch.seq),
         "n": batch.n, "T": batch.T, "wires": wires, "planes": pbytes, "t0": t0, "dt": dt, "t": raw,
-        "t_min": float(batch.t.min()) if batch.T else float("nan"),
-        "t_max": float(batch.t.max()) if batch.T else float("nan"),
+        "t_min": _t_range(batch.T, t0, dt, raw)[0],
+        "t_max": _t_range(batch.T, t0, dt, raw)[1],
         "wait": wait, "received": float(received), "crc32": crc,
     }
+
+
+def _t_range(T: int, t0: float, dt: float, raw: np.ndarray | None) -> tuple[float, float]:
+    """(min, max) of the timestamps without a pass over regular ones."""
+    if T == 0:
+        return float("nan"), float("nan")
+    if raw is not None:
+        return float(raw.min()), float(raw.max())
+    last = float(t0 + dt * (T - 1))
+    return (min(t0, last), max(t0, last))
+
+
+def _binary_array(values: list) -> pa.Array:
+    """A binary column from buffers with one copy (pa.array over a list copies through Python buffers)."""
+    lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    if lengths.sum() >= 2**31:
+        raise ArchiveError("one archive message holds at most 2 GiB of planes; commit smaller groups")
+    np.cumsum(lengths, out=offsets[1:])
+    data = b"".join(values)
+    return pa.Array.from_buffers(pa.binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
 def _list_array(values: list[np.ndarray | None]) -> pa.Array:
@@ -167,7 +188,7 @@ def rows_to_record_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
         if name in ("t", "wait"):
             cols.append(_list_array([r[name] for r in rows]))
         elif name == "planes":
-            cols.append(pa.array([r[name] for r in rows], type=pa.binary()))
+            cols.append(_binary_array([r[name] for r in rows]))
         else:
             cols.append(pa.array([r[name] for r in rows], type=field.type))
     return pa.RecordBatch.from_arrays(cols, schema=SCHEMA)

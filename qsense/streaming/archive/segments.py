@@ -123,12 +123,25 @@ class OpenSegment:
             raise _io_error(exc, f"cannot write segment {self.path}") from None
         self.size += len(view)
 
-    def append(self, message: bytes | memoryview) -> None:
+    def append(self, message: bytes | memoryview, rows: int = 1) -> None:
         """Write one serialized record-batch message (in the page cache; :meth:`sync` makes it durable)."""
         if self.closed:
             raise ArchiveError(f"segment {self.path} is closed")
         self._write(message)
-        self.rows += 1
+        self.rows += rows
+
+    def mark(self) -> tuple[int, int]:
+        """Where the segment ends now (for :meth:`rollback`)."""
+        return self.size, self.rows
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Cut the segment back to ``mark`` (the messages of a failed multi-message append)."""
+        try:
+            os.ftruncate(self._fd, mark[0])
+        except OSError:
+            self.closed = True  # cannot repair: the writer rotates to a new segment
+            return
+        self.size, self.rows = mark
 
     def fileno(self) -> int:
         return self._fd

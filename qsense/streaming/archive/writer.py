@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 Batch = Union[ShadowBatch, BellBatch]
 
+#: Largest Arrow IPC message the writer builds (a commit group is split into several).
+MESSAGE_BYTES = 8 << 20
 #: Problem categories counted by writers and readers.
 PROBLEMS = ("torn_tail", "checksum", "invalid", "unreadable_segment", "unreadable_row_group", "missing_segment")
 
@@ -245,9 +247,12 @@ class ArchiveWriter:
         return self.append_many([(batch, epoch)], received=received)[0]
 
     def append_many(self, items: Sequence[tuple[Batch, int]], *, received: float | None = None) -> list[int]:
-        """Store several ``(batch, epoch)`` as one message; returns their positions.
+        """Store several ``(batch, epoch)``; returns their positions.
 
-        All or nothing: on :class:`ArchiveFull` / :class:`ArchiveError` none is stored.
+        Written as messages of at most :data:`MESSAGE_BYTES` each (larger
+        buffers come from fresh mmap-ed pages, page-faulted on every call), all
+        in one segment.  All or nothing: on :class:`ArchiveFull` /
+        :class:`ArchiveError` none is stored and the segment is as before.
         """
         if self._closed:
             raise ArchiveError(f"archive {self.path}: writer is closed")
@@ -256,13 +261,27 @@ class ArchiveWriter:
         now = time.time() if received is None else received
         first = self.next_pos
         rows = [batch_row(b, pos=first + i, epoch=e, received=now) for i, (b, e) in enumerate(items)]
-        message = rows_to_record_batch(rows).serialize()
-        if self.capacity_bytes is not None and self.stored_bytes + self._open_bytes() + message.size > self.capacity_bytes:
+        groups, size = [[]], 0
+        for r in rows:
+            nbytes = len(r["planes"]) + 8 * r["T"]
+            if groups[-1] and size + nbytes > MESSAGE_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(r)
+            size += nbytes
+        total = sum(len(r["planes"]) for r in rows)
+        if self.capacity_bytes is not None and self.stored_bytes + self._open_bytes() + total > self.capacity_bytes:
             self.refused += len(items)
             raise ArchiveFull(f"archive {self.path}: capacity of {self.capacity_bytes} bytes reached")
         try:
-            seg = self._segment(message.size)
-            seg.append(message)
+            seg = self._segment(total)
+            mark = seg.mark()
+            try:
+                for g in groups:
+                    seg.append(rows_to_record_batch(g).serialize(), rows=len(g))
+            except ArchiveError:
+                seg.rollback(mark)
+                raise
         except ArchiveError:
             self.refused += len(items)
             raise
