@@ -269,7 +269,8 @@ class ArchiveWriter:
                 size = 0
             groups[-1].append(r)
             size += nbytes
-        total = sum(len(r["planes"]) for r in rows)
+        messages = [(rows_to_record_batch(g).serialize(), len(g)) for g in groups]
+        total = sum(m.size for m, _ in messages)
         if self.capacity_bytes is not None and self.stored_bytes + self._open_bytes() + total > self.capacity_bytes:
             self.refused += len(items)
             raise ArchiveFull(f"archive {self.path}: capacity of {self.capacity_bytes} bytes reached")
@@ -277,8 +278,8 @@ class ArchiveWriter:
             seg = self._segment(total)
             mark = seg.mark()
             try:
-                for g in groups:
-                    seg.append(rows_to_record_batch(g).serialize(), rows=len(g))
+                for m, k in messages:
+                    seg.append(m, rows=k)
             except ArchiveError:
                 seg.rollback(mark)
                 raise
