@@ -1,7 +1,7 @@
 """Run the estimation daemon in-process from a TOML file and feed it over ZeroMQ.
 
 A noisy 4-qubit GHZ source is sampled (single-copy shadows and two-copy Bell
-shots), the batches go through a ZeroMQ PUSH socket into the daemon configured
+shots), the batches go through a reliable ZeroMQ RecordPublisher into the daemon configured
 by ``daemon_config.toml``, and a subscriber that joins late gets the current
 estimates from the snapshot port, then follows live updates.  At the end it
 prints exact values next to the daemon's estimates.

@@ -3,12 +3,12 @@
 Detector hardware often speaks MQTT; the daemon's high-rate input is ZeroMQ.
 This bridge subscribes to detector topics with the MQTT driver
 (``drivers/mqtt_detectors.py``: JSON or binary payloads, reconnects with
-backoff, username/password and TLS), and forwards every batch over a lossless
-PUSH socket, keeping each source's sequence numbers and epoch so the daemon
-still detects gaps end to end.  ``--simulate`` also runs a fake detector that
+backoff, username/password and TLS), and forwards every batch through a reliable
+RecordPublisher (DEALER; every batch kept until acknowledged), keeping each
+source's sequence numbers and epoch so the daemon still detects gaps end to end.  ``--simulate`` also runs a fake detector that
 publishes JSON events of a 3-qubit GHZ state, so the script is self-contained:
 
-    qsense daemon --config examples/daemon_config.toml &          # or any PULL socket
+    qsense daemon --config examples/daemon_config.toml &          # or qsense record --from ...
     python examples/mqtt_detector_bridge.py --simulate --seconds 5 \\
         --mqtt-port 1883 --topic 'lab1/detectors/+/events' --zmq tcp://127.0.0.1:5555
 """
@@ -88,7 +88,7 @@ if __name__ == "__main__":
     ap.add_argument("--password")
     ap.add_argument("--ca-file", help="CA certificate: connect with TLS and verify the broker")
     ap.add_argument("--topic", default="lab1/detectors/+/events", help="MQTT topic filter to bridge")
-    ap.add_argument("--zmq", default="tcp://127.0.0.1:5555", help="the daemon's ZeroMQ input (PULL) endpoint")
+    ap.add_argument("--zmq", default="tcp://127.0.0.1:5555", help="the daemon's ZeroMQ input endpoint")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--seconds", type=float, default=10.0, help="how long to run")
     ap.add_argument("--simulate", action="store_true", help="also run a fake detector publishing JSON events")

@@ -278,7 +278,7 @@ class Chain:
         ``config``: a TOML path, a mapping with the TOML structure or a
         :class:`~qsense.streaming.config.DaemonConfig` (validated now).  Records
         go over ZeroMQ into its ``[[inputs.zmq]]`` named ``input`` (default: the
-        first); a configuration without one gets a PULL socket on a free port of
+        first); a configuration without one gets a ROUTER input on a free port of
         127.0.0.1.  ``resume`` is the daemon's (load its checkpoint, if any);
         ``publisher_options`` go to :class:`~qsense.streaming.transport.RecordPublisher`
         (``hwm``, ``curve`` for an input with ``curve = true``, ...).

@@ -2,7 +2,7 @@
 
 Layer 3 of 4 (data model < estimators < acquisition | **streaming** < apps).
 The versioned ZeroMQ wire format (:mod:`.wire`), sockets and their patterns
-(:mod:`.transport`: PUSH/PULL records, PUB + snapshot estimates, CURVE, MQTT
+(:mod:`.transport`: records on DEALER/ROUTER with acknowledgements, PUB + snapshot estimates, CURVE, MQTT
 estimate publishing), the online estimation daemon (:mod:`.daemon`) with its
 TOML configuration (:mod:`.config`), atomic checkpoints (:mod:`.checkpoint`)
 and Prometheus metrics (:mod:`.metrics`), and readers of recorded files

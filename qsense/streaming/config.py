@@ -69,7 +69,7 @@ class ConfigError(ValueError):
 # -- the schema -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ZmqInputConfig:
-    """A PULL socket receiving record batches (see :class:`qsense.streaming.transport.RecordReceiver`)."""
+    """A ROUTER socket receiving (and acknowledging) record batches (see :class:`qsense.streaming.transport.RecordReceiver`)."""
 
     endpoint: str
     bind: bool = True

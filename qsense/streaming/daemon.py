@@ -6,7 +6,7 @@ it from the command line.  The TOML schema is in :mod:`qsense.streaming.config` 
 
 One event loop, a few small tasks, each with one job:
 
-* one receive task per ZeroMQ input (PULL) and per MQTT input (the
+* one receive task per ZeroMQ input (ROUTER, acknowledging) and per MQTT input (the
   ``mqtt`` driver plugin, found through its entry point so the streaming layer
   never imports :mod:`qsense.drivers`); every batch goes through :meth:`EstimationDaemon.ingest`: sequence
   check (gaps, duplicates, producer restarts), then each estimator that wants it;
