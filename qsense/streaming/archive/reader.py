@@ -31,7 +31,7 @@ from qsense.records import BellBatch, ShadowBatch
 from .index import RunIndex
 from .manifest import INDEX, SEGMENTS, is_live, read_manifest
 from .schema import Entry, RowProblem, rows_to_entries
-from .segments import list_segments, scan_stream, segment_path
+from .segments import PAGE_CHECKSUMS_KEY, list_segments, scan_stream, segment_path
 
 __all__ = ["Archive", "open_archive"]
 
@@ -131,9 +131,9 @@ class Archive:
         def produce() -> Iterator[list]:
             # runs in a reader thread: Parquet decoding, CRC-32 and plane checks release the GIL,
             # so on two cores reading overlaps with the consumer's estimator updates
-            for path, rb in self._record_batches(sources, kind, since, until, after, upto):
+            for path, rb, pages_verified in self._record_batches(sources, kind, since, until, after, upto):
                 out = []
-                for item in rows_to_entries(rb, verify=self.verify):
+                for item in rows_to_entries(rb, verify=self.verify and not pages_verified):
                     if isinstance(item, RowProblem):
                         out.append((path, item))
                         continue
@@ -155,7 +155,7 @@ class Archive:
                 yield item
 
     def _record_batches(self, sources: set[str] | None, kind: str | None, since: float | None, until: float | None,
-                        after: int | None, upto: int | None) -> Iterator[tuple[Path, pa.RecordBatch]]:
+                        after: int | None, upto: int | None) -> Iterator[tuple[Path, pa.RecordBatch, bool]]:
         idx = self.index()
         for sid, path, sealed in self.segments():
             info = idx.segments.get(sid) if sealed else None
@@ -171,10 +171,10 @@ class Archive:
                 if (since is not None and t_hi < since) or (until is not None and t_lo >= until):
                     continue
             tables = self._sealed_tables(sid, path) if sealed else self._open_tables(sid, path)
-            for rb in tables:
+            for rb, pages_verified in tables:
                 rb = self._select(rb, sources, kind, since, until, after, upto)
                 if rb is not None:
-                    yield path, rb
+                    yield path, rb, pages_verified
 
     def batches(self, source: str | Iterable[str] | None = None, since: float | None = None, until: float | None = None,
                 **kw) -> Iterator[Batch]:
@@ -184,22 +184,38 @@ class Archive:
 
     __iter__ = batches
 
-    def _sealed_tables(self, sid: int, path: Path) -> Iterator[pa.RecordBatch]:
+    def _sealed_tables(self, sid: int, path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
+        """Row groups of a sealed segment, with whether Parquet's page CRC-32 already verified them.
+
+        Sealed segments carry page checksums (pyarrow checks them in C++, at
+        almost no cost); a row group whose pages fail is re-read without them
+        and its rows checked one by one, so only the damaged rows are lost.
+        """
         try:
-            pf = pq.ParquetFile(path, memory_map=True)  # measured 1.5x faster than buffered reads here
+            pf = pq.ParquetFile(path, memory_map=True, page_checksum_verification=self.verify)  # mmap: 1.5x faster here
+            meta = pf.schema_arrow.metadata or {}
         except FileNotFoundError:  # deleted by retention while we read
             return
         except Exception as exc:  # noqa: BLE001 -- a damaged footer: skip this segment only
             self._problem("unreadable_segment", path.name, f"unreadable Parquet segment ({type(exc).__name__}: {exc}); skipped")
             return
+        pages = self.verify and meta.get(PAGE_CHECKSUMS_KEY) == b"1"
         for g in range(pf.num_row_groups):
             try:
-                table = pf.read_row_group(g)
+                yield from ((rb, pages) for rb in pf.read_row_group(g).combine_chunks().to_batches())
+                continue
+            except Exception as exc:  # noqa: BLE001
+                first = exc
+            try:  # the pages failed their checksums (or decoding): fall back to the rows' own CRC-32
+                plain = pq.ParquetFile(path, memory_map=True, page_checksum_verification=False)
+                rbs = plain.read_row_group(g).combine_chunks().to_batches()
             except Exception as exc:  # noqa: BLE001
                 self._problem("unreadable_row_group", f"{path.name}#{g}", f"row group {g} unreadable "
                               f"({type(exc).__name__}: {exc}); skipped")
                 continue
-            yield from table.combine_chunks().to_batches()
+            log.warning("archive %s: %s row group %d failed its page checks (%s); checking its rows one by one", self.path,
+                        path.name, g, str(first).splitlines()[0] if str(first) else type(first).__name__)
+            yield from ((rb, False) for rb in rbs)
 
     def _open_tables(self, sid: int, path: Path) -> Iterator[pa.RecordBatch]:
         scan = scan_stream(path)
@@ -212,7 +228,7 @@ class Archive:
                 log.debug("archive %s: %s ends mid-write (live archive)", self.path, path.name)
             else:
                 self._problem("torn_tail", path.name, f"{scan.problem}; the rest of this segment is skipped")
-        yield from scan.batches
+        yield from ((rb, False) for rb in scan.batches)
 
     @staticmethod
     def _select(rb: pa.RecordBatch, sources: set[str] | None, kind: str | None, since: float | None, until: float | None,

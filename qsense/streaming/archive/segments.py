@@ -34,13 +34,15 @@ import pyarrow.parquet as pq
 from .schema import SCHEMA, ArchiveError
 
 __all__ = ["OpenSegment", "ScanResult", "scan_stream", "seal", "segment_path", "list_segments", "fsync_dir", "ArchiveFull",
-           "ROW_GROUP_BYTES"]
+           "ROW_GROUP_BYTES", "PAGE_CHECKSUMS_KEY"]
 
 log = logging.getLogger(__name__)
 
 DIGITS = 12
 #: Target size of one Parquet row group: a reader holds one at a time.
 ROW_GROUP_BYTES = 64 << 20
+#: Schema metadata key saying a sealed segment carries Parquet page checksums.
+PAGE_CHECKSUMS_KEY = b"qsense.page_checksums"
 #: End-of-stream marker of the Arrow IPC stream format.
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -236,9 +238,11 @@ def seal(table: pa.Table, target: Path, *, compression: str = "zstd") -> int:
     """
     tmp = target.with_name(f".{target.name}.tmp")
     comp = {name: ("none" if name == "planes" else compression) for name in SCHEMA.names}
+    # page CRC-32s: readers verify them in C++ (the rows' own CRCs were checked before sealing)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAGE_CHECKSUMS_KEY: b"1"})
     try:
         pq.write_table(table, tmp, compression=comp, row_group_size=_row_group_rows(table),
-                       use_dictionary=["kind", "source", "wires"], write_statistics=True)
+                       use_dictionary=["kind", "source", "wires"], write_statistics=True, write_page_checksum=True)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
