@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from qsense import ShadowBatch, ShadowEstimator, ShadowPurity
-from qsense.streaming.archive import open_archive
+from qsense.streaming.archive import ArchiveError, open_archive
 from qsense.streaming.checkpoint import read_checkpoint
 from qsense.streaming.config import parse_config
 from qsense.streaming.daemon import EstimationDaemon
@@ -345,3 +345,35 @@ async def test_replay_reproduces_the_daemon_and_estimate_agrees(tmp_path, capsys
     for o in OBS:
         assert printed[("shadow", "expval", o)] == pytest.approx(want["obs"]["estimates"][o]["value"], abs=5e-7)
     assert printed[("shadow", "purity", "[0, 1]")] == pytest.approx(want["ent"]["estimates"]["purity[0, 1]"]["value"], abs=5e-7)
+
+
+async def test_failed_fsync_holds_folding_and_acks_until_a_later_one_succeeds(tmp_path):
+    rng = np.random.default_rng(5)
+    batches = [_batch(rng) for _ in range(6)]
+    d = EstimationDaemon(_config(tmp_path))
+    await d.start()
+    try:
+        real_sync = d.archive.sync
+        failing = {"left": 3}
+
+        def flaky_sync():
+            if failing["left"] > 0:
+                failing["left"] -= 1
+                raise ArchiveError("fsync failed: Input/output error (simulated)")
+            return real_sync()
+
+        d.archive.sync = flaky_sync
+        pub = RecordPublisher(d.endpoints["input.in"], source="lab", ack_timeout=5.0)
+        for b in batches:
+            await pub.send(b)
+        await asyncio.sleep(0.15)
+        if failing["left"] > 0:  # still failing: nothing may be folded or acknowledged
+            assert d.slots[0].count == 0 and pub.acked == 0
+        await pub.flush(timeout=20)  # a later fsync succeeded: everything folded once and acknowledged
+        pub.close()
+        assert d.archive_counts["sync_failures"] >= 1
+        assert d.slots[0].count == 6 * 500
+        got = np.array([v["value"] for v in d.estimates()["obs"]["estimates"].values()])
+        assert np.allclose(got, _offline(batches), atol=1e-12)
+    finally:
+        await d.stop()

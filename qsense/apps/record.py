@@ -120,7 +120,7 @@ class Recorder:
             new.append(m)
         if new:
             try:
-                positions = w.append_many([(m.batch, m.epoch) for m in new])
+                positions = w.append_fitting([(m.batch, m.epoch) for m in new])
             except ArchiveError as exc:
                 # not stored, so not acknowledged: the senders keep these batches and resend them
                 self.counts["refused"] += len(new)
@@ -128,6 +128,11 @@ class Recorder:
                 self._log.log(logging.ERROR, "refused", "%s (%s): %d batch(es) refused and not acknowledged; senders keep "
                               "and resend them", what, exc, len(new))
             else:
+                if len(positions) < len(new):  # the archive filled up inside this group: the rest is refused
+                    self.counts["refused"] += len(new) - len(positions)
+                    self._log.log(logging.ERROR, "refused", "archive full: stored %d of %d batch(es); the rest are not "
+                                  "acknowledged (senders keep and resend them)", len(positions), len(new))
+                    new = new[: len(positions)]
                 self.counts["stored"] += len(new)
                 self.counts["stored_records"] += sum(m.batch.T for m in new)
                 self._pending.extend((pos, m.peer, m.key) for m, pos in zip(new, positions) if m.wants_ack)

@@ -257,10 +257,12 @@ class EstimationDaemon:
         #: last archive position folded into the estimators (what a checkpoint includes)
         self.folded_pos = -1
         self.archive_counts: dict[str, float] = {"stored": 0, "duplicates": 0, "refused": 0, "commits": 0,
-                                                 "commit_seconds": 0.0, "replayed": 0, "acks": 0}
+                                                 "commit_seconds": 0.0, "sync_failures": 0, "replayed": 0, "acks": 0}
         #: admitted, waiting for the next commit: (batch, epoch, ack, key)
         self._staged: list[tuple[ShadowBatch | BellBatch, int, Any, tuple]] = []
         self._inflight: set[tuple] = set()
+        #: stored but not yet fsync-ed (a failed fsync): (pos, staged item), folded and acknowledged after the next one
+        self._unsynced: list[tuple[int, tuple]] = []
         self._store_lock = threading.Lock()  # keys staged or being committed (duplicates of these wait)
         self._dup_acks: list[tuple[Any, tuple]] = []  # duplicates to acknowledge once their original is durable
         self._commit_wanted = asyncio.Event()
@@ -275,7 +277,10 @@ class EstimationDaemon:
         """Sequence-check ``batch`` and fold it into every estimator that wants it.
 
         Returns False for a duplicate (dropped).  Synchronous: in-process
-        producers may call it directly instead of going through ZeroMQ.
+        producers may call it directly instead of going through ZeroMQ.  With
+        an archive the batch is stored and fsync-ed first; if the archive
+        cannot keep it, :class:`~qsense.streaming.archive.ArchiveError` is
+        raised and nothing is folded.
         """
         return self.ingest_many([(batch, epoch)]) == 1
 
@@ -295,10 +300,20 @@ class EstimationDaemon:
             admitted = self._admit([(b, e, None) for b, e in items])
             group, self._staged = self._staged, []
             try:
-                positions = self._store([(b, e) for b, e, _, _ in group])
-            finally:
+                positions, synced = self._store([(b, e) for b, e, _, _ in group])
+            except ArchiveError:
                 self._inflight.difference_update(key for _, _, _, key in group)
-            self._complete_commit(list(zip(positions, group)))
+                raise
+            self._inflight.difference_update(key for _, _, _, key in group[len(positions):])
+            self._unsynced.extend(zip(positions, group))
+            if not synced:
+                raise ArchiveError(f"archive {self.archive.path}: fsync failed; the batches are stored but not durable")
+            done, self._unsynced = self._unsynced, []
+            self._inflight.difference_update(key for _, (_, _, _, key) in done)
+            self._complete_commit(done)
+            if len(positions) < len(group):
+                self.archive_counts["refused"] += len(group) - len(positions)
+                raise ArchiveError(f"archive {self.archive.path} is full: stored {len(positions)} of {len(group)} batch(es)")
             return len(admitted)
         accepted = []
         for batch, epoch in items:
@@ -365,17 +380,17 @@ class EstimationDaemon:
         assert self.archive is not None
         async with self._commit_lock:
             group, self._staged = self._staged, []
-            if not group and not self._dup_acks:
+            if not group and not self._dup_acks and not self._unsynced:
                 return
             t0 = time.perf_counter()
-            positions: list[int] = []
-            stored = group
             work = asyncio.ensure_future(asyncio.to_thread(self._store, [(b, e) for b, e, _, _ in group]))
             cancelled = False
+            positions: list[int] = []
+            synced = False
             try:
                 while True:
                     try:
-                        positions = await asyncio.shield(work)
+                        positions, synced = await asyncio.shield(work)
                         break
                     except asyncio.CancelledError:
                         # the worker is writing these batches: finish the commit (fold, acknowledge), then stop
@@ -383,27 +398,43 @@ class EstimationDaemon:
                         if work.cancelled():
                             raise
             except ArchiveError as exc:
-                self.archive_counts["refused"] += len(group)
                 self._archive_log.log(logging.ERROR, "refused", "archive cannot store %d batch(es) (%s); not acknowledging "
                                       "them: senders keep and resend them", len(group), exc)
-                stored = []
-            finally:
-                self._inflight.difference_update(key for _, _, _, key in group)
-            self._complete_commit(list(zip(positions, stored)))
+            stored, refused = group[: len(positions)], group[len(positions):]
+            self._inflight.difference_update(key for _, _, _, key in refused)
+            if refused:
+                self.archive_counts["refused"] += len(refused)
+                if stored:
+                    self._archive_log.log(logging.ERROR, "refused", "archive full: stored %d of %d batch(es); the rest are not "
+                                          "acknowledged (senders keep and resend them)", len(stored), len(group))
+            self._unsynced.extend(zip(positions, stored))
+            if synced:
+                done, self._unsynced = self._unsynced, []
+                self._inflight.difference_update(key for _, (_, _, _, key) in done)
+                self._complete_commit(done)
+            elif self._unsynced:
+                # stored but the fsync failed: not durable, so neither folded nor acknowledged; the next commit retries
+                self.archive_counts["sync_failures"] += 1
+                self._commit_wanted.set()
             self.archive_counts["commit_seconds"] = time.perf_counter() - t0
             if cancelled:
                 raise asyncio.CancelledError
         if self.archive.pending_seals:
             self._schedule_seal()
 
-    def _store(self, items: Sequence[tuple[ShadowBatch | BellBatch, int]]) -> list[int]:
-        """Append and fsync (runs in a worker thread; one at a time)."""
+    def _store(self, items: Sequence[tuple[ShadowBatch | BellBatch, int]]) -> tuple[list[int], bool]:
+        """Append and fsync (runs in a worker thread; one at a time): ``(positions, durable)``."""
         assert self.archive is not None
         with self._store_lock:
-            positions = self.archive.append_many(items) if items else []
-            self.archive.sync()
+            positions = self.archive.append_fitting(items) if items else []
+            try:
+                self.archive.sync()
+            except ArchiveError as exc:
+                log.error("archive fsync failed (%s): nothing acknowledged until a later fsync succeeds", exc)
+                time.sleep(0.2)  # in the worker thread: do not spin on a failing disk
+                return positions, False
             self.archive.maybe_rotate()
-        return positions
+        return positions, True
 
     def _complete_commit(self, done: Sequence[tuple[int, tuple]]) -> None:
         """Fold and acknowledge what a commit made durable; acknowledge duplicates of durable batches."""

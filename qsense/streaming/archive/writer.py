@@ -291,6 +291,31 @@ class ArchiveWriter:
         self.next_pos += len(items)
         return list(range(first, first + len(items)))
 
+    def append_fitting(self, items: Sequence[tuple[Batch, int]], *, received: float | None = None) -> list[int]:
+        """:meth:`append_many`, or when the group does not fit (:class:`ArchiveFull`) the
+        longest prefix that does, batch by batch; returns the positions of what was stored.
+
+        Raises :class:`ArchiveFull` only if not even the first batch fits.  Callers
+        refuse (do not acknowledge) the batches after the returned ones.
+        """
+        before = self.refused
+        try:
+            return self.append_many(items, received=received)
+        except ArchiveFull:
+            if len(items) <= 1:
+                raise
+        out: list[int] = []
+        for item in items:
+            try:
+                out += self.append_many([item], received=received)
+            except ArchiveFull:
+                if not out:
+                    self.refused = before + len(items)
+                    raise
+                break
+        self.refused = before + len(items) - len(out)
+        return out
+
     def _open_bytes(self) -> int:
         return self._seg.size if self._seg is not None else 0
 
