@@ -44,15 +44,7 @@ import time
 
 import numpy as np
 
-
-def random_paulis(rng: np.random.Generator, n: int, M: int, wmin: int, wmax: int) -> list[str]:
-    """M distinct random Pauli words of weight wmin..wmax on n qubits (sparse strings)."""
-    out: set[str] = set()
-    while len(out) < M:
-        k = int(rng.integers(wmin, wmax + 1))
-        qs = sorted(rng.choice(n, k, replace=False))
-        out.add(" ".join(f"{'XYZ'[rng.integers(3)]}{q}" for q in qs))
-    return sorted(out)
+from bench_daemon import random_paulis  # the same observables as the daemon benchmark
 
 
 # -- producers -------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from .schema import SCHEMA, ArchiveError
 
 __all__ = ["OpenSegment", "ScanResult", "scan_stream", "seal", "segment_path", "list_segments", "fsync_dir", "ArchiveFull",
-           "ROW_GROUP_BYTES", "PAGE_CHECKSUMS_KEY"]
+           "ROW_GROUP_BYTES", "PAGE_CHECKSUMS_KEY", "write_parquet_atomically"]
 
 log = logging.getLogger(__name__)
 
@@ -230,36 +230,36 @@ def _row_group_rows(table: pa.Table) -> int:
     return max(1, ROW_GROUP_BYTES // per_row)
 
 
-def seal(table: pa.Table, target: Path, *, compression: str = "zstd") -> int:
-    """Write ``table`` as the sealed Parquet segment ``target`` (atomically); returns its size.
-
-    The packed planes are random bits (incompressible), so they are stored
-    uncompressed; timestamps, waits and the string columns compress well.
-    """
+def write_parquet_atomically(table: pa.Table, target: Path, **options: object) -> None:
+    """Write ``table`` to ``target`` as Parquet: a temporary name, fsync, rename, fsync of the
+    directory -- so ``target`` is the old file or the complete new one, never a torn mixture."""
     tmp = target.with_name(f".{target.name}.tmp")
-    comp = {name: ("none" if name == "planes" else compression) for name in SCHEMA.names}
-    # page CRC-32s: readers verify them in C++ (the rows' own CRCs were checked before sealing)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAGE_CHECKSUMS_KEY: b"1"})
     try:
-        pq.write_table(table, tmp, compression=comp, row_group_size=_row_group_rows(table),
-                       use_dictionary=["kind", "source", "wires"], write_statistics=True, write_page_checksum=True)
+        pq.write_table(table, tmp, **options)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise _io_error(exc, f"cannot seal segment {target}") from None
     except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def seal(table: pa.Table, target: Path, *, compression: str = "zstd") -> int:
+    """Write ``table`` as the sealed Parquet segment ``target`` (atomically); returns its size.
+
+    The packed planes are random bits (incompressible), so they are stored
+    uncompressed; timestamps, waits and the string columns compress well.
+    """
+    comp = {name: ("none" if name == "planes" else compression) for name in SCHEMA.names}
+    # page CRC-32s: readers verify them in C++ (the rows' own CRCs were checked before sealing)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), PAGE_CHECKSUMS_KEY: b"1"})
+    try:
+        write_parquet_atomically(table, target, compression=comp, row_group_size=_row_group_rows(table),
+                                 use_dictionary=["kind", "source", "wires"], write_statistics=True, write_page_checksum=True)
+    except OSError as exc:
+        raise _io_error(exc, f"cannot seal segment {target}") from None
     return target.stat().st_size

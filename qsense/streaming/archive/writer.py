@@ -44,7 +44,7 @@ from qsense.records import BellBatch, ShadowBatch
 from .index import RunIndex
 from .manifest import INDEX, MANIFEST, SEGMENTS, WriterLock, create_manifest, read_manifest
 from .schema import SCHEMA, ArchiveError, RowProblem, batch_row, rows_to_entries, rows_to_record_batch
-from .segments import ArchiveFull, OpenSegment, fsync_dir, list_segments, scan_stream, seal, segment_path
+from .segments import ArchiveFull, OpenSegment, fsync_dir, list_segments, scan_stream, seal, segment_path, write_parquet_atomically
 
 __all__ = ["ArchiveWriter", "index_rows"]
 
@@ -202,16 +202,7 @@ class ArchiveWriter:
         fsync_dir(self.segments_dir)
 
     def _write_index(self) -> None:
-        target = self.path / INDEX
-        tmp = self.path / f".{INDEX}.tmp"
-        pq.write_table(self.index.to_table(), tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        fsync_dir(self.path)
+        write_parquet_atomically(self.index.to_table(), self.path / INDEX)
 
     # -- appending ---------------------------------------------------------------------
     def contains(self, source: str, epoch: int, seq: int) -> bool:
@@ -316,6 +307,16 @@ class ArchiveWriter:
         self.refused = before + len(items) - len(out)
         return out
 
+    def _closed_bytes(self) -> int:
+        """Bytes of closed segments still waiting to be sealed."""
+        total = 0
+        for sid in list(self._to_seal):
+            try:
+                total += segment_path(self.segments_dir, sid, sealed=False).stat().st_size
+            except OSError:
+                pass
+        return total
+
     def _open_bytes(self) -> int:
         return self._seg.size if self._seg is not None else 0
 
@@ -408,7 +409,7 @@ class ArchiveWriter:
     def stats(self) -> dict:
         """Counters for metrics and status messages."""
         return {"path": str(self.path), "next_pos": self.next_pos, "durable_pos": self.durable_pos,
-                "stored_bytes": self.stored_bytes + self._open_bytes(), "open_segment": self._seg.id if self._seg else None,
+                "stored_bytes": self.stored_bytes + self._open_bytes() + self._closed_bytes(), "open_segment": self._seg.id if self._seg else None,
                 "segments": sum(1 for s in self.index.segments.values() if not s.deleted), "refused": self.refused,
                 "deleted_segments": self.deleted_segments, "problems": dict(self.problems)}
 
