@@ -364,3 +364,19 @@ def test_kill_9_mid_write_loses_nothing_durable(tmp_path):
     assert len(stored) == len(set(stored))  # each once
     assert durable <= set(stored)  # everything reported durable survived every kill
     assert stored == sorted(stored) and not a.problems
+
+
+def test_retention_by_age(tmp_path, rng):
+    path = tmp_path / "a"
+    now = time.time()
+    with ArchiveWriter(path, segment_bytes=10_000, retention_seconds=3600) as w:
+        w.protect_pos = 10**9  # a checkpoint includes everything
+        for i in range(6):  # two days old
+            w.append(shadow(rng, 500, seq=i), received=now - 2 * 86400)
+            w.rotate()
+        for i in range(6, 9):  # fresh
+            w.append(shadow(rng, 500, seq=i), received=now)
+            w.rotate()
+        w.seal_pending()
+        assert [b.seq for b in open_archive(path).batches()] == [6, 7, 8]
+        assert w.deleted_segments == 6

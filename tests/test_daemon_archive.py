@@ -377,3 +377,24 @@ async def test_failed_fsync_holds_folding_and_acks_until_a_later_one_succeeds(tm
         assert np.allclose(got, _offline(batches), atol=1e-12)
     finally:
         await d.stop()
+
+
+async def test_archive_counters_reach_prometheus(tmp_path):
+    import urllib.request
+
+    doc = {
+        "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
+        "estimators": [{"name": "obs", "type": "shadow", "observables": OBS}],
+        "outputs": {"prometheus": {"port": 0}},
+        "archive": {"path": str(tmp_path / "archive"), "commit_interval": 0.01},
+    }
+    d = EstimationDaemon(doc)
+    await d.start()
+    try:
+        rng = np.random.default_rng(6)
+        await _send_all(d.endpoints["input.in"], [_batch(rng) for _ in range(4)])
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(d.endpoints["metrics"], timeout=5).read().decode())
+    finally:
+        await d.stop()
+    assert "qsense_archive_stored_batches_total 4.0" in text
+    assert "qsense_archive_refused_batches_total 0.0" in text and "qsense_archive_position 3.0" in text

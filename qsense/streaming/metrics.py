@@ -34,6 +34,15 @@ qsense_checkpoints_total                       counter
 qsense_checkpoint_failures_total               counter
 qsense_checkpoint_last_success_timestamp_seconds gauge
 qsense_checkpoint_duration_seconds             histo.
+qsense_archive_stored_batches_total            counter  (with ``[archive]``)
+qsense_archive_duplicate_batches_total         counter
+qsense_archive_refused_batches_total           counter
+qsense_archive_commits_total                   counter
+qsense_archive_sync_failures_total             counter
+qsense_archive_problems_total                  counter  reason
+qsense_archive_bytes                           gauge
+qsense_archive_position                        gauge
+qsense_archive_commit_seconds                  gauge
 qsense_start_time_seconds                      gauge
 =============================================  =======  ==========================
 
@@ -123,6 +132,20 @@ class DaemonCollector:
             yield counter("qsense_checkpoint_failures", "Checkpoint writes that failed", [], [([], ck["failures"])])
             yield gauge("qsense_checkpoint_last_success_timestamp_seconds", "Unix time of the last checkpoint", [],
                         [([], ck["last_success"] or 0.0)])
+        ar = s.get("archive", {})
+        if ar:
+            yield counter("qsense_archive_stored_batches", "Batches stored durably in the record archive", [], [([], ar["stored"])])
+            yield counter("qsense_archive_duplicate_batches", "Batches the archive already held (acknowledged, not stored)", [],
+                          [([], ar["duplicates"])])
+            yield counter("qsense_archive_refused_batches", "Batches the archive could not store (not acknowledged)", [],
+                          [([], ar["refused"])])
+            yield counter("qsense_archive_commits", "Archive commits (fsync, then fold and acknowledge)", [], [([], ar["commits"])])
+            yield counter("qsense_archive_sync_failures", "Archive fsyncs that failed", [], [([], ar["sync_failures"])])
+            yield counter("qsense_archive_problems", "Damage found in the archive (torn tails, checksums, ...)", ["reason"],
+                          [([r], c) for r, c in ar["problems"].items()])
+            yield gauge("qsense_archive_bytes", "Bytes the record archive holds", [], [([], ar["stored_bytes"])])
+            yield gauge("qsense_archive_position", "Last archive position folded into the estimators", [], [([], ar["folded_pos"])])
+            yield gauge("qsense_archive_commit_seconds", "Duration of the last archive commit", [], [([], ar["commit_seconds"])])
         yield gauge("qsense_start_time_seconds", "Unix time the daemon started", [], [([], s.get("start_time", 0.0))])
 
 
