@@ -1,0 +1,1 @@
+"""Scale-out: record archives reduced on a Dask cluster (placeholder; being built)."""
