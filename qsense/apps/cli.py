@@ -15,7 +15,7 @@ from typing import Sequence
 
 from qsense import __version__
 
-from . import daemon, demo, estimate, record, replay
+from . import daemon, demo, estimate, record, replay, watch
 
 #: sub-command name -> (module, one-line help); each module provides
 #: ``add_arguments(parser)`` and ``run(args) -> int``
@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "estimate": (estimate, "estimate observables / entropies from a record archive or a recorded file"),
     "record": (record, "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)"),
     "replay": (replay, "send an archive's batches again, reliably, with their original (source, epoch, seq)"),
+    "watch": (watch, "live view of a running daemon's estimates (snapshot, then updates; --json for scripts)"),
 }
 
 
