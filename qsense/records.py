@@ -267,13 +267,22 @@ class ShadowBatch(_Packed):
 
     # -- conversions -----------------------------------------------------------------
     @classmethod
-    def from_pennylane(cls, bits: Any, recipes: Any, **kw: Any) -> "ShadowBatch":
-        """From the ``(bits, recipes)`` pair returned by ``qml.classical_shadow``
-        (or a ``qml.ClassicalShadow`` object as ``bits``)."""
-        if hasattr(bits, "bits") and hasattr(bits, "recipes"):
-            shadow = bits
-            kw.setdefault("wires", tuple(shadow.wire_map))
-            bits, recipes = shadow.bits, shadow.recipes
+    def from_pennylane(cls, bits: Any, recipes: Any = None, **kw: Any) -> "ShadowBatch":
+        """From what PennyLane gives: ``ShadowBatch.from_pennylane(bits, recipes)`` for the
+        pair ``qml.classical_shadow`` returns (its stacked ``(2, T, n)`` array works
+        too), or ``ShadowBatch.from_pennylane(shadow)`` for a ``qml.ClassicalShadow``
+        (its ``wire_map`` becomes the wires)."""
+        if recipes is None:
+            if hasattr(bits, "bits") and hasattr(bits, "recipes"):
+                shadow = bits
+                kw.setdefault("wires", tuple(shadow.wire_map))
+                bits, recipes = shadow.bits, shadow.recipes
+            else:
+                stacked = np.asarray(bits)
+                if stacked.ndim != 3 or stacked.shape[0] != 2:
+                    raise ValueError("give (bits, recipes), their stacked (2, T, n) array, or a qml.ClassicalShadow; "
+                                     f"got one array of shape {stacked.shape}")
+                bits, recipes = stacked[0], stacked[1]
         return cls(bases=np.asarray(recipes), outcomes=np.asarray(bits), **kw)
 
     def to_pennylane(self) -> Any:

@@ -170,3 +170,17 @@ def test_concatenate_packed_batches():
     assert not jb.has_tables
     np.testing.assert_array_equal(jb.outcomes, concatenate(bells).outcomes)
     np.testing.assert_array_equal(jb.wait, concatenate(bells).wait)
+
+
+def test_from_pennylane_takes_a_classical_shadow_alone_or_the_stacked_array():
+    import pennylane as qml
+
+    rng = np.random.default_rng(3)
+    bits, recipes = rng.integers(0, 2, (50, 3)), rng.integers(0, 3, (50, 3))
+    shadow = qml.ClassicalShadow(bits, recipes, wire_map=["a", "b", "c"])
+    b = ShadowBatch.from_pennylane(shadow)  # one argument, as the docstring says
+    assert b.wires == ("a", "b", "c") and np.array_equal(b.bases, recipes) and np.array_equal(b.outcomes, bits)
+    s = ShadowBatch.from_pennylane(np.stack([bits, recipes]))  # qml.classical_shadow's own return value
+    assert np.array_equal(s.bases, recipes) and np.array_equal(s.outcomes, bits)
+    with pytest.raises(ValueError, match="stacked"):
+        ShadowBatch.from_pennylane(bits)
