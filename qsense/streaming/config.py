@@ -17,7 +17,7 @@ exercised by ``examples/daemon_config.toml``::
                       bell:   observables, t2, purity_subsystems
                       purity: subsystems
                       all_pauli_squares: max_qubits (default 6; at most 12)
-    [outputs.zmq]     endpoint, snapshot_endpoint, topic_prefix, curve, hwm
+    [outputs.zmq]     endpoint, snapshot_endpoint, topic_prefix, curve, hwm, states
     [outputs.mqtt]    topic_prefix, qos, retain
     [outputs.prometheus]  host, port
     [mqtt]            broker for inputs.mqtt and outputs.mqtt: host, port,
@@ -135,6 +135,8 @@ class ZmqOutputConfig:
     topic_prefix: str = "qsense"
     curve: bool = False
     hwm: int = 10000
+    #: also publish each estimator's mergeable state on ``{topic_prefix}/state/{name}`` (for ``qsense reduce``)
+    states: bool = True
 
 
 @dataclass(frozen=True)
@@ -532,6 +534,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
                 topic_prefix=z.get("topic_prefix", _topic_name, "qsense"),
                 curve=z.get("curve", _bool, False),
                 hwm=z.get("hwm", _positive_int, 10000),
+                states=z.get("states", _bool, True),
             )
             z.done()
         m = outputs.sub("mqtt")

@@ -13,7 +13,9 @@ One event loop, a few small tasks, each with one job:
 * a publish task: every ``publish_interval`` seconds the current estimates as
   JSON (``Estimate.as_dict`` plus counters) on the ZeroMQ PUB socket (with
   snapshots for late joiners) and as retained MQTT messages, and a status
-  message with the counters;
+  message with the counters; on ZeroMQ also each estimator's mergeable state
+  (``{prefix}/state/{name}``, ``[outputs.zmq] states``) for a reducer merging
+  several daemons' shards (:mod:`qsense.streaming.reducer`, ``docs/sharding.md``);
 * a checkpoint task: every ``checkpoint.period`` seconds the estimator states
   and the last seq per source, written atomically (:mod:`qsense.streaming.checkpoint`);
 * the ``/metrics`` HTTP endpoint (:mod:`qsense.streaming.metrics`).
@@ -30,6 +32,7 @@ a gap).  SIGTERM/SIGINT: stop receiving, drain what is queued (up to
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import dataclasses
 import logging
@@ -62,7 +65,7 @@ from .transport import (
     start_authenticator,
 )
 
-__all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError"]
+__all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError", "estimate_body", "make_estimator"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,47 @@ def _short(wires: tuple) -> str:
     return str(list(wires)) if len(wires) <= 8 else f"[{len(wires)} wires]"
 
 
+def estimate_body(cfg: EstimatorConfig, est: Any, *, sources: Mapping[str, int] | None = None, updated: float = 0.0,
+                  last_record_time: float | None = None) -> dict:
+    """The published estimate body of estimator ``est`` configured by ``cfg``.
+
+    Shared by :class:`EstimatorSlot` and the reducer (which builds it from
+    merged states), so that a combined estimate has exactly a single daemon's shape.
+    """
+    count = int(est.count)
+    out: dict[str, Any] = {"count": count, "estimates": {}}
+    try:
+        if cfg.type in ("shadow", "all_pauli_squares"):
+            if count:
+                out = est.estimate().as_dict()
+        elif cfg.type == "bell":
+            if count:
+                out = est.estimate().as_dict() if est.observables else {"count": count, "estimates": {}}
+                for sub in [None, *cfg.purity_subsystems]:
+                    out["estimates"].update(est.purity(sub).as_dict()["estimates"])
+        else:
+            if count >= 2:
+                p = est.purity().as_dict()["estimates"]
+                s = est.entropy().as_dict()["estimates"]
+                out["estimates"] = {**{f"purity{k}": v for k, v in p.items()}, **{f"S2{k}": v for k, v in s.items()}}
+    except ValueError as exc:  # e.g. not bound yet; publish the count only
+        log.debug("estimator %r has no estimate yet: %s", cfg.name, exc)
+    out.update(estimator=cfg.name, type=cfg.type, sources=dict(sources or {}), updated=updated,
+               last_record_time=last_record_time)
+    return out
+
+
+def make_estimator(cfg: EstimatorConfig) -> Any:
+    """A fresh estimator for ``cfg``."""
+    if cfg.type == "shadow":
+        return ShadowEstimator(list(cfg.observables), groups=cfg.groups, method=cfg.method)
+    if cfg.type == "bell":
+        return BellEstimator(list(cfg.observables), t2=cfg.t2, purity_subsystems=[list(s) for s in cfg.purity_subsystems])
+    if cfg.type == "all_pauli_squares":
+        return AllPauliSquares(max_qubits=cfg.max_qubits)
+    return ShadowPurity([list(s) for s in cfg.subsystems])
+
+
 class EstimatorSlot:
     """One configured estimator: routing, guarded updates, JSON bodies, checkpoint state."""
 
@@ -103,14 +147,7 @@ class EstimatorSlot:
         self._log = ThrottledLog(log)
 
     def _make(self) -> Any:
-        c = self.cfg
-        if c.type == "shadow":
-            return ShadowEstimator(list(c.observables), groups=c.groups, method=c.method)
-        if c.type == "bell":
-            return BellEstimator(list(c.observables), t2=c.t2, purity_subsystems=[list(s) for s in c.purity_subsystems])
-        if c.type == "all_pauli_squares":
-            return AllPauliSquares(max_qubits=c.max_qubits)
-        return ShadowPurity([list(s) for s in c.subsystems])
+        return make_estimator(self.cfg)
 
     @property
     def count(self) -> int:
@@ -151,29 +188,18 @@ class EstimatorSlot:
 
     def body(self) -> dict:
         """The JSON-friendly estimate: ``Estimate.as_dict()`` plus identification."""
-        out: dict[str, Any] = {"count": self.count, "estimates": {}}
-        try:
-            if self.cfg.type == "shadow":
-                if self.count:
-                    out = self.est.estimate().as_dict()
-            elif self.cfg.type == "all_pauli_squares":
-                if self.count:
-                    out = self.est.estimate().as_dict()
-            elif self.cfg.type == "bell":
-                if self.count:
-                    out = self.est.estimate().as_dict() if self.est.observables else {"count": self.count, "estimates": {}}
-                    for sub in [None, *self.cfg.purity_subsystems]:
-                        out["estimates"].update(self.est.purity(sub).as_dict()["estimates"])
-            else:
-                if self.count >= 2:
-                    p = self.est.purity().as_dict()["estimates"]
-                    s = self.est.entropy().as_dict()["estimates"]
-                    out["estimates"] = {**{f"purity{k}": v for k, v in p.items()}, **{f"S2{k}": v for k, v in s.items()}}
-        except ValueError as exc:  # e.g. not bound yet; publish the count only
-            log.debug("estimator %r has no estimate yet: %s", self.name, exc)
-        out.update(estimator=self.name, type=self.cfg.type, sources=dict(self.last_seq), updated=self.last_update,
-                   last_record_time=self.last_record_time)
-        return out
+        return estimate_body(self.cfg, self.est, sources=self.last_seq, updated=self.last_update,
+                             last_record_time=self.last_record_time)
+
+    def state_body(self, *, archive_pos: int | None = None) -> dict:
+        """The ``{prefix}/state/{name}`` body: the mergeable ``to_bytes()`` state (base64) plus identification.
+
+        A reducer (:mod:`qsense.streaming.reducer`) merges these across daemons;
+        the fingerprint tells it whether two daemons' estimators may be merged.
+        """
+        return {"estimator": self.name, "type": self.cfg.type, "fingerprint": self.cfg.fingerprint(), "count": self.count,
+                "archive_pos": archive_pos, "sources": dict(self.last_seq), "updated": self.last_update,
+                "last_record_time": self.last_record_time, "state": base64.b64encode(self.est.to_bytes()).decode("ascii")}
 
     def state(self) -> EstimatorState:
         return EstimatorState(type=self.cfg.type, fingerprint=self.cfg.fingerprint(), state=self.est.to_bytes())
@@ -958,13 +984,20 @@ class EstimationDaemon:
         """Publish every estimator's current body and the status once."""
         now = time.time()
         bodies = {s.name: {"daemon": self.name, "time": now, **s.body()} for s in self.slots if s.live}
+        states: dict[str, dict] = {}
+        if self._publisher is not None and self.config.zmq_output.states:  # type: ignore[union-attr]
+            # taken in the same synchronous step as the bodies: states and archive position agree
+            pos = self.folded_pos if self.archive is not None else None
+            states = {s.name: {"daemon": self.name, "time": now, **s.state_body(archive_pos=pos)} for s in self.slots if s.live}
         status = self.status()
         if self._publisher is not None:
             prefix = self.config.zmq_output.topic_prefix  # type: ignore[union-attr]
             for name, body in bodies.items():
                 await self._publisher.publish(f"{prefix}/estimates/{name}", body)
+            for name, body in states.items():
+                await self._publisher.publish(f"{prefix}/state/{name}", body)
             await self._publisher.publish(f"{prefix}/status", status)
-            self.published["zmq"] += len(bodies) + 1
+            self.published["zmq"] += len(bodies) + len(states) + 1
         if self._mqtt_out is not None:
             prefix = self.config.mqtt_output.topic_prefix  # type: ignore[union-attr]
             for name, body in bodies.items():

@@ -42,6 +42,8 @@ Modules (everything public is re-exported here):
   DEALER/ROUTER data plane with acknowledgements);
 * :mod:`.estimates` -- :class:`EstimatePublisher`, :class:`EstimateSubscriber`
   (PUB + ROUTER snapshot, SUB + DEALER);
+* :mod:`.sharding` -- :class:`ShardedPublisher` (one reliable publisher per
+  daemon; each batch routed once, resends to the same shard; ``docs/sharding.md``);
 * :mod:`.mqtt` -- :class:`MqttSettings`, :class:`Backoff`,
   :class:`MqttEstimatePublisher`;
 * :mod:`.sequence` -- :class:`SequenceTracker`, :class:`SourceState`,
@@ -58,6 +60,7 @@ from .estimates import EstimatePublisher, EstimateSubscriber
 from .mqtt import Backoff, MqttEstimatePublisher, MqttSettings
 from .records import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_BYTES, ReceivedBatch, RecordPublisher, RecordReceiver
 from .sequence import SequenceTracker, SeqVerdict, SourceState
+from .sharding import ShardedPublisher
 from .throttled_log import ThrottledLog
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "SeqVerdict",
     "RecordPublisher",
     "RecordReceiver",
+    "ShardedPublisher",
     "ReceivedBatch",
     "EstimatePublisher",
     "EstimateSubscriber",
