@@ -111,16 +111,52 @@ def test_median_of_means_block_scheme_bounded():
 
 
 def test_mom_online_is_median_of_block_means():
-    """Blocks of the online scheme are contiguous: recompute their medians by hand."""
+    """Blocks of the online scheme are contiguous; each term pools them, in order, into
+    G = min(K, N / (3^k 10)) groups by block midpoint: recompute the medians by hand."""
+    from qsense.estimators.shadow import term_groups
+
     rng = np.random.default_rng(1)
     b = ShadowBatch(rng.integers(0, 3, (5000, 3)), rng.integers(0, 2, (5000, 3)))
-    est = ShadowEstimator(["XYZ", "ZII"], groups=4)
+    est = ShadowEstimator(["XYZ", "ZII", "ZZZ"], groups=4)
     for lo in range(0, 5000, 313):
         est.update(b[lo : lo + 313])
-    edges = np.r_[0, np.cumsum(est._counts)]
+    counts = est._counts
+    edges = np.r_[0, np.cumsum(counts)]
+    mid = edges[1:] - counts / 2
+    assert list(term_groups(5000, np.array([3, 1]), 4)) == [4, 4]
     for j, w in enumerate(["XYZ", "ZII"]):
-        means = [qsense.shadow_expval(b[lo:hi], [w], k=1)[0] for lo, hi in zip(edges[:-1], edges[1:])]
+        gid = np.minimum((mid * 4 / 5000).astype(int), 3)
+        means = []
+        for g in range(4):
+            lo, hi = edges[:-1][gid == g].min(), edges[1:][gid == g].max()
+            means.append(qsense.shadow_expval(b[lo:hi], [w], k=1)[0])
         assert est.estimate().values[j] == pytest.approx(np.median(means), abs=1e-12)
+
+
+def test_mom_falls_back_to_the_mean_for_sparse_terms():
+    """A term whose groups would expect < 10 matches uses the plain mean of all snapshots."""
+    rng = np.random.default_rng(3)
+    b = ShadowBatch(rng.integers(0, 3, (4000, 6)), rng.integers(0, 2, (4000, 6)))
+    est = ShadowEstimator(["ZZZZZZ", "XXXXXI"], groups=10)
+    est.update(b)
+    plain = ShadowEstimator(["ZZZZZZ", "XXXXXI"])
+    plain.update(b)
+    # weight 6: 4000/729 = 5.5 expected matches in all: one group; weight 5: 16.5: one group
+    np.testing.assert_array_equal(est.estimate().values, plain.estimate().values)
+    np.testing.assert_array_equal(est.estimate().stderr, plain.estimate().stderr)
+
+
+def test_shadow_expval_warns_on_sparse_groups():
+    rng = np.random.default_rng(4)
+    b = ShadowBatch(rng.integers(0, 3, (4000, 6)), rng.integers(0, 2, (4000, 6)))
+    with pytest.warns(qsense.estimators.shadow.SparseGroupWarning, match="expect 0.549 matches"):
+        qsense.shadow_expval(b, ["ZZZZZZ"], k=10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qsense.shadow_expval(b, ["ZZZZZZ"], k=1)  # one group of 4000: 5.5 expected, but k=1 is the mean
+        qsense.shadow_expval(b, ["ZZIIII"], k=10)  # 400 / 9 = 44 per group
 
 
 def test_merge_equals_concatenation():
