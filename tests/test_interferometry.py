@@ -282,3 +282,52 @@ def test_models_and_geometry_helpers():
     assert np.allclose(binary_visibility(uv, 2 * MAS, 1.0, 0.3), src.visibility(uv))
     assert np.allclose(disk_visibility(uv, 1 * MAS), UniformDisk(1 * MAS).visibility(uv).real)
     assert visibility_observables([[0, 2]], 3) == ["X0 X2", "Y0 Y2", "Y0 X2", "X0 Y2", "Z0", "Z1", "Z2"]
+
+
+# -- issue 13 item 5: fits the data cannot constrain ------------------------------------------
+def test_fits_with_no_degrees_of_freedom_are_refused():
+    # two telescopes: one baseline, so 1 |V|^2 or 2 (Re, Im) numbers for 3 binary parameters;
+    # before: flux_ratio 0.999 +- 0.000, PA 92.351 +- 0.003 with chi2/dof 0.0/-2
+    src = BinaryStar(3.0 * MAS, math.radians(60.0), 0.5)
+    sim = TelescopeSim(TelescopeArray(demo_array(2), LAM), src, epsilon=1e-3, seed=3)
+    ph = sim.photons(count=4000)
+    est = VisibilityEstimator(2)
+    est.update(sim.shadows(ph[:2000]))
+    e = est.estimate()
+    b = SquaredVisibilityEstimator(2)
+    b.update(sim.bell(ph[2000::2], ph[2001::2]))
+    be = b.estimate()
+    uv = sim.array.uv()
+    for fit in (fit_binary(uv, e.values, e.stderr, cov=e.full_cov), fit_binary(uv, be.values, be.stderr, kind="squared"),
+                fit_disk(uv, be.values, be.stderr, kind="squared")):
+        assert fit.dof <= 0 and not fit.constrained and np.all(np.isnan(fit.values)) and np.all(np.isnan(fit.stderr))
+        assert "unconstrained" in str(fit) and fit.as_dict()["constrained"] is False
+    # one |V|^2 for one diameter is dof 0 too
+    assert fit_disk(uv, be.values, be.stderr, kind="squared").dof == 0
+
+
+def test_squared_binary_fit_flags_the_180_degree_ambiguity_and_flat_directions():
+    truth = {"separation": 3.0, "position_angle": 60.0, "flux_ratio": 0.5}
+    src = BinaryStar(3.0 * MAS, math.radians(60.0), 0.5)
+    sim = _sim(src, seed=21)
+    uv = sim.array.uv()
+    b = SquaredVisibilityEstimator(6)
+    ph = sim.photons(count=30000)
+    b.update(sim.bell(ph[::2], ph[1::2]))
+    be = b.estimate()
+    fit = fit_binary(uv, be.values, be.stderr, kind="squared")
+    assert fit.constrained and fit.dof == 12
+    assert any("modulo 180" in f for f in fit.flags) and "modulo 180" in str(fit)
+    _pull_ok(fit, truth)
+    # the complex fit sees the sign: no such flag
+    est = VisibilityEstimator(6)
+    est.update(sim.shadows(ph[:15000]))
+    e = est.estimate()
+    assert not any("modulo 180" in f for f in fit_binary(uv, e.values, e.stderr, cov=e.full_cov).flags)
+    # a model that only sees p0 + p1: the flat direction gets infinite errors and a flag, not the
+    # pseudo-inverse's small ones
+    x = np.linspace(0, 1, 20)
+    flat = qsense.estimators.interferometry.fit_model(lambda p: (p[0] + p[1]) * x + p[2], 2 * x + 1, np.full(20, 0.1),
+                                                      [0.5, 0.5, 0.0], ("a", "b", "c"))
+    assert flat.constrained and np.isinf(flat.stderr[:2]).all() and np.isfinite(flat.stderr[2])
+    assert any("a, b" in f for f in flat.flags)

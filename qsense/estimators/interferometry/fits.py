@@ -22,6 +22,15 @@ class FitResult:
     ``chi2`` at the optimum, ``dof`` = data - parameters.  Errors are absolute
     (the data's error bars are taken at face value); multiply by
     ``sqrt(chi2/dof)`` if they are doubted.
+
+    ``constrained`` is False when the data cannot determine the parameters at
+    all (``dof <= 0``: as many parameters as data or more, so any chi2 of 0 is
+    meaningless); such a result carries NaN values and errors and is never a
+    measurement.  ``flags`` name what the data cannot separate even when
+    ``dof > 0``: exact model degeneracies (a |V|^2-only binary fit cannot tell
+    PA from PA + 180 deg) and directions of parameter space the data leave flat
+    (a null singular value of the whitened Jacobian; the parameters on such a
+    direction get an infinite error rather than the pseudo-inverse's small one).
     """
 
     names: tuple[str, ...]
@@ -33,6 +42,8 @@ class FitResult:
     dof: int
     success: bool
     message: str = ""
+    constrained: bool = True
+    flags: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> tuple[float, float]:
         i = self.names.index(name)
@@ -43,11 +54,30 @@ class FitResult:
             "parameters": {n: {"value": float(v), "stderr": float(e), "unit": u} for n, u, v, e in zip(self.names, self.units, self.values, self.stderr)},
             "chi2": float(self.chi2),
             "dof": int(self.dof),
+            "constrained": bool(self.constrained),
+            "flags": list(self.flags),
         }
 
     def __str__(self) -> str:
+        if not self.constrained:
+            return f"unconstrained: {self.message}"
         body = ", ".join(f"{n} = {v:.4g} ± {e:.2g} {u}".rstrip() for n, u, v, e in zip(self.names, self.units, self.values, self.stderr))
-        return f"{body} (chi2/dof = {self.chi2:.1f}/{self.dof})"
+        tail = f"; {'; '.join(self.flags)}" if self.flags else ""
+        return f"{body} (chi2/dof = {self.chi2:.1f}/{self.dof}){tail}"
+
+
+def _unconstrained(names: Sequence[str], units: Sequence[str] | None, n_data: int, flags: tuple[str, ...] = ()) -> FitResult:
+    """The refusal of a fit with no degrees of freedom (``dof = n_data - K <= 0``)."""
+    k = len(names)
+    nan = np.full(k, np.nan)
+    msg = f"{n_data} data for {k} parameters (dof {n_data - k} <= 0): the data cannot constrain this model"
+    return FitResult(tuple(names), tuple(units or [""] * k), nan, nan.copy(), np.full((k, k), np.nan), math.nan,
+                     int(n_data - k), False, msg, constrained=False, flags=flags)
+
+
+#: singular values of the whitened Jacobian below this fraction of the largest are
+#: treated as flat directions (float64 round-off on J^T J is ~1e-8 relative in s)
+_FLAT_RTOL = 1e-7
 
 
 def _data_vector(data: np.ndarray, err: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -86,12 +116,21 @@ def fit_model(
     Residuals are whitened by the one-sigma ``err`` or, when given, by the
     Cholesky factor of the full data covariance ``cov`` (correlated data);
     parameter covariance ``(J^T J)^-1`` of the whitened residuals.
+
+    A fit with ``dof = len(data) - len(p0) <= 0`` is refused: the result has
+    ``constrained=False`` and NaN values (with as many parameters as data the
+    optimiser reaches chi2 = 0 anywhere on a manifold of solutions, and the
+    Jacobian errors are then meaningless).  The covariance comes from the SVD of
+    the whitened Jacobian; parameters on a flat direction (singular value below
+    ``_FLAT_RTOL`` of the largest) get an infinite error and a flag.
     """
     from scipy.linalg import solve_triangular
     from scipy.optimize import least_squares
 
     data = np.asarray(data, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
+    if data.size - len(p0) <= 0:
+        return _unconstrained(names, units, data.size)
     if cov is not None:
         C = np.asarray(cov, dtype=np.float64)
         if C.shape != (data.size, data.size):
@@ -104,16 +143,24 @@ def fit_model(
         fun = lambda p: (model(p) - data) / err  # noqa: E731
     lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
     res = least_squares(fun, np.asarray(p0, dtype=np.float64), bounds=(lo, hi), x_scale="jac", method="trf")
-    J = res.jac
-    try:
-        cov = np.linalg.inv(J.T @ J)
-    except np.linalg.LinAlgError:
-        cov = np.linalg.pinv(J.T @ J)
+    J = np.asarray(res.jac, dtype=np.float64)
+    # cov = V diag(1/s^2) V^T; a direction with s ~ 0 is one the data do not see, and a
+    # pseudo-inverse would silently report tiny errors there
+    _, sv, Vt = np.linalg.svd(J, full_matrices=False)
+    flat = sv <= _FLAT_RTOL * max(float(sv.max(initial=0.0)), 1e-300)
+    inv_s2 = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, sv) ** 2)
+    pcov = (Vt.T * inv_s2) @ Vt
+    var = np.clip(np.diag(pcov), 0, None)
+    flags: list[str] = []
+    if flat.any():
+        involved = np.any(np.abs(Vt[flat]) > 0.1, axis=0)  # parameters with weight on a flat direction
+        var = np.where(involved, np.inf, var)
+        flags.append("not separable by these data: " + ", ".join(n for n, b in zip(names, involved) if b))
     chi2 = float(np.sum(res.fun**2))
     k = len(p0)
     return FitResult(
-        tuple(names), tuple(units or [""] * k), res.x, np.sqrt(np.clip(np.diag(cov), 0, None)), cov, chi2,
-        int(len(data) - k), bool(res.success), str(res.message),
+        tuple(names), tuple(units or [""] * k), res.x, np.sqrt(var), pcov, chi2,
+        int(len(data) - k), bool(res.success), str(res.message), flags=tuple(flags),
     )
 
 
@@ -135,7 +182,14 @@ def fit_binary(
     """
     uv = np.asarray(uv, dtype=np.float64)
     y, e = _data_vector(data, err, kind)
+    names, units = ("separation", "position_angle", "flux_ratio"), ("mas", "deg", "")
     folded = kind != "complex"
+    # |V|^2 and |V| are even in the secondary's offset: (PA, r) and (PA + 180, r) give the same
+    # data exactly, whatever the baselines; say so instead of pretending PA is known mod 360
+    fold_flag = ("position_angle known only modulo 180 deg (|V|^2 is even in the secondary's offset: "
+                 "PA and PA + 180 deg fit equally)",) if folded else ()
+    if y.size - len(names) <= 0:
+        return _unconstrained(names, units, y.size, fold_flag)
     pa_hi = 180.0 if folded else 360.0
     r_hi = 1.0 if folded else 50.0
 
@@ -162,16 +216,18 @@ def fit_binary(
         p0 = best[1]
     p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
     # let PA wander past its fold so the optimiser is not pinned at a bound
-    fit = fit_model(model, y, e, p0, ("separation", "position_angle", "flux_ratio"), ("mas", "deg", ""),
-                    bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov)
+    fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov)
     vals = fit.values.copy()
     vals[1] %= pa_hi
-    return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message)
+    return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
+                     constrained=fit.constrained, flags=fold_flag + fit.flags)
 
 
 def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov) -> FitResult:
     uv = np.asarray(uv, dtype=np.float64)
     y, e = _data_vector(data, err, kind)
+    if y.size <= 1:
+        return _unconstrained((name,), ("mas",), y.size)
 
     def model(p: np.ndarray) -> np.ndarray:
         return _model_vector(fn(uv, p[0] * MAS).astype(np.complex128), kind)
