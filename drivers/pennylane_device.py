@@ -52,7 +52,7 @@ import numpy as np
 from qsense.records import BellBatch, ShadowBatch
 from qsense.sims.samplers import BellSampler, ShadowSampler
 
-__all__ = ["PennyLaneDriver", "MODES", "KINDS"]
+__all__ = ["PennyLaneDriver", "sample_records", "MODES", "KINDS"]
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +400,23 @@ class PennyLaneDriver:
         finally:
             log.info("%s: stream ended after %d records (next seq %d)", self.source, self.produced, self.seq)
 
+    def sample(self, shots: int, *args: Any, **kwargs: Any) -> ShadowBatch | BellBatch:
+        """One batch of ``shots`` records, synchronously (no event loop needed).
+
+        ``args``/``kwargs`` are the circuit's arguments for this batch (default:
+        the driver's ``params``); numbering (``seq``) and ``produced`` advance as
+        in the stream.
+        """
+        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+            raise ValueError(f"shots must be a positive integer; got {shots!r}")
+        if not args and not kwargs:
+            args, kwargs = self._args_at(0.0)
+        t = self.time_origin + np.zeros(int(shots))
+        batch = self._make_batch(tuple(args), dict(kwargs), int(shots), self.seq, t)
+        self.seq += 1
+        self.produced += int(shots)
+        return batch
+
     async def collect(self, batches: int | None = None) -> list[ShadowBatch | BellBatch]:
         """Run the stream and return its batches (at most ``batches`` of them)."""
         out: list = []
@@ -412,3 +429,27 @@ class PennyLaneDriver:
         finally:
             await stream.aclose()
         return out
+
+
+def sample_records(qnode: Any, shots: int, *args: Any, kind: str = "shadow", mode: str = "state", wires: Sequence[Any] | None = None,
+                   seed: Any = None, device: Any = None, **kwargs: Any) -> ShadowBatch | BellBatch:
+    """Records of a PennyLane circuit, synchronously: ``shots`` shadow snapshots or two-copy Bell shots.
+
+    ``qnode`` is a ``qml.QNode`` (or a quantum function with ``device=``);
+    ``args``/``kwargs`` are its arguments.  ``mode="state"`` samples exactly
+    from the circuit's state (fast, any shots); ``mode="device"`` runs the
+    device itself (``qml.classical_shadow`` or measurement rotations).  Example::
+
+        dev = qml.device("default.qubit", wires=3)
+
+        @qml.qnode(dev)
+        def ghz():
+            qml.Hadamard(0); qml.CNOT([0, 1]); qml.CNOT([1, 2])
+            return qml.state()
+
+        batch = sample_records(ghz, 20_000, seed=1)              # ShadowBatch
+        qsense.ShadowEstimator(["XXX", "Z0 Z1"]).update(batch)
+        pairs = sample_records(ghz, 500, kind="bell", seed=2)    # BellBatch
+    """
+    driver = PennyLaneDriver(qnode, device, wires=wires, kind=kind, mode=mode, seed=seed, batch_size=max(1, int(shots)))
+    return driver.sample(shots, *args, **kwargs)

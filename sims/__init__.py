@@ -14,6 +14,9 @@ The repository folder ``sims/``, installed as ``qsense.sims``
   ``qsense.memories`` and ``qsense.backends`` entry-point groups).
 * :mod:`qsense.sims.telescope` - simulated telescope photon arrays, their exact
   single-excitation samplers and backend (plugin ``telescope``).
+* :mod:`qsense.sims.exact` - exact values to check estimates against, with the
+  estimators' own labels: :func:`exact_expval`, :func:`exact_square`,
+  :func:`exact_purity`, :func:`exact_renyi2`.
 
 All states are numpy arrays: a 2^n statevector or a 2^n x 2^n density matrix,
 wire 0 the most significant bit (PennyLane's convention).
@@ -61,7 +64,13 @@ from .sources import (
     w_state,
 )
 
+from .exact import exact_expval, exact_purity, exact_renyi2, exact_square
+
 __all__ = [
+    "exact_expval",
+    "exact_square",
+    "exact_purity",
+    "exact_renyi2",
     "sample_shadows",
     "sample_bell",
     "sample_bell_pair",

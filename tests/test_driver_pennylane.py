@@ -278,3 +278,35 @@ def test_example_script_runs():
     assert "phi = 0.2000" in out and "purity" in out
     worst = float(out.rsplit("largest deviation:", 1)[1].split()[0])
     assert worst < 5.0, out
+
+
+def test_sample_records_is_synchronous_and_unbiased():
+    import pennylane as qml
+
+    import qsense
+    from qsense import sims
+    from qsense.drivers.pennylane_device import sample_records
+
+    dev = qml.device("default.qubit", wires=3)
+
+    @qml.qnode(dev)
+    def circuit(theta):
+        qml.Hadamard(0)
+        qml.CNOT([0, 1])
+        qml.RY(theta, wires=2)
+        return qml.state()
+
+    batch = sample_records(circuit, 40_000, 0.8, seed=11)
+    assert isinstance(batch, qsense.ShadowBatch) and batch.T == 40_000 and batch.wires == (0, 1, 2)
+    obs = ["X0 X1", "Z2", "Z0 X2"]
+    est = qsense.ShadowEstimator(obs)
+    est.update(batch)
+    r = est.estimate()
+    truth = sims.exact_expval(circuit(0.8), obs)
+    assert np.all(np.abs(r.values - truth) < 4 * r.stderr)
+    pairs = sample_records(circuit, 3_000, 0.8, kind="bell", seed=12)
+    assert isinstance(pairs, qsense.BellBatch)
+    b = qsense.BellEstimator(obs)
+    b.update(pairs)
+    rb = b.estimate()
+    assert np.all(np.abs(rb.values - truth**2) < 4 * rb.stderr + 1e-9)
