@@ -20,6 +20,8 @@ import argparse
 import asyncio
 import dataclasses
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -113,7 +115,8 @@ if __name__ == "__main__":
     ap.add_argument("--config", default=str(HERE / "daemon_config.toml"))
     ap.add_argument("--seconds", type=float, default=3.0, help="how long to stream")
     ap.add_argument("--any-port", action="store_true", help="bind free ports instead of the configured ones")
-    ap.add_argument("--state-dir", help="where to put the checkpoint (default: the path in the config)")
+    ap.add_argument("--state-dir", default=os.path.join(tempfile.gettempdir(), "qsense-examples"),
+                    help="where to put the checkpoint (default: a qsense-examples folder in the system temp dir)")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

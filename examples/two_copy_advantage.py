@@ -36,14 +36,17 @@ with probabilities (1+α²)/4, 1/2, (1−α²)/4); shadow accuracy depends on
 μ = N 3^-n only, through two independent Skellam variables (exact as 3^-n → 0),
 so the shadow copies needed are μ* 3^n.
 
-Run:  python examples/two_copy_advantage.py --nmax 12 --trials 400 --out advantage.png
+Run:  python examples/two_copy_advantage.py --nmax 12 --trials 400 --out /tmp/advantage.png
+(by default the plot goes to a qsense-examples folder in the system temp dir, never into the repository)
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -391,6 +394,7 @@ def plot(res: dict, path: str) -> str:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -405,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.9, help="accuracy to reach")
     ap.add_argument("--eps", type=float, default=0.1, help="accuracy for the |tr(P rho)| estimation check")
     ap.add_argument("--seed", type=int, default=2022)
-    ap.add_argument("--out", default="two_copy_advantage.png", help="PNG path ('' for no plot)")
+    ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "qsense-examples", "two_copy_advantage.png"),
+                    help="PNG path ('' for no plot; default: a qsense-examples folder in the system temp dir)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     res = run(args.nmax, args.trials, args.alpha, args.target, args.seed, args.nmin, args.eps)
