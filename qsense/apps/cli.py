@@ -15,7 +15,7 @@ from typing import Sequence
 
 from qsense import __version__
 
-from . import daemon, demo, estimate, record, replay, watch
+from . import daemon, demo, estimate, record, reduce, replay, watch
 
 #: sub-command name -> (module, one-line help); each module provides
 #: ``add_arguments(parser)`` and ``run(args) -> int``
@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "demo": (demo, "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
     "daemon": (daemon, "online estimation daemon configured by a TOML file"),
     "estimate": (estimate, "estimate observables / entropies from a record archive or a recorded file"),
+    "reduce": (reduce, "merge several daemons' estimator states (live shards) into one estimate stream"),
     "record": (record, "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)"),
     "replay": (replay, "send an archive's batches again, reliably, with their original (source, epoch, seq)"),
     "watch": (watch, "live view of a running daemon's estimates (snapshot, then updates; --json for scripts)"),
