@@ -93,6 +93,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--t2", type=float, metavar="S",
                    help="undo the memory decoherence of Bell pairs (local depolarizing with this T2, seconds, from each shot's wait)")
     add_selection_arguments(p)
+    d = p.add_argument_group("scale-out (archives; see docs/scale-out.md)")
+    x = d.add_mutually_exclusive_group()
+    x.add_argument("--workers", type=int, metavar="N",
+                   help="reduce the archive on a local Dask cluster of N worker processes (one task per partition)")
+    x.add_argument("--dask", metavar="ADDRESS", help="reduce the archive on the Dask scheduler at ADDRESS (e.g. tcp://host:8786); "
+                                                     "the workers must see the archive at the same path")
+    d.add_argument("--dask-timeout", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the --dask scheduler to answer (default 10)")
+    d.add_argument("--partition-mib", type=float, default=None, metavar="MIB",
+                   help="target partition size in MiB of Parquet data (default: one 64 MiB row group); "
+                        "with --groups > 1 the median-of-means blocks follow the partitions")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary line on stderr")
 
 
@@ -219,7 +230,13 @@ def _targets(args: argparse.Namespace) -> tuple[list[PauliObservable], list[tupl
     return observables, subsystems
 
 
+def _scaled_out(args: argparse.Namespace) -> bool:
+    return getattr(args, "workers", None) is not None or getattr(args, "dask", None) is not None
+
+
 def _run_file(args: argparse.Namespace, observables: list, subsystems: list) -> int:
+    if _scaled_out(args):
+        raise UsageError(f"{args.measurements}: --workers/--dask need a record archive (a directory holding {MANIFEST})")
     if _selection_given(args) or args.bell_purity or args.t2 is not None:
         raise UsageError(f"{args.measurements}: --source/--since/--until/--wires/--kind/--bell-purity/--t2 need a record archive")
     batch = _load(args.measurements)
@@ -327,11 +344,86 @@ def _summary_line(path: Path, archive: Any, groups: dict, sources: set[str]) -> 
             f"{len(names)} source(s){': ' + shown if names else ''}; problems: {problems}")
 
 
+def _distributed_groups(args: argparse.Namespace, archive: Any, sel: dict[str, Any], observables: list,
+                        subsystems: list) -> tuple[dict[tuple[str, tuple], _Group], set[str]]:
+    """The groups of :func:`_run_archive`, reduced by :func:`qsense.distributed.estimate` on a Dask cluster."""
+    from qsense import distributed as qd
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be a positive integer")
+    if not (math.isfinite(args.dask_timeout) and args.dask_timeout > 0):
+        raise UsageError("--dask-timeout must be a positive number of seconds")
+    part_bytes = qd.DEFAULT_PARTITION_BYTES
+    if args.partition_mib is not None:
+        if not (math.isfinite(args.partition_mib) and args.partition_mib > 0):
+            raise UsageError("--partition-mib must be a positive number")
+        part_bytes = max(1, int(args.partition_mib * (1 << 20)))
+    # the templates: what _make_group builds, per record kind (a wire set binds on the workers)
+    templates = {k: _make_group(k, (), args, observables, subsystems).estimators for k in KINDS}
+    flat = [(k, i) for k in KINDS for i in range(len(templates[k]))]
+    cluster = client = None
+    # Dask's INFO lines (scheduler and nanny start-up) would bury the summary; its errors still show
+    _quiet_dask(logging.ERROR)
+    try:
+        if args.dask is not None:
+            client = qd.connect(args.dask, timeout=args.dask_timeout)
+        else:
+            cluster, client = qd.local_cluster(args.workers)
+        if not args.quiet:
+            link = _dashboard(client)
+            print(f"qsense estimate: Dask {'scheduler ' + args.dask if args.dask else f'LocalCluster of {args.workers} workers'}"
+                  f"; dashboard: {link}", file=sys.stderr)
+        res = qd.estimate(archive, [templates[k][i] for k, i in flat], client=client, partition_bytes=part_bytes,
+                          progress=not args.quiet, **sel)
+    except qd.DistributedError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        # tearing a LocalCluster down logs lost comms as CRITICAL: expected at shutdown, not news
+        _quiet_dask(logging.CRITICAL + 1)
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    archive.problems = dict(res.problems)  # the summary line reports the workers' damage counters
+    groups: dict[tuple[str, tuple], _Group] = {}
+    for (kind, wires), counts in res.groups.items():
+        g = groups[(kind, wires)] = _Group(kind, wires, batches=counts["batches"], records=counts["records"])
+        for j, (k, _) in enumerate(flat):
+            if k != kind:
+                continue
+            est = res.by_wires[j].get(wires)
+            if est is None or res.refused_by_wires[j].get(wires, 0):
+                raise UsageError(f"{kind} batches on wires {list(wires)}: refused by the {type(res.estimators[j]).__name__} "
+                                 "(an observable or subsystem that does not fit these wires)"
+                                 + ("; select one wire set with --wires" if len(res.groups) > 1 else ""))
+            g.estimators.append(est)
+    return groups, res.sources
+
+
+def _quiet_dask(level: int) -> None:
+    import distributed  # noqa: F401 -- it configures its loggers on import: set them after that
+
+    for name in [n for n in logging.root.manager.loggerDict if n == "distributed" or n.startswith("distributed.")]:
+        logging.getLogger(name).setLevel(level)
+
+
+def _dashboard(client: Any) -> str:
+    try:
+        if "dashboard" in client.scheduler_info().get("services", {}):
+            return str(client.dashboard_link)
+    except Exception:  # noqa: BLE001 -- a link is a convenience
+        pass
+    return "not available (install bokeh for the Dask dashboard)"
+
+
 def _run_archive(args: argparse.Namespace, observables: list, subsystems: list) -> int:
     archive = open_archive_or_fail(args.measurements)
     sel = selection(args)
     if args.t2 is not None and not (math.isfinite(args.t2) and args.t2 > 0):
         raise UsageError("--t2 must be a positive number of seconds")
+    if _scaled_out(args):
+        groups, sources = _distributed_groups(args, archive, sel, observables, subsystems)
+        return _report(args, archive, groups, sources, subsystems)
     groups: dict[tuple[str, tuple], _Group] = {}
     sources: set[str] = set()
     bar = _progress(archive, sel, args)
@@ -356,6 +448,12 @@ def _run_archive(args: argparse.Namespace, observables: list, subsystems: list) 
         raise UsageError(f"{args.measurements}: read failed: {exc}") from None
     finally:
         bar.close()
+    return _report(args, archive, groups, sources, subsystems)
+
+
+def _report(args: argparse.Namespace, archive: Any, groups: dict[tuple[str, tuple], _Group], sources: set[str],
+            subsystems: list) -> int:
+    """The summary line and the table of :func:`_run_archive` (shared by the single-process and the Dask path)."""
     if not args.quiet:
         print(_summary_line(args.measurements, archive, groups, sources), file=sys.stderr)
     if not groups:

@@ -1,0 +1,186 @@
+"""``qsense.distributed.estimate``: an archive reduced to estimates by one task per partition and a tree of merges.
+
+The rule (what makes a median-of-means estimate well defined)
+-------------------------------------------------------------
+1. The archive is cut into partitions in position order (:func:`~qsense.distributed.partitions.plan`:
+   runs of whole row groups of one sealed segment of at least ``partition_bytes``,
+   or one open segment).  The cut depends on the archive and ``partition_bytes`` only.
+2. Each partition is folded, in position order, into a fresh copy of every
+   estimator: median-of-means blocks are formed *within* a partition.
+3. The partial states are merged by a fixed balanced binary tree over the
+   partitions in position order: level by level, partition pairs (0, 1),
+   (2, 3), ... are merged (left first); an odd last one is
+   carried up unchanged.  ``merge(other)`` treats other's data as coming after.
+
+The result is a function of the data and the rule, never of the workers,
+their number or the order in which tasks finish.  ``client=None`` runs the
+very same tasks and the very same tree in this process: that is the single
+process using the same rule, and the cluster's states equal its states bit
+for bit.  For estimators whose merge is exact (``groups=1`` shadow
+estimates, purities, visibilities: integer statistics) both also equal a
+plain ``for b in archive.batches(): est.update(b)``; Bell estimators merge
+float sums (equal to ~1e-15 relative).
+
+What moves: partitions are archive references (a path, a segment id, a
+row-group range); estimator templates are pickled empty estimators; results
+are ``to_bytes()`` states.  Workers read the files themselves, so a shared
+filesystem (the same archive path on every worker) is assumed.  Dask is
+imported inside the functions that need it: ``import qsense`` never needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
+from .tasks import Partial, finish, merge_partials, pack_templates, run_partition
+
+__all__ = ["DistributedResult", "estimate", "connect", "local_cluster", "DistributedError"]
+
+
+class DistributedError(RuntimeError):
+    """A distributed run that cannot go on (no scheduler, a task failing for good): one-line message."""
+
+
+@dataclass
+class DistributedResult:
+    """What :func:`estimate` returns."""
+
+    #: the estimators, filled (same order as passed; the templates themselves are left empty)
+    estimators: list[Any]
+    #: per estimator: wire set -> estimator over that wire set's batches only
+    by_wires: list[dict[tuple, Any]]
+    #: per estimator: ``{"batches": n, "records": n}`` it refused (another wire set, wrong size)
+    refused: list[dict[str, int]]
+    #: per estimator: wire set -> batches a fresh estimator refused on those wires (a subsystem outside them, ...)
+    refused_by_wires: list[dict[tuple, int]]
+    #: (kind, wires) -> {"batches", "records"} of every selected batch
+    groups: dict[tuple[str, tuple], dict[str, int]]
+    sources: set[str]
+    #: damage counters as :attr:`Archive.problems` (torn_tail, checksum, unreadable_*, missing_segment)
+    problems: dict[str, int]
+    partitions: list[Partition]
+    #: per partition: (number, batches, records, seconds, worker)
+    stats: list[tuple[int, int, int, float, str]] = field(default_factory=list)
+    #: wall-clock seconds of the whole reduction (planning included)
+    seconds: float = 0.0
+
+    @property
+    def batches(self) -> int:
+        return sum(g["batches"] for g in self.groups.values())
+
+    @property
+    def records(self) -> int:
+        return sum(g["records"] for g in self.groups.values())
+
+
+def _tree(items: list[Any], merge: Callable[[Any, Any], Any]) -> Any:
+    """The fixed balanced tree: adjacent pairs merged level by level, an odd last carried up."""
+    while len(items) > 1:
+        nxt = [merge(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+        if len(items) % 2:
+            nxt.append(items[-1])
+        items = nxt
+    return items[0]
+
+
+def _bar(total: int, progress: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="part", desc="partitions", file=sys.stderr, leave=False,
+                disable=not progress or not sys.stderr.isatty())
+
+
+def connect(address: str, *, timeout: float = 10.0) -> Any:
+    """A ``distributed.Client`` for the scheduler at ``address``; :class:`DistributedError` if none answers in ``timeout`` s."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:  # refused, silent, malformed address
+        raise DistributedError(f"no Dask scheduler answers at {address} within {timeout:g} s "
+                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no reply'})") from None
+
+
+def local_cluster(n_workers: int, *, dashboard: bool = True) -> tuple[Any, Any]:
+    """A LocalCluster of ``n_workers`` single-threaded worker processes on 127.0.0.1 and its client: ``(cluster, client)``."""
+    from distributed import Client, LocalCluster
+
+    if int(n_workers) < 1:
+        raise ValueError("need at least one worker")
+    cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
+    return cluster, Client(cluster, set_as_default=False)
+
+
+def estimate(archive: Any, estimators: Sequence[Any], *, client: Any = None, source: str | Iterable[str] | None = None,
+             since: float | None = None, until: float | None = None, kind: str | None = None, wires: Sequence | None = None,
+             after: int | None = None, upto: int | None = None, partition_bytes: int = DEFAULT_PARTITION_BYTES,
+             verify: bool = True, progress: bool = True, retries: int = 2) -> DistributedResult:
+    """Reduce ``archive`` (an :class:`Archive` or its path) into ``estimators`` (empty templates) by the rule above.
+
+    ``client``: a ``distributed.Client`` (tasks on its workers) or ``None``
+    (the same tasks and merge tree in this process).  The filters are those of
+    :meth:`Archive.entries`.  ``retries``: resubmissions of a task that
+    raised (a worker that dies is handled by Dask itself: its tasks are
+    rescheduled).  Raises :class:`DistributedError` when a task fails for good.
+    """
+    from qsense.streaming.archive import open_archive
+
+    t0 = time.perf_counter()
+    arch = open_archive(archive) if isinstance(archive, (str, os.PathLike)) else archive
+    root = str(arch.path.resolve())
+    templates = pack_templates(list(estimators))
+    parts, problems = plan(arch, partition_bytes=partition_bytes, source=source, since=since, until=until, after=after,
+                           upto=upto)
+    sel = {"source": source, "kind": kind, "since": since, "until": until,
+           "wires": None if wires is None else tuple(wires), "after": after, "upto": upto}
+    if not parts:
+        total = Partial((0, 0), [{} for _ in estimators])
+    elif client is None:
+        leaves = []
+        with _bar(len(parts), progress) as bar:
+            for p in parts:
+                leaves.append(run_partition(root, p, templates, sel, verify))
+                bar.update(1)
+        total = _tree(leaves, lambda a, b: merge_partials(templates, a, b))
+    else:
+        total = _on_cluster(client, root, parts, templates, sel, verify, progress, retries)
+    for k, v in problems.items():
+        total.problems[k] = total.problems.get(k, 0) + v
+    ests, by_wires, refused, refused_by_wires = finish(templates, total)
+    groups = {k: {"batches": v[0], "records": v[1]} for k, v in sorted(total.groups.items(), key=lambda kv: repr(kv[0]))}
+    return DistributedResult(ests, by_wires, refused, refused_by_wires, groups, set(total.sources), dict(total.problems), parts,
+                             sorted(total.stats), time.perf_counter() - t0)
+
+
+def _on_cluster(client: Any, root: str, parts: list[Partition], templates: bytes, sel: dict[str, Any], verify: bool,
+                progress: bool, retries: int) -> Partial:
+    from distributed import as_completed
+
+    # one small blob for every task instead of a copy per task in the graph
+    tmpl = client.scatter(templates, broadcast=True, hash=True)
+    leaves = [client.submit(run_partition, root, p, tmpl, sel, verify, retries=retries, pure=False,
+                            key=f"qsense-partition-{p.number}-{os.urandom(4).hex()}") for p in parts]
+    try:
+        level = list(leaves)
+        while len(level) > 1:  # the tree is fixed up front: merges start as soon as both children are done
+            nxt = [client.submit(merge_partials, tmpl, level[i], level[i + 1], retries=retries, pure=False)
+                   for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                nxt.append(level[-1])
+            level = nxt
+        with _bar(len(leaves), progress) as bar:
+            for _ in as_completed(leaves, loop=client.loop):
+                bar.update(1)
+        return level[0].result()
+    except Exception as exc:  # noqa: BLE001 -- one line for the caller, the cause kept
+        raise DistributedError(f"distributed estimate failed: {type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    finally:
+        for f in leaves:
+            f.release()
