@@ -7,13 +7,22 @@ its support of a (X), a xor b (Y) or b (Z).  Its mean estimates tr(P rho)^2 with
 per-shot variance 1 - tr(P rho)^4, whatever the weight of P.  Purity uses the
 SWAP eigenvalue: -1 for each singlet (code 3), +1 otherwise.
 
-Copies that waited in memory (``BellBatch.wait``) with local depolarizing at rate
-1/T2 bias these means by exp(-k tau / T2); with ``t2=...`` every shot is
-reweighted to remove it (PHYSICS.md section 3), at the price of extra variance.
+Copies that waited in memory (``BellBatch.wait``) decohere; with local
+depolarizing at rate 1/T2 this biases the means by exp(-k tau / T2), and with
+``t2=...`` every shot is reweighted to remove it (PHYSICS.md section 3), at the
+price of extra variance.  The reweighting follows the memory's model per Pauli
+letter (:mod:`qsense.estimators.decoherence`): ``decoherence="dephasing"`` leaves
+Z factors alone (reweighting them as if depolarizing over-corrects ZZZ by
++18.5%), ``"t1t2"`` divides Z factors by e^{-tau/T1}.  A shot's Pauli value is
+multiplied by prod_L e^{tau r_L} over its letters L; the purity's per-wire SWAP
+value (1 + XX + YY + ZZ)/2 becomes (1 + XX/f_X + YY/f_Y + ZZ/f_Z)/2 with the
+letters' survival factors f_L = e^{-tau r_L} (for depolarizing: triplet (1+w)/2,
+singlet (1-3w)/2, w = e^{tau/T2}).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -21,6 +30,7 @@ import numpy as np
 from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observables
 from qsense.records import BellBatch
 
+from .decoherence import DecoherenceModel, Depolarizing, make_decoherence
 from .kernels import bell_counts_batch, bell_term_values
 from .result import Estimate
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
@@ -56,18 +66,51 @@ class BellEstimator:
         coefficients (that is, ``sum_j c_j tr(P_j rho)^2``).
     t2:
         If given (seconds), undo the decoherence of the first copy of each pair
-        from ``BellBatch.wait`` assuming local depolarizing at rate 1/T2.
+        from ``BellBatch.wait`` with the ``decoherence`` model (default: local
+        depolarizing at rate 1/T2).
     purity_subsystems:
         Subsystems (lists of wire positions) whose purity is tracked; the whole
         register (``None``) is always tracked.
+    decoherence:
+        ``"depolarizing"`` (default), ``"dephasing"``, ``"t1t2"`` (needs ``t1``)
+        or a :class:`~qsense.estimators.decoherence.DecoherenceModel` (then
+        ``t2``/``t1`` come from it).  Pass the memory's own model object
+        (``memory.decoherence``) so the reweighting cannot disagree with it.
+    t1:
+        T1 in seconds, for ``decoherence="t1t2"``.
     """
 
-    def __init__(self, observables: Any = (), t2: float | None = None, purity_subsystems: Sequence[Sequence[int]] = ()) -> None:
+    def __init__(
+        self,
+        observables: Any = (),
+        t2: float | None = None,
+        purity_subsystems: Sequence[Sequence[int]] = (),
+        decoherence: "str | DecoherenceModel | None" = None,
+        t1: float | None = None,
+    ) -> None:
         empty = isinstance(observables, (list, tuple)) and len(observables) == 0
         self.observables: list[PauliObservable] = [] if empty else _parse_all(observables)
         if t2 is not None and not (np.isfinite(t2) and t2 > 0):
             raise ValueError(f"t2 must be a positive finite number of seconds; got {t2!r}")
-        self.t2 = None if t2 is None else float(t2)
+        if isinstance(decoherence, DecoherenceModel):
+            if t2 is not None and float(t2) != decoherence.t2:
+                raise ValueError(f"t2={t2!r} disagrees with the decoherence model {decoherence!r}")
+            model: DecoherenceModel | None = decoherence if decoherence.finite else None
+        else:
+            model = make_decoherence(decoherence, t2=t2, t1=t1)
+            if model is not None and not model.finite:
+                model = None  # a name without times: nothing decays, nothing to undo
+        #: the model the shots are reweighted with (None: no reweighting)
+        self.decoherence: DecoherenceModel | None = model
+        self.t2 = None if model is None or not np.isfinite(model.t2) else float(model.t2)
+        if model is not None and not model.unital:
+            warnings.warn(
+                f"{model!r} is not unital: the reweighting divides out e^(-tau/T1) per Z letter but cannot remove the "
+                "relaxation towards |0> (a bias of order 1 - e^(-tau/T1) per Z letter on states with <Z>-type "
+                "sub-Paulis; docs/estimators.md)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.purity_subsystems = [tuple(int(q) for q in s) for s in purity_subsystems]
         self.wires: tuple | None = None
         self._table: PauliTable | None = None
@@ -131,7 +174,7 @@ class BellEstimator:
         t = self._table
         ysign = np.where((t.letters == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
         masks = self._masks(batch.n)
-        if self.t2 is None:
+        if self.decoherence is None:
             # from the batch's bit planes when it carries them (wire v2, archive): no unpacking
             total, odd = bell_counts_batch(batch, t, [T])
             self._S += ysign * (total[0] - 2 * odd[0])
@@ -143,8 +186,13 @@ class BellEstimator:
             self._pS += T - 2.0 * self._odd_singlets(batch, masks)
             self._pQ += T
         else:
+            model = self.decoherence
+            depol = isinstance(model, Depolarizing)
             singlet = batch.outcomes == 3
-            w = np.exp(batch.wait / self.t2)  # (T,)
+            if depol:
+                w = np.exp(batch.wait / self.t2)  # (T,): the historical arithmetic, kept bit for bit
+            else:
+                rate_p = model.pauli_rate(np.where(t.support < 0, 0, t.letters))  # (M,) 1/s
             if t.M:
                 sign_idx = np.where(t.support < 0, 3 * batch.n, (t.letters.astype(np.int64) - 1) * batch.n + np.maximum(t.support, 0))
                 for lo in range(0, T, 8192):
@@ -153,14 +201,26 @@ class BellEstimator:
                     par = np.zeros((hi - lo, t.M), dtype=np.uint8)
                     for s in range(sign_idx.shape[1]):
                         par ^= st[:, sign_idx[:, s]]
-                    vals = (1.0 - 2.0 * par) * ysign * np.power(w[lo:hi, None], t.weight[None, :])
+                    if depol:
+                        reweight = np.power(w[lo:hi, None], t.weight[None, :])
+                    else:
+                        reweight = np.exp(batch.wait[lo:hi, None] * rate_p[None, :])
+                    vals = (1.0 - 2.0 * par) * ysign * reweight
                     self._S += vals.sum(axis=0)
                     self._Q += (vals**2).sum(axis=0)
                     if self._sums:
                         self._sums.add(vals[:, self._sums.terms])
-            f_trip = (1.0 + w) / 2.0
-            f_sing = (1.0 - 3.0 * w) / 2.0
-            per_wire = np.where(singlet, f_sing[:, None], f_trip[:, None])  # (T, n)
+            if depol:
+                f_trip = (1.0 + w) / 2.0
+                f_sing = (1.0 - 3.0 * w) / 2.0
+                per_wire = np.where(singlet, f_sing[:, None], f_trip[:, None])  # (T, n)
+            else:
+                # SWAP = (II + XX + YY + ZZ) / 2 per wire; divide each letter by its survival
+                inv = 1.0 / model.factors(batch.wait)  # (T, 3)
+                a = (batch.outcomes >> 1).astype(np.float64)
+                b = (batch.outcomes & 1).astype(np.float64)
+                lx, lz = 1.0 - 2.0 * a, 1.0 - 2.0 * b
+                per_wire = 0.5 * (1.0 + lx * inv[:, 0:1] - lx * lz * inv[:, 1:2] + lz * inv[:, 2:3])
             for i, m in enumerate(masks):
                 v = np.prod(per_wire[:, m], axis=1)
                 self._pS[i] += v.sum()
@@ -206,7 +266,7 @@ class BellEstimator:
         """Fold in another estimator's statistics (equals updating with both data sets)."""
         if not isinstance(other, BellEstimator):
             raise ValueError(f"cannot merge a {type(other).__name__} into a BellEstimator")
-        if [o.terms for o in other.observables] != [o.terms for o in self.observables] or other.t2 != self.t2 or other.purity_subsystems != self.purity_subsystems:
+        if [o.terms for o in other.observables] != [o.terms for o in self.observables] or other.decoherence != self.decoherence or other.purity_subsystems != self.purity_subsystems:
             raise ValueError("cannot merge Bell estimators with different configuration")
         if other._table is None:
             return self
@@ -228,6 +288,7 @@ class BellEstimator:
             "type": "BellEstimator",
             "version": 1,
             "t2": self.t2,
+            "decoherence": None if self.decoherence is None else self.decoherence.to_json(),
             "purity_subsystems": [list(s) for s in self.purity_subsystems],
             "observables": [obs_to_json(o) for o in self.observables],
             "wires": None if self.wires is None else wires_to_json(self.wires),
@@ -240,7 +301,15 @@ class BellEstimator:
     def from_bytes(cls, data: bytes) -> "BellEstimator":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "BellEstimator")
-        est = cls([obs_from_json(o) for o in meta["observables"]], t2=meta["t2"], purity_subsystems=meta["purity_subsystems"])
+        # checkpoints before the decoherence key meant depolarizing at t2
+        model = meta.get("decoherence")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the non-unital warning was given when it was built
+            if model is None:
+                est = cls([obs_from_json(o) for o in meta["observables"]], t2=meta["t2"], purity_subsystems=meta["purity_subsystems"])
+            else:
+                est = cls([obs_from_json(o) for o in meta["observables"]], purity_subsystems=meta["purity_subsystems"],
+                          decoherence=make_decoherence(model))
         if meta["wires"] is not None:
             est._bind(wires_from_json(meta["wires"]))
             est._S, est._Q, est._pS, est._pQ = z["S"], z["Q"], z["pS"], z["pQ"]
