@@ -5,9 +5,15 @@ This bridge subscribes to detector topics with the MQTT driver
 (``drivers/mqtt_detectors.py``: JSON or binary payloads, reconnects with
 backoff, username/password and TLS), and forwards every batch through a reliable
 RecordPublisher (DEALER; every batch kept until acknowledged), keeping each
-source's sequence numbers and epoch so the daemon still detects gaps end to end.  ``--simulate`` also runs a fake detector that
-publishes JSON events of a 3-qubit GHZ state, so the script is self-contained:
+source's sequence numbers and epoch so the daemon still detects gaps end to end.
 
+Needs an MQTT broker on --mqtt-host/--mqtt-port (e.g. ``mosquitto -p 1883``
+running locally; ``apt-get install mosquitto``).  ``--simulate`` also runs a
+fake detector that publishes JSON events of a 4-qubit GHZ state (the register
+the example daemon's ``ghz`` estimator is pinned to), so with a broker the
+script is self-contained:
+
+    mosquitto -p 1883 &
     qsense daemon --config examples/daemon_config.toml &          # or qsense record --from ...
     python examples/mqtt_detector_bridge.py --simulate --seconds 5 \\
         --mqtt-port 1883 --topic 'lab1/detectors/+/events' --zmq tcp://127.0.0.1:5555
@@ -27,9 +33,9 @@ from qsense.streaming.transport import MqttSettings, RecordPublisher
 
 
 async def fake_detector(settings: MqttSettings, topic: str, rate: float, seconds: float) -> int:
-    """Publish single shadow events of a GHZ state as JSON, ``rate`` per second."""
+    """Publish single shadow events of a 4-qubit GHZ state as JSON, ``rate`` per second."""
     rng = np.random.default_rng(1)
-    state = sims.ghz_state(3)
+    state = sims.ghz_state(4)
     sent = 0
     loop = asyncio.get_running_loop()
     async with settings.client(client_id_suffix="-fake-detector") as client:

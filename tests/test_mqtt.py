@@ -238,39 +238,41 @@ async def test_daemon_mqtt_in_and_retained_estimates_out(broker, tmp_path):  # n
 
 # -- the bridge example ---------------------------------------------------------------------------
 async def test_bridge_example_forwards_detector_events(broker, tmp_path):  # noqa: F811
+    """The example as its docstring runs it: detector -> broker -> bridge -> the daemon of
+    examples/daemon_config.toml (on free ports), whose pinned 4-qubit ``ghz`` estimator takes every batch."""
+    import dataclasses
     import sys
     from pathlib import Path
 
-    from qsense.streaming.transport import RecordReceiver, SequenceTracker
+    from qsense.streaming.config import load_config
+    from qsense.streaming.daemon import EstimationDaemon
 
-    rx = RecordReceiver("tcp://127.0.0.1:*")
-    script = Path(__file__).resolve().parents[1] / "examples" / "mqtt_detector_bridge.py"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), "--simulate", "--seconds", "1.5", "--rate", "2000", "--mqtt-port", str(broker.auth_port),
-        "--username", broker.settings("password").username, "--password", broker.settings("password").password,
-        "--topic", "lab/+/events", "--zmq", rx.endpoint, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    tracker, records = SequenceTracker(), 0
-    est = ShadowEstimator(["Z0 Z1", "Z1 Z2", "X0 X1 X2"])
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(root / "examples" / "daemon_config.toml")
+    cfg = dataclasses.replace(
+        cfg, zmq_inputs=tuple(dataclasses.replace(z, endpoint="tcp://127.0.0.1:*") for z in cfg.zmq_inputs),
+        zmq_output=None, prometheus=None, checkpoint=dataclasses.replace(cfg.checkpoint, path=tmp_path / "lab1.ckpt"))
+    daemon = EstimationDaemon(cfg, resume=False)
+    await daemon.start()
+    script = root / "examples" / "mqtt_detector_bridge.py"
     try:
-        async with asyncio.timeout(25):
-            while True:
-                try:
-                    msg = await asyncio.wait_for(rx.recv(), 0.3)
-                except asyncio.TimeoutError:
-                    if proc.returncode is not None:
-                        break  # the bridge exited and nothing more is queued
-                    continue
-                assert tracker.observe(msg.batch.source, msg.batch.seq, msg.epoch).accepted
-                est.update(msg.batch)
-                records += msg.batch.T
-        out = (await proc.stdout.read()).decode()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(script), "--simulate", "--seconds", "1.5", "--rate", "2000", "--mqtt-port",
+            str(broker.auth_port), "--username", broker.settings("password").username, "--password",
+            broker.settings("password").password, "--topic", "lab/+/events", "--zmq", daemon.endpoints["input.records"],
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+        await asyncio.sleep(0.3)
+        stats = daemon.stats()
+        ghz = daemon.estimates()["ghz"]
     finally:
-        if proc.returncode is None:
-            proc.kill()
-        rx.close()
+        await daemon.stop()
     assert proc.returncode == 0, out
+    records = stats["totals"]["records"]
     assert records > 500 and f"forwarded {records} records" in out
-    assert tracker.totals()["gaps"] == 0 and tracker.totals()["duplicates"] == 0
-    z = est.estimate()
-    assert np.all(np.abs(z.values - 1.0) < 5 * z.stderr + 0.05)  # GHZ: <ZZ> = <XXX> = 1
+    assert stats["totals"]["gaps"] == 0 and stats["totals"]["duplicates"] == 0
+    assert stats["estimators"]["ghz"]["rejected"] == {} and ghz["count"] == records  # nothing refused
+    for label in ("Z0 Z1", "Z1 Z2", "Z2 Z3", "X0 X1 X2 X3"):  # GHZ: <ZZ> = <XXXX> = 1
+        e = ghz["estimates"][label]
+        assert abs(e["value"] - 1.0) < 5 * e["stderr"] + 0.05, (label, e)
