@@ -19,6 +19,15 @@ async iterable of :class:`qsense.acquisition.memory.Copy` for :class:`qsense.acq
 
 ``photon_batches()`` yields the raw :class:`qsense.sims.telescope.Photons` chunks with
 the same pacing, for callers that measure directly.
+
+Reproducibility: the simulation has one random generator, which the backend also
+draws measurement outcomes from.  Paced in wall time, the driver generates its
+next chunk whenever the event loop gets to it, so arrivals and outcomes would
+interleave on that generator in an order set by task scheduling, and a fixed
+seed would not fix the result.  With ``seed`` the driver generates arrivals
+(times, dark counts, pistons) from a generator of its own, leaving
+``sim.rng`` to the backend: each stream is then a function of its seed and of
+the order of the draws on it alone.
 """
 
 from __future__ import annotations
@@ -57,6 +66,9 @@ class TelescopeDriver:
         simulation seconds generated per chunk.
     source, key:
         ``Copy.source`` and pairing key (default: the source).
+    seed:
+        seed of a generator for the arrivals, separate from ``sim.rng`` (see the
+        module docstring); default ``None``: arrivals draw from ``sim.rng``.
     """
 
     def __init__(
@@ -70,6 +82,7 @@ class TelescopeDriver:
         chunk_time: float = 0.01,
         source: str = "telescope",
         key: Any = None,
+        seed: Any = None,
     ) -> None:
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"rate must be a positive number of copies per second; got {rate!r}")
@@ -88,6 +101,19 @@ class TelescopeDriver:
         self.wires = tuple(range(sim.M))
         self.emitted = 0
         self._stop = False
+        self._rng = None if seed is None else np.random.default_rng(seed)
+
+    def _photons(self, duration: float) -> Any:
+        """The next chunk from the simulation, drawn on the driver's own generator when
+        it has one (``sim.photons`` is synchronous, so the swap cannot interleave with
+        a backend call on the same event loop)."""
+        if self._rng is None:
+            return self.sim.photons(duration=duration)
+        saved, self.sim.rng = self.sim.rng, self._rng
+        try:
+            return self.sim.photons(duration=duration)
+        finally:
+            self.sim.rng = saved
 
     @property
     def speed(self) -> float:
@@ -114,7 +140,7 @@ class TelescopeDriver:
                 step = min(step, sim0 + self.duration - float(self.sim.now))
                 if step <= 0:
                     break
-            ph = self.sim.photons(duration=step)
+            ph = self._photons(step)
             if self.count is not None and sent + len(ph) > self.count:
                 ph = ph[: self.count - sent]
             if self.realtime and len(ph):
@@ -142,7 +168,7 @@ class TelescopeDriver:
                 step = min(step, sim0 + self.duration - float(self.sim.now))
                 if step <= 0:
                     break
-            ph = self.sim.photons(duration=step)
+            ph = self._photons(step)
             t = ph.t
             i = 0
             while i < len(ph):

@@ -13,7 +13,9 @@ records → estimators and sinks.
 * The **ingest** task hands each arrival to the :class:`~qsense.acquisition.scheduler.Scheduler`
   (which uses the memory) and batches the resulting measurements into
   :class:`~qsense.acquisition.backends.MeasurementPlan` s of up to ``batch_size`` items,
-  flushed at latest ``flush_interval`` seconds (wall time) after their first item.
+  flushed at latest ``flush_interval`` seconds (wall time) after their first item,
+  or, with ``flush_clock="event"``, of event time (then plan boundaries, and so
+  every downstream random draw, depend on the copies only, not on scheduling).
 * **Backend workers** measure plans; the **consumer** folds records into the
   estimators (anything with ``update(batch)``; an ``accepts(kind)`` method, if
   present, filters by record kind) and awaits each **sink** (``async
@@ -228,8 +230,16 @@ class Pipeline:
     clock:
         Default: the memory's clock.  A clock with ``advance_to`` means event time.
     batch_size, flush_interval:
-        Items per measurement plan, and the longest (wall-clock) time a partial
-        plan waits before it is sent.
+        Items per measurement plan, and the longest time a partial plan waits
+        before it is sent.
+    flush_clock:
+        What ``flush_interval`` is measured on: ``"wall"`` (default; the event
+        loop's clock, so a slow consumer still gets partial plans) or
+        ``"event"`` (the pipeline clock, which must have ``advance_to``): a
+        partial plan is flushed when a copy arrives ``flush_interval`` of event
+        time after its first item, and idle ticks never flush.  Plans are then
+        a function of the copies' timestamps alone, which makes a seeded
+        simulation reproducible batch for batch.
     arrival_queue, plan_queue, record_queue:
         Bounds of the three queues.
     on_arrival_full:
@@ -255,6 +265,7 @@ class Pipeline:
         clock: Clock | None = None,
         batch_size: int = 256,
         flush_interval: float = 0.02,
+        flush_clock: str = "wall",
         arrival_queue: int = 1024,
         plan_queue: int = 8,
         record_queue: int = 64,
@@ -280,6 +291,11 @@ class Pipeline:
         self.event_time = hasattr(self.clock, "advance_to")
         self.batch_size = int(batch_size)
         self.flush_interval = float(flush_interval)
+        if flush_clock not in ("wall", "event"):
+            raise ValueError(f"flush_clock must be 'wall' or 'event'; got {flush_clock!r}")
+        if flush_clock == "event" and not self.event_time:
+            raise ValueError("flush_clock='event' needs an event-time clock (one with advance_to, e.g. ManualClock)")
+        self.flush_clock = flush_clock
         self.tick_interval = float(tick_interval)
         self.on_arrival_full = on_arrival_full
         self.workers = int(workers)
@@ -364,6 +380,9 @@ class Pipeline:
 
     async def _ingest(self, arrivals: asyncio.Queue, plans: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
+        # the clock partial plans age on: wall (loop) time, or the event clock, which
+        # moves only with the copies, so flushes do not depend on task scheduling
+        age_clock: Callable[[], float] = self.clock if self.flush_clock == "event" else loop.time
         bufs: dict[str, list[Item]] = {"shadow": [], "bell": []}
         born: dict[str, float] = {"shadow": 0.0, "bell": 0.0}
 
@@ -371,13 +390,13 @@ class Pipeline:
             for it in items:
                 fam = "shadow" if len(it) == 1 else "bell"
                 if not bufs[fam]:
-                    born[fam] = loop.time()
+                    born[fam] = age_clock()
                 bufs[fam].append(it)
                 if len(bufs[fam]) >= self.batch_size:
                     await self._flush(fam, bufs[fam], plans)
 
         async def flush_aged() -> None:
-            now = loop.time()
+            now = age_clock()
             for fam in ("shadow", "bell"):
                 if bufs[fam] and now - born[fam] >= self.flush_interval:
                     await self._flush(fam, bufs[fam], plans)

@@ -303,17 +303,28 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
                                                                      if getattr(args, "archive", None) is not None else ""),
     ]
     # event time: the clock follows the photons' arrival times, which the driver
-    # paces in wall time
-    chain = (Chain(name="telescope", clock=ManualClock(), batch_size=512, flush_interval=0.05)
-             .driver("telescope", sim=sim, rate=args.rate, duration=args.duration, realtime=True)
+    # paces in wall time.  Reproducibility with a seed: arrivals come from the
+    # driver's own generator (the backend's outcomes from the simulation's), and
+    # partial plans are flushed on event time, so every batch, and the order the
+    # daemon folds them in, is a function of the seed, not of how the event loop
+    # happened to schedule the driver, the flushes and the publisher.
+    chain = (Chain(name="telescope", clock=ManualClock(), batch_size=512, flush_interval=0.05,
+                   pipeline_options={"flush_clock": "event"})
+             .driver("telescope", sim=sim, rate=args.rate, duration=args.duration, realtime=True,
+                     seed=[int(args.seed), 1])
              .memory("slots", capacity=args.memory, coherence=tel.TelescopeCoherence(t2), name="telescope-memory")
              .backend("telescope", sim=sim)
-             .daemon(config, resume=False))
+             # window=1: the daemon acknowledges a batch after folding it, so it never holds two
+             # at once and never joins them into one update (joined or not changes the float
+             # summation order of the Bell sums in the last bits)
+             .daemon(config, resume=False, window=1))
     _set_policy(chain, args, pairs, t2)
     watch = _Watch(args, pairs, truth, dark, shadow_labels, bell_labels)
     chain.monitor(watch, interval=0.25)
     try:
-        res = await chain.run(duration=args.duration + 5.0)
+        # no wall-clock cap: the driver stops after --duration of simulation time, and a
+        # cap would cut a slow run at a scheduling-dependent copy
+        res = await chain.run()
         watch.finish()
     finally:
         watch.close()
@@ -429,9 +440,17 @@ def _print_report(args, sim, array, pairs, res: DemoResult, elapsed: float) -> N
         print(f"{'parameter':>22} {'truth':>10} " + " ".join(f"{k + ' fit':>22}" for k in res.fits))
         for i, n in enumerate(names):
             row = f"{n + (' (' + units[i] + ')' if units[i] else ''):>22} {truth_p.get(n, float('nan')):10.3f} "
-            row += " ".join(f"{_fmt(f.values[i], f.stderr[i]):>22}" for f in res.fits.values())
+            # a refused fit (dof <= 0) has no values: say so rather than print NaN or a fake 0.000 error
+            row += " ".join(f"{(_fmt(f.values[i], f.stderr[i]) if f.constrained else 'unconstrained'):>22}"
+                            for f in res.fits.values())
             print(row)
-        print("chi2/dof: " + ", ".join(f"{k} {f.chi2:.1f}/{f.dof}" for k, f in res.fits.items()))
+        print("chi2/dof: " + ", ".join(f"{k} {f.chi2:.1f}/{f.dof}" if f.constrained else f"{k} -/{f.dof} (unconstrained)"
+                                       for k, f in res.fits.items()))
+        for k, f in res.fits.items():
+            if not f.constrained:
+                print(f"{k} fit refused: {f.message}")
+            for flag in f.flags:
+                print(f"{k} fit: {flag}")
     print(f"\nfinished in {elapsed:.1f} s")
 
 
