@@ -1,6 +1,6 @@
 """The two-copy advantage, reproduced (Huang et al., Science 376, 1182 (2022)).
 
-Task (PHYSICS.md §2, reference check): an unknown n-qubit state
+Task (docs/physics.md §2, reference check): an unknown n-qubit state
 ρ = (I + αP)/2^n, where P is one of two known candidate Paulis {P, Q} of full
 weight n (random letters X/Y/Z on every qubit).  Decide which one is present.
 
@@ -301,7 +301,7 @@ def measured_copies(n: int, alpha: float, target: float, trials: int, rng: np.ra
 
 
 def reference_check(alpha: float, trials: int, rng: np.random.Generator, ns: Sequence[int] = (4, 6, 8, 10)) -> list[dict]:
-    """PHYSICS.md §2: Bell accuracy with 1 and 25 pairs, shadows with 50 copies."""
+    """docs/physics.md §2: Bell accuracy with 1 and 25 pairs, shadows with 50 copies."""
     rows = []
     for n in ns:
         rows.append({
@@ -363,7 +363,7 @@ def report(res: dict) -> str:
             f"{r['n']:>3} {r['shadow_copies']:>12.4g} {r['theory_shadow']:>14.4g} {r['bell_copies']:>10.3g} "
             f"{r['theory_bell']:>12.3g} {r['shadow_method']:>14}"
         )
-    out.append("reference check (PHYSICS.md §2): accuracy with 1 / 25 Bell pairs, and with 50 single copies")
+    out.append("reference check (docs/physics.md §2): accuracy with 1 / 25 Bell pairs, and with 50 single copies")
     for r in res["reference"]:
         out.append(f"  n={r['n']:>2}: bell(1 pair)={r['bell_1']:.3f}  bell(25 pairs)={r['bell_25']:.3f}  shadows(50 copies)={r['shadow_50']:.3f}")
     out.append(f"estimating |tr(P rho)| to eps={res['eps']}: theory copies, and measured RMSE at that many copies")

@@ -1,6 +1,6 @@
 """Pauli observables: parsing user input into a compact table the kernels use.
 
-Accepted forms (DESIGN.md conventions):
+Accepted forms (the conventions of docs/estimators.md):
 
 * dense strings ``"XIZY"``: letter i acts on wire position i;
 * sparse strings ``"X0 Z3"`` (also ``"X0 @ Z3"``, ``"X0*Z3"``); ``"I"`` or ``""`` is

@@ -19,7 +19,7 @@ through its superoperator ``S = sum_k K (x) conj(K)`` (one matrix product over
 the reshaped density matrix per wire group, no per-element loops).
 
 :func:`decohere` is the memory model later stages use for copies that wait:
-every qubit undergoes the channel of duration t (PHYSICS.md section 3).
+every qubit undergoes the channel of duration t (docs/physics.md §3).
 
 Layouts: density matrices complex128 (2^n, 2^n), wire 0 the most significant
 bit of the row/column index; Kraus operators (2^k, 2^k) on k wires in the given
@@ -215,7 +215,7 @@ def decohere(rho: Any, t: float, t1: float | None = None, t2: float | None = Non
 
     * ``"depolarizing"``: local depolarizing at rate 1/T2; every non-identity
       single-qubit Pauli factor decays by exp(-t/T2), so tr(P D_t rho) =
-      exp(-|P| t/T2) tr(P rho) (PHYSICS.md section 3).  ``t1`` is ignored.
+      exp(-|P| t/T2) tr(P rho) (docs/physics.md §3).  ``t1`` is ignored.
     * ``"dephasing"``: X and Y factors decay by exp(-t/T2), Z kept.  ``t1`` ignored.
     * ``"t1t2"``: amplitude damping with gamma = 1 - exp(-t/T1), then pure
       dephasing such that coherences decay as exp(-t/T2) in total; requires

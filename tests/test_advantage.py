@@ -93,7 +93,7 @@ def test_sufficient_statistic_sampler_matches_explicit_sampling():
 
 
 def test_theory_and_reference_check():
-    """PHYSICS.md §2: Bell accuracy 1/2 + α²/4 with one pair (≈ 0.75 for α → 1),
+    """docs/physics.md §2: Bell accuracy 1/2 + α²/4 with one pair (≈ 0.75 for α → 1),
     ≈ 1 with 25 pairs for n = 4..10; single copies fall towards chance."""
     alpha = 0.95
     assert adv.theory_bell_accuracy(alpha, 1) == pytest.approx(0.5 + alpha**2 / 4)

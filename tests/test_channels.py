@@ -169,7 +169,7 @@ def test_decohere_edge_cases():
 
 
 def test_decohered_first_copy_bias_and_reweighting():
-    """PHYSICS.md section 3: a Bell pair whose first copy waited tau under local
+    """docs/physics.md §3: a Bell pair whose first copy waited tau under local
     depolarizing estimates exp(-k tau/T2) tr(P rho)^2; BellEstimator(t2=T2) with
     ``wait`` removes the bias (and the purity's)."""
     n, tau, t2 = 3, 0.15, 1.0

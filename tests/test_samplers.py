@@ -134,7 +134,7 @@ def test_bell_table_matches_circuit(states, name):
 
 
 def test_bell_codes_of_bell_states():
-    """Code 0 = Phi+, 1 = Psi+, 2 = Phi-, 3 = Psi- (DESIGN.md)."""
+    """Code 0 = Phi+, 1 = Psi+, 2 = Phi-, 3 = Psi- (docs/estimators.md)."""
     s = 1 / math.sqrt(2)
     bell = [np.array([s, 0, 0, s]), np.array([0, s, s, 0]), np.array([s, 0, 0, -s]), np.array([0, s, -s, 0])]
     # two copies of the maximally mixed qubit give uniform codes

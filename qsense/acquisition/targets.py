@@ -190,7 +190,7 @@ def purity_shadow_variance(p: float, m: int) -> tuple[float, float]:
 
 
 def _purity_bell_second_moment(p: float, m: int, moment: Moment) -> float:
-    """E[(Π_wires f)^2] of the reweighted Bell purity shot (PHYSICS.md §3: triplet
+    """E[(Π_wires f)^2] of the reweighted Bell purity shot (docs/physics.md §3: triplet
     (1+w)/2, singlet (1−3w)/2, w = e^{τ/T2}).
 
     For one wire of a product state with Bloch length² r², E[f²] =
@@ -406,7 +406,7 @@ class SquareSum(Target):
 def visibility_squared(j: int, k: int, tol: float | None = None) -> SquareSum:
     """|ρ_jk|² = (⟨XX⟩² + ⟨XY⟩² + ⟨YX⟩² + ⟨YY⟩²)/8 on qubits (j, k).
 
-    For a heralded photon spread over M telescopes (PHYSICS.md §5) this is
+    For a heralded photon spread over M telescopes (docs/physics.md §5) this is
     |γ_jk|²/M², the squared fringe visibility, insensitive to a common piston
     phase; Bell pairs measure it without the sign problem of single copies.
     """

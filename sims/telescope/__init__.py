@@ -1,6 +1,6 @@
 """Telescope arrays that store collected starlight in quantum memories.
 
-Physics (derived in ``docs/telescope.md``; PHYSICS.md section 5):
+Physics (derived in ``docs/telescope.md``; docs/physics.md §5):
 
 * M telescopes at positions ``r_j`` (metres, East/North) observe at wavelength
   ``lambda``.  Weak thermal light: in each time bin of length ``bin_time`` a photon
