@@ -153,3 +153,19 @@ def test_t1t2_memory_statistics_for_xy_words(rho):
     assert np.all(np.abs(cover - NOMINAL) < 3 * math.sqrt(NOMINAL * (1 - NOMINAL) / seeds)), cover
     z = (vals.mean(axis=0) - truth) / (vals.std(axis=0) / math.sqrt(seeds))
     assert np.all(np.abs(z) < 4), z
+
+
+def test_config_decoherence_key():
+    import tomllib
+
+    from qsense.streaming.config import ConfigError, parse_config
+
+    base = "[[inputs.zmq]]\nendpoint='tcp://127.0.0.1:5555'\n[[estimators]]\nname='b'\ntype='bell'\nobservables=['ZZ']\n"
+    cfg = parse_config(tomllib.loads(base + "t2 = 0.001\ndecoherence = 'dephasing'\n")).estimators[0]
+    assert cfg.decoherence == "dephasing" and cfg.fingerprint()["decoherence"] == "dephasing"
+    # the default leaves the fingerprint of older checkpoints unchanged
+    assert "decoherence" not in parse_config(tomllib.loads(base + "t2 = 0.001\n")).estimators[0].fingerprint()
+    with pytest.raises(ConfigError, match="needs t2"):
+        parse_config(tomllib.loads(base + "decoherence = 'dephasing'\n"))
+    with pytest.raises(ConfigError, match="expected one of"):
+        parse_config(tomllib.loads(base + "t2 = 1.0\ndecoherence = 't1'\n"))

@@ -14,7 +14,8 @@ exercised by ``examples/daemon_config.toml``::
                       max_queued_batches, name
     [[estimators]]    name, type = "shadow" | "bell" | "purity" | "all_pauli_squares", sources, wires, and
                       shadow: observables, groups, method
-                      bell:   observables, t2, purity_subsystems
+                      bell:   observables, t2, purity_subsystems, decoherence
+                              ("depolarizing" default | "dephasing"; needs t2)
                       purity: subsystems
                       all_pauli_squares: max_qubits (default 6; at most 12)
     [outputs.zmq]     endpoint, snapshot_endpoint, topic_prefix, curve, hwm, states
@@ -102,6 +103,8 @@ class EstimatorConfig:
     groups: int = 1
     method: str = "mean"
     t2: float | None = None
+    #: bell: the memory model the t2 reweighting follows (qsense.estimators.decoherence)
+    decoherence: str = "depolarizing"
     purity_subsystems: tuple[tuple[int, ...], ...] = ()
     subsystems: tuple[tuple[int, ...], ...] = ()
     #: all_pauli_squares: refuse registers above this size (4^n published values)
@@ -123,6 +126,8 @@ class EstimatorConfig:
             "t2": self.t2, "purity_subsystems": [list(s) for s in self.purity_subsystems],
             "subsystems": [list(s) for s in self.subsystems], "max_qubits": self.max_qubits,
             "wires": None if self.wires is None else list(self.wires),
+            # only when not the default, so checkpoints written before the key still resume
+            **({"decoherence": self.decoherence} if self.decoherence != "depolarizing" else {}),
         }
 
 
@@ -435,6 +440,10 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
         kw["method"] = t.get("method", _choice("mean", "matched"), "mean")
     elif typ == "bell":
         kw["t2"] = t.get("t2", _seconds, None)
+        # "t1t2" needs a T1, which has no key yet: build BellEstimator(decoherence=T1T2(...)) in code
+        kw["decoherence"] = t.get("decoherence", _choice("depolarizing", "dephasing"), "depolarizing")
+        if kw["decoherence"] != "depolarizing" and kw["t2"] is None:
+            t.fail(f"decoherence {kw['decoherence']!r} reweights waited copies and needs t2", "decoherence")
         kw["purity_subsystems"] = t.get("purity_subsystems", _subsystems, ())
     elif typ == "all_pauli_squares":
         from qsense.estimators.bell import MAX_ALL_PAULI_QUBITS
