@@ -71,7 +71,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer copies (smoke test)")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     args = ap.parse_args()
+    if args.quick:
+        args.reps = 1
     logging.basicConfig(level=logging.WARNING)
     per_copy_n = 3000 if args.quick else 20_000
     block_n = 50_000 if args.quick else 400_000
@@ -95,7 +98,9 @@ def main() -> None:
             r = {x["path"]: x["copies_per_s"] for x in rows if x["n"] == n and x["policy"] == policy}
             print(f"| {n} | {policy} | {r['per-copy']:,.0f} | {r['block 4096']:,.0f} | {r['block 16384']:,.0f} | "
                   f"{r['block 16384'] / r['per-copy']:.0f}× |")
-    print(json.dumps(rows))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
 
 
 if __name__ == "__main__":
