@@ -244,3 +244,15 @@ def test_all_pauli_squares_online_equals_batch_and_round_trips(bell_data):
     np.testing.assert_allclose(a.merge(b).estimate().values, r.values, atol=1e-12)
     with pytest.raises(ValueError, match="limit"):
         qsense.AllPauliSquares(max_qubits=2).update(batch)
+
+
+def test_bell_entropy_interval():
+    from qsense import sims
+
+    rho = random_density(2, np.random.default_rng(3), rank=2)
+    est = BellEstimator([], purity_subsystems=[(0,)])
+    est.update(sims.sample_bell(rho, 4000, seed=1))
+    e, p = est.entropy(), est.purity()
+    assert e.labels == ("S2",) and est.entropy((0,)).labels == ("S2[0]",)
+    assert e.values[0] == pytest.approx(-np.log2(p.values[0]))
+    assert 0.0 <= e.lower[0] <= e.values[0] <= e.upper[0] <= 2.0

@@ -116,3 +116,43 @@ def test_error_bar_matches_spread_when_the_7_to_the_A_term_dominates():
         ses.append(p.stderr[0])
     ratio = np.mean(ses) / np.std(vals)
     assert 0.8 < ratio < 1.25, ratio
+
+
+def test_entropy_interval_and_nonpositive_purity():
+    """S2's interval maps the purity's p +- se through -log2, clipped to [0, |A|] bits, and a
+    purity estimate <= 0 gives a flagged interval instead of a bare NaN (issue 13 item 8)."""
+    from qsense.estimators.result import Estimate, renyi2_from_purity
+
+    pur = Estimate(np.array([0.5, -0.01, 0.01, 1.2, 0.05]), np.array([0.1, 0.05, 0.001, 0.1, 0.1]), 100, tuple("abcde"))
+    e = renyi2_from_purity(pur, [2, 3, 3, 2, 3])
+    assert e.values[0] == pytest.approx(1.0) and np.isnan(e.values[1])
+    np.testing.assert_allclose(e.lower, [-np.log2(0.6), 3.0, 3.0, 0.0, -np.log2(0.15)])
+    np.testing.assert_allclose(e.upper, [-np.log2(0.4), 3.0, 3.0, 0.0, 3.0])
+    assert e.flags == ("", "purity<=0", "", "purity>1", "")
+    d = e.as_dict()["estimates"]
+    assert d["b"]["flag"] == "purity<=0" and d["b"]["upper"] == 3.0 and "flag" not in d["a"]
+    # estimates without an interval keep the old dictionary exactly
+    assert pur.as_dict()["estimates"]["a"] == {"value": 0.5, "stderr": 0.1}
+
+
+def test_entropy_interval_coverage():
+    """Over 300 seeds of a mixed 4-qubit state the entropy interval covers S2 like the purity's
+    one-sigma bar covers the purity (the map is monotone), within a binomial tolerance."""
+    import math
+
+    from exact import random_density
+
+    from qsense import sims
+
+    rho = random_density(4, np.random.default_rng(12), rank=3)
+    truth = -math.log2(np.trace(rho @ rho).real)
+    seeds, hits, vals = 300, 0, []
+    for s in range(seeds):
+        est = ShadowPurity([(0, 1, 2, 3)])
+        est.update(sims.sample_shadows(rho, 2000, seed=900 + s))
+        e = est.entropy()
+        assert 0.0 <= e.lower[0] <= e.upper[0] <= 4.0
+        hits += bool(e.lower[0] <= truth <= e.upper[0])
+        vals.append(e.values[0])
+    nominal = math.erf(1 / math.sqrt(2))
+    assert abs(hits / seeds - nominal) < 3 * math.sqrt(nominal * (1 - nominal) / seeds), hits / seeds

@@ -32,7 +32,7 @@ from qsense.records import BellBatch
 
 from .decoherence import DecoherenceModel, Depolarizing, make_decoherence
 from .kernels import bell_counts_batch, bell_term_values
-from .result import Estimate
+from .result import Estimate, renyi2_from_purity
 from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 from .shadow import _parse_all
 
@@ -261,6 +261,16 @@ class BellEstimator:
             label = f"purity{list(key)}"
         v, s = self._finish(self._pS[i : i + 1], self._pQ[i : i + 1])
         return Estimate(v, s, self._count, (label,))
+
+    def entropy(self, subsystem: Sequence[int] | None = None) -> Estimate:
+        """Renyi-2 entropy -log2 tr(rho_A^2) in bits of :meth:`purity`, with the
+        purity's one-sigma interval mapped to ``lower``/``upper`` (clipped to
+        [0, |A|]) and the flag ``"purity<=0"`` where there is no point estimate
+        (see :func:`~qsense.estimators.result.renyi2_from_purity`)."""
+        p = self.purity(subsystem)
+        size = len(self.wires) if subsystem is None else len(tuple(subsystem))
+        e = renyi2_from_purity(p, [size])
+        return Estimate(e.values, e.stderr, e.count, ("S2" + p.labels[0][len("purity"):],), e.lower, e.upper, e.flags)
 
     def merge(self, other: "BellEstimator") -> "BellEstimator":
         """Fold in another estimator's statistics (equals updating with both data sets)."""

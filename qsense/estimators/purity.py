@@ -31,7 +31,7 @@ import numpy as np
 from qsense import packing
 from qsense.records import ShadowBatch
 
-from .result import Estimate
+from .result import Estimate, renyi2_from_purity
 from .serial import dump_npz, load_npz, wires_from_json, wires_to_json
 from .shadow import _as_batch
 
@@ -151,13 +151,17 @@ class ShadowPurity:
         return Estimate(np.array(vals), np.array(ses), N, self.labels)
 
     def entropy(self) -> Estimate:
-        """Renyi-2 entropy S2 = -log2 tr(rho_A^2) in bits (NaN where the purity
-        estimate is not positive); error bars by the delta method."""
-        p = self.purity()
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.where(p.values > 0, -np.log2(np.where(p.values > 0, p.values, 1.0)), np.nan)
-            se = np.where(p.values > 0, p.stderr / (np.abs(p.values) * math.log(2.0)), np.nan)
-        return Estimate(s, se, p.count, p.labels)
+        """Renyi-2 entropy S2 = -log2 tr(rho_A^2) in bits, with a one-sigma interval.
+
+        ``values``: -log2 of the unbiased purity (NaN where the purity estimate is
+        not positive), ``stderr`` by the delta method; ``lower``/``upper``: the
+        purity's interval p +- se mapped through -log2 and clipped to [0, |A|]
+        bits, always defined (flag ``"purity<=0"`` where there is no point
+        estimate).  The point estimate is biased upwards (-log2 is convex): about
+        se^2 / (2 p^2 ln 2) bits, measured +0.11 bits at |A| = 6 (see
+        :func:`~qsense.estimators.result.renyi2_from_purity` and docs/estimators.md).
+        """
+        return renyi2_from_purity(self.purity(), [len(s) for s in self.subsystems])
 
     def merge(self, other: "ShadowPurity") -> "ShadowPurity":
         """Fold in another estimator's histograms (equals updating with both data sets)."""

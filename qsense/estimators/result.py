@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Estimate", "median_inflation"]
+__all__ = ["Estimate", "median_inflation", "renyi2_from_purity"]
 
 
 @dataclass(frozen=True)
@@ -18,19 +18,34 @@ class Estimate:
     ``values`` and ``stderr`` are float64 arrays (one entry per target), ``count``
     is the number of records (snapshots or two-copy shots) behind them, ``labels``
     names the targets in order.
+
+    Optional, for quantities that are non-linear functions of an estimate (the
+    Renyi-2 entropy -log2 of a purity): ``lower``/``upper`` (float64 arrays) give
+    a one-sigma interval mapped from the underlying estimate's and clipped to the
+    physical range, and ``flags`` (one string per target, ``""`` for none) says
+    when the point estimate is unusable (e.g. ``"purity<=0"``).
     """
 
     values: np.ndarray
     stderr: np.ndarray
     count: int
     labels: tuple[str, ...] = field(default=())
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    flags: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        """A JSON-friendly view: ``{label: {"value", "stderr"}, "count": N}``."""
+        """A JSON-friendly view: ``{label: {"value", "stderr"}, "count": N}``; targets
+        with an interval also carry ``"lower"``/``"upper"``, and flagged ones ``"flag"``."""
         labels = self.labels or tuple(str(i) for i in range(len(self.values)))
         out: dict = {"count": int(self.count), "estimates": {}}
-        for lab, v, s in zip(labels, self.values, self.stderr):
-            out["estimates"][lab] = {"value": float(v), "stderr": float(s)}
+        for i, (lab, v, s) in enumerate(zip(labels, self.values, self.stderr)):
+            entry = {"value": float(v), "stderr": float(s)}
+            if self.lower is not None and self.upper is not None:
+                entry["lower"], entry["upper"] = float(self.lower[i]), float(self.upper[i])
+            if self.flags and self.flags[i]:
+                entry["flag"] = self.flags[i]
+            out["estimates"][lab] = entry
         return out
 
     def __repr__(self) -> str:
@@ -72,3 +87,32 @@ def median_inflation(k: int) -> float:
         rows = max(20000, 2_000_000 // k)
         var = float(np.var(np.median(rng.standard_normal((rows, k)), axis=1)))
     return math.sqrt(k * var)
+
+
+def renyi2_from_purity(purity: Estimate, sizes: "np.ndarray | list[int]") -> Estimate:
+    """Renyi-2 entropy S2 = -log2 tr(rho_A^2) in bits from a purity estimate.
+
+    ``sizes``: |A| per target.  ``values`` is -log2 of the purity (NaN where the
+    purity estimate is <= 0: there is no point estimate), ``stderr`` the delta
+    method p_se / (p ln 2) (NaN likewise).  ``lower``/``upper`` map the purity's
+    one-sigma interval [p - se, p + se], intersected with the physical range
+    [2^-|A|, 1], to entropies, so they always lie in [0, |A|] bits: a purity
+    estimate <= 0 gives [-log2 min(p + se, 1), |A|] (or [|A|, |A|] when even
+    p + se < 2^-|A|) with the flag ``"purity<=0"``; a purity above 1 beyond its
+    error gives [0, 0] with ``"purity>1"``.  -log2 is convex, so the point
+    estimate is biased upwards by about se^2 / (2 p^2 ln 2) bits (docs/estimators.md).
+    """
+    p = np.asarray(purity.values, dtype=np.float64)
+    se = np.asarray(purity.stderr, dtype=np.float64)
+    m = np.asarray(sizes, dtype=np.float64)
+    floor = np.power(2.0, -m)
+    pos = p > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(pos, -np.log2(np.where(pos, p, 1.0)), np.nan)
+        err = np.where(pos, se / (np.abs(np.where(pos, p, 1.0)) * math.log(2.0)), np.nan)
+        hi_p = np.clip(p + se, floor, 1.0)
+        lo_p = np.clip(p - se, floor, 1.0)
+        lower = np.clip(-np.log2(hi_p), 0.0, m)
+        upper = np.clip(-np.log2(lo_p), 0.0, m)
+    flags = tuple("purity<=0" if not ok else ("purity>1" if pp - s > 1.0 else "") for ok, pp, s in zip(pos, p, se))
+    return Estimate(value, err, purity.count, purity.labels, lower=lower, upper=upper, flags=flags)
