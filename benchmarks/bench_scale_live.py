@@ -47,7 +47,7 @@ import numpy as np
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_daemon import random_paulis  # noqa: E402 -- the same observables as the daemon benchmarks
+from bench_daemon import random_paulis  # the same observables as the daemon benchmarks
 
 PRODUCER = r"""
 import asyncio, json, sys, time
@@ -194,7 +194,8 @@ def run_live(args: argparse.Namespace) -> dict:
             results["runs"][f"{d}_daemon" + ("s_reducer" if d > 1 else "")] = r
             print(f"{d} daemon(s){' + reducer' if d > 1 else '          '}: {r['snapshots_per_s'] / 1e6:7.2f} M snapshots/s, "
                   f"{r['per_daemon_cpu_s'] / 1e6:6.2f} M per daemon-CPU-s, {r['per_cpu_s_all'] / 1e6:6.2f} M per CPU-s (all), "
-                  f"ours {r['machine_busy']:.0%} / whole machine {r['system_busy']:.0%} busy of {os.cpu_count()} cores", flush=True)
+                  f"ours {r['machine_busy']:.0%} / whole machine {r['system_busy']:.0%} busy of {os.cpu_count()} cores",
+                  flush=True)
         one, two = results["runs"]["1_daemon"], results["runs"]["2_daemons_reducer"]
         results["speedup"] = two["snapshots_per_s"] / one["snapshots_per_s"] if one["snapshots_per_s"] else None
         print(f"  2 daemons / 1 daemon: {results['speedup']:.2f}x rate")

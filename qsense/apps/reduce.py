@@ -35,9 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prefix", default="qsense", help="topic prefix on both sides (default qsense)")
     parser.add_argument("--stale-after", type=float, default=10.0, metavar="S",
                         help="mark a daemon stale after S seconds without a state message (default 10)")
-    parser.add_argument("--publish-interval", type=float, default=1.0, metavar="S", help="seconds between publications (default 1)")
+    parser.add_argument("--publish-interval", type=float, default=1.0, metavar="S",
+                        help="seconds between publications (default 1)")
     parser.add_argument("--name", default="reducer", help="the 'daemon' field of the combined bodies (default reducer)")
-    parser.add_argument("--ready-file", metavar="PATH", help="once running, write a JSON file with the pid and the bound endpoints")
+    parser.add_argument("--ready-file", metavar="PATH",
+                        help="once running, write a JSON file with the pid and the bound endpoints")
 
 
 def _endpoint(text: str, what: str) -> str:

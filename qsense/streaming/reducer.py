@@ -225,7 +225,8 @@ class Reducer:
         src = self.sources[i]
         name = body.get("estimator")
         if not isinstance(name, str) or "state" not in body or "fingerprint" not in body:
-            self._log.log(logging.WARNING, "malformed", "ignoring a malformed state message on %r from %s", topic, src.endpoint)
+            self._log.log(logging.WARNING, "malformed", "ignoring a malformed state message on %r from %s",
+                          topic, src.endpoint)
             return
         src.name = str(body.get("daemon", src.name or src.endpoint))
         src.states[name] = body
@@ -281,7 +282,8 @@ class Reducer:
                     else:
                         merged.merge(est)
                 except (ValueError, KeyError) as exc:
-                    mismatches[(i, name)] = f"daemon {label!r}: estimator {name!r}: unusable state ({exc}); left out of the total"
+                    mismatches[(i, name)] = (f"daemon {label!r}: estimator {name!r}: unusable state ({exc}); "
+                                             "left out of the total")
                     continue
                 included.append(label)
                 if self.stale(i, now):
