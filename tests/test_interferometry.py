@@ -85,7 +85,7 @@ def test_single_copy_estimator_equals_generic_pauli_estimates():
     vals = qsense.shadow_expval(sb, obs)
     r = qsense.ShadowEstimator(obs)
     r.update(sb)
-    for norm in ("diagonal", "equal"):
+    for norm in ("pooled", "diagonal", "equal"):
         est = VisibilityEstimator(5, normalize=norm)
         est.update(sb[:1234])
         est.update(sb[1234:])
@@ -121,7 +121,7 @@ def test_two_copy_estimator_equals_generic_bell_estimates():
     assert np.all(quad.stderr > 1.3 * exact.stderr)  # ~sqrt(M/2) too large
 
 
-@pytest.mark.parametrize("normalize", ["diagonal", "equal"])
+@pytest.mark.parametrize("normalize", ["pooled", "diagonal", "equal"])
 def test_visibilities_recover_truth_within_error_bars(normalize):
     src = BinaryStar(3 * MAS, math.radians(60), 0.5)
     pulls = []
@@ -158,7 +158,7 @@ def test_squared_visibilities_recover_truth_and_ignore_piston():
     assert np.mean(est.estimate().amplitude) < 0.6 * np.mean(truth)
 
 
-@pytest.mark.parametrize("normalize", ["diagonal", "equal"])
+@pytest.mark.parametrize("normalize", ["pooled", "diagonal", "equal"])
 def test_full_covariance_matches_monte_carlo(normalize):
     sim = _sim(BinaryStar(3 * MAS, math.radians(60), 0.5), M=4, seed=21)
     vs, covs = [], []
@@ -331,3 +331,43 @@ def test_squared_binary_fit_flags_the_180_degree_ambiguity_and_flat_directions()
                                                       [0.5, 0.5, 0.0], ("a", "b", "c"))
     assert flat.constrained and np.isinf(flat.stderr[:2]).all() and np.isfinite(flat.stderr[2])
     assert any("a, b" in f for f in flat.flags)
+
+
+# -- issue 13 item 4: normalisation with many telescopes and few photons each -----------------
+def test_pooled_normalisation_is_stable_with_many_telescopes_and_few_photons():
+    # 48 telescopes, 2500 heralds: ~52 photons per telescope, rho_jj = 1/48 known to only ~40%.
+    # Before: dividing by sqrt(rho_jj rho_kk) gave |V| up to ~4e10 with error bars as large.
+    M, N, seeds = 48, 2500, 4
+    pairs = all_pairs(M)
+    obs = visibility_observables(pairs, M)
+    pulls, n_out = [], 0
+    for seed in range(seeds):
+        sim = _sim(GaussianSource(1.5 * MAS), M=M, seed=100 + seed)
+        sb = sim.shadows(sim.photons(count=N))
+        truth = sim.true_visibilities()
+        est = VisibilityEstimator(M)  # default: pooled
+        est.update(sb)
+        exact = est.estimate()
+        # the daemon's route: generic Pauli means (P = 1128 > FULL_COV_MAX_PAIRS: per-pair blocks)
+        generic = visibilities_from_paulis(pairs, M, qsense.shadow_expval(sb, obs), count=N)
+        for e in (exact, generic):
+            assert np.all(np.isfinite(e.values)) and np.all(np.isfinite(e.cov))
+            sig = np.sqrt(e.cov[:, 0, 0] + e.cov[:, 1, 1])
+            # physical range up to the error bar, and error bars of the size shot noise allows
+            # (per component c sqrt(9/8 / N) ~ 1.0 here; nothing absurd)
+            n_out += int(np.sum(np.abs(e.values) > 1.0 + 4.0 * sig))
+            assert np.all(sig < 2.0 * M * math.sqrt(9.0 / 4.0 / N))
+            d = e.values - truth
+            pulls.append(np.concatenate([d.real / e.stderr_re, d.imag / e.stderr_im]))
+        assert np.allclose(exact.values, generic.values, atol=1e-9)
+    assert n_out == 0
+    pulls = np.concatenate(pulls)
+    # 1-sigma coverage within a binomial tolerance (4 sigma; pairs sharing a telescope are
+    # correlated, so count half the pulls as independent)
+    p, n = 0.6827, len(pulls) / 2
+    assert abs(np.mean(np.abs(pulls) < 1.0) - p) < 4.0 * math.sqrt(p * (1 - p) / n)
+    assert 0.9 < pulls.std() < 1.1
+    # the old per-pair normalisation is the unstable one: some estimate is absurd
+    diag = VisibilityEstimator(M, normalize="diagonal")
+    diag.update(sb)
+    assert np.abs(diag.estimate(full_cov=False).values).max() > 10.0

@@ -207,6 +207,7 @@ class _Watch:
         if ns > 50:
             v = _values(sb, self.shadow_labels)
             if v is not None:
+                # pooled normalisation (the default): bounded however few photons each telescope has
                 e = visibilities_from_paulis(pairs, M, v, count=ns)
                 vv = e.values / (1 - dark)
                 history["single"].append((ns, float(np.sqrt(np.mean(np.abs(vv - truth) ** 2))),
@@ -528,7 +529,8 @@ def _plots(args, sim, array, pairs, res: DemoResult) -> list[Path]:
     files.append(f1)
 
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    h = res.history
+    # only finite points: a plot must not be scaled by one degenerate early estimate
+    h = {k: [row for row in rows if all(math.isfinite(x) for x in row)] for k, rows in res.history.items()}
     if h.get("single_v2"):
         a = np.array(h["single_v2"])
         ax.loglog(a[:, 0], a[:, 1], "o-", ms=3, color="tab:blue", label="single-copy shadows: |V|² RMS error")

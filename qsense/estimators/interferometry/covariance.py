@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FULL_COV_MAX_PAIRS"]
+__all__ = ["FULL_COV_MAX_PAIRS", "POOLED_MIN"]
+
+#: floor of the pooled population D = sum_l rho_ll (physically (0, 1]: the heralded
+#: photons still stored); only an estimate many sigma below its value reaches it
+POOLED_MIN = 1e-3
 
 #: VisibilityEstimator.estimate() computes the full cross-pair covariance up to
 #: this many pairs by default (2P x 2P float64: 11 MB at 600 pairs).
@@ -80,6 +84,15 @@ def _visibility_covariance(
     # theta = (y, d) with d = (1 - z)/2
     Cyd = -Cyz / 2.0 * corr / N
     Cdd = zraw / 4.0 * corr / N
+    if normalize == "pooled":
+        # V = c y / D with D = sum(d): dV/dy = c/D, dV/dd_l = -V/D for every l
+        D = max(float(d.sum()), POOLED_MIN)
+        f2 = np.concatenate([factor, factor]) / D
+        Vp = mu * np.concatenate([factor, factor]) / D
+        cyD = Cyd.sum(axis=1)  # cov(y, D)
+        vD = float(Cdd.sum())
+        full = np.outer(f2, f2) * Cyy - (np.outer(f2 * cyD, Vp) + np.outer(Vp, f2 * cyD)) / D + np.outer(Vp, Vp) * vD / D**2
+        return 0.5 * (full + full.T)
     j, k = pairs[:, 0], pairs[:, 1]
     dj, dk = np.maximum(d[j], 1e-12), np.maximum(d[k], 1e-12)
     g = 1.0 / np.sqrt(dj * dk)

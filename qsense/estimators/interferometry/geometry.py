@@ -14,7 +14,11 @@ import numpy as np
 
 __all__ = ["all_pairs", "baselines", "uv_coordinates", "NORMALIZATIONS"]
 
-NORMALIZATIONS = ("diagonal", "equal")
+#: ``"pooled"`` (default): gamma_jk = c_jk rho_jk / D with D = sum_l rho_ll, the population of
+#: all M telescopes together (stable however small each rho_ll is); ``"diagonal"``:
+#: rho_jk / sqrt(rho_jj rho_kk) from each pair's own populations (unbiased for unequal
+#: throughput, but unstable when N rho_jj is small); ``"equal"``: c_jk rho_jk (trusts D = 1)
+NORMALIZATIONS = ("pooled", "diagonal", "equal")
 
 
 def all_pairs(M: int) -> np.ndarray:

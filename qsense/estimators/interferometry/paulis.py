@@ -9,9 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .covariance import FULL_COV_MAX_PAIRS, _visibility_covariance
+from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance
 from .geometry import NORMALIZATIONS, _norm_factor
 from .results import SquaredVisibilityEstimate, VisibilityEstimate
+from .visibility import _pooled
 
 __all__ = [
     "visibility_observables",
@@ -49,7 +50,7 @@ def squared_visibility_observables(pairs: np.ndarray) -> list[str]:
 
 def visibilities_from_paulis(
     pairs: np.ndarray, M: int, values: Sequence[float], stderr: Sequence[float] | None = None, count: int = 0,
-    normalize: str = "diagonal", apertures: Any = None,
+    normalize: str = "pooled", apertures: Any = None,
 ) -> VisibilityEstimate:
     """Complex visibilities from Pauli expectations in :func:`visibility_observables` order
     (the output of a generic :class:`~qsense.ShadowEstimator`, e.g. the daemon's).
@@ -60,7 +61,9 @@ def visibilities_from_paulis(
     per-snapshot moments replaced by their expectations (E[re^2] = 9/8, E[z^2] =
     3, <Z_j Z_k> = 1 - 2 rho_jj - 2 rho_kk) and rho_uv of pairs not listed taken
     as 0.  Without ``count`` the ``stderr`` of the terms are combined in
-    quadrature (no cross-pair covariance).
+    quadrature (no cross-pair covariance).  ``normalize``: see
+    :class:`~.visibility.VisibilityEstimator` (default ``"pooled"``, stable for
+    many telescopes with few photons each).
     """
     p = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     P = len(p)
@@ -72,10 +75,16 @@ def visibilities_from_paulis(
     xx, yy, yx, xy = (v[0 : 4 * P : 4], v[1 : 4 * P : 4], v[2 : 4 * P : 4], v[3 : 4 * P : 4])
     r = (xx + yy) / 4.0 + 1j * (yx - xy) / 4.0
     z = v[4 * P :]
-    d = np.maximum((1.0 - z) / 2.0, 1e-12)
     f = _norm_factor(M, p, apertures)
     j, k = p[:, 0], p[:, 1]
-    g = f if normalize == "equal" else 1.0 / np.sqrt(d[j] * d[k])
+    if normalize == "pooled":
+        # d enters only through its sum, which may be formed from the unclipped terms
+        d = (1.0 - z) / 2.0
+        D = max(float(d.sum()), POOLED_MIN)
+        g = f / D
+    else:
+        d = np.maximum((1.0 - z) / 2.0, 1e-12)
+        g = f if normalize == "equal" else 1.0 / np.sqrt(d[j] * d[k])
     Vr = r * g
     if count and count > 1:
         R = np.zeros((M, M), np.complex128)
@@ -95,7 +104,13 @@ def visibilities_from_paulis(
             cov[:, 1, 1] = full[P + ar, P + ar]
             cov[:, 0, 1] = cov[:, 1, 0] = full[ar, P + ar]
             return VisibilityEstimate(p, Vr, cov, int(count), full)
-        # large arrays: per-pair blocks only (delta method without the Z terms)
+        # large arrays: per-pair blocks only
+        if normalize == "pooled":
+            # the pooled population's own variance matters here (the pair-D covariance is
+            # O(1 - D), see _pooled); zraw is (M, M), cheap even for 64 telescopes
+            _, cov = _pooled(r, raw / (count - 1.0), d, zraw / 4.0 / (count - 1.0), f, M, float(count))
+            return VisibilityEstimate(p, Vr, cov, int(count))
+        # delta method without the Z terms
         cov = raw * (g**2)[:, None, None] / (count - 1.0)
         return VisibilityEstimate(p, Vr, cov, int(count))
     if stderr is None:
@@ -105,8 +120,14 @@ def visibilities_from_paulis(
     ez = e[4 * P :]
     var_re = (exx**2 + eyy**2) / 16.0
     var_im = (eyx**2 + exy**2) / 16.0
-    # relative variance of sqrt(d_j d_k): (sigma_dj / 2 d_j)^2 + (sigma_dk / 2 d_k)^2 with sigma_d = sigma_z / 2
-    var_d = 0.0 if normalize == "equal" else (ez[j] / (4.0 * d[j])) ** 2 + (ez[k] / (4.0 * d[k])) ** 2
+    # relative variance of sqrt(d_j d_k): (sigma_dj / 2 d_j)^2 + (sigma_dk / 2 d_k)^2 with sigma_d = sigma_z / 2;
+    # pooled: of D = sum(d), (sum sigma_z^2 / 4) / D^2 (Z errors taken independent)
+    if normalize == "equal":
+        var_d = 0.0
+    elif normalize == "pooled":
+        var_d = float(np.sum(ez**2)) / 4.0 / D**2
+    else:
+        var_d = (ez[j] / (4.0 * d[j])) ** 2 + (ez[k] / (4.0 * d[k])) ** 2
     cov = np.zeros((P, 2, 2))
     cov[:, 0, 0] = var_re * g**2 + Vr.real**2 * var_d
     cov[:, 1, 1] = var_im * g**2 + Vr.imag**2 * var_d

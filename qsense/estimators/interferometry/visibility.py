@@ -10,11 +10,33 @@ import numpy as np
 from qsense.records import ShadowBatch
 
 from ..serial import dump_npz, load_npz
-from .covariance import FULL_COV_MAX_PAIRS, _visibility_covariance
+from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance
 from .geometry import NORMALIZATIONS, _norm_factor, _pairs
 from .results import VisibilityEstimate
 
 __all__ = ["VisibilityEstimator"]
+
+
+def _pooled(r: np.ndarray, cov: np.ndarray, d: np.ndarray, dcov: np.ndarray, factor: np.ndarray, M: int,
+            N: float) -> tuple[np.ndarray, np.ndarray]:
+    """``V = c r / D`` (D = sum(d)) and its per-pair (Re, Im) covariance by the delta method.
+
+    ``cov`` (P, 2, 2) of (Re, Im) rho, ``dcov`` (M, M) of the populations.  Per
+    snapshot a pair term x and Z_l have E[x z_l] = <x> for l outside the pair (Z_l
+    = +1 wherever x is non-zero on a single excitation) and 0 inside, so
+    cov(x, sum_l z_l) = <x>(M - 2 - sum z) and, with sum z = M - 2D,
+    cov(x, D) = <x>(1 - D): the pooled population barely correlates with a pair.
+    """
+    D = max(float(d.sum()), POOLED_MIN)
+    g = factor / D
+    V = r * g
+    vD = float(dcov.sum())
+    cxD = np.stack([r.real, r.imag], axis=1) * (1.0 - float(d.sum())) / max(N - 1.0, 1.0)  # (P, 2)
+    Vv = np.stack([V.real, V.imag], axis=1)
+    vcov = (g**2)[:, None, None] * cov
+    vcov -= (g[:, None, None] / D) * (cxD[:, :, None] * Vv[:, None, :] + Vv[:, :, None] * cxD[:, None, :])
+    vcov += Vv[:, :, None] * Vv[:, None, :] * vD / D**2
+    return V, vcov
 
 
 class VisibilityEstimator:
@@ -27,12 +49,17 @@ class VisibilityEstimator:
     pairs:
         int (P, 2) pairs to report (default all ``j < k``).
     normalize:
-        ``"diagonal"`` (default): ``V = rho_jk / sqrt(rho_jj rho_kk)`` with
-        ``rho_jj = (1 - <Z_j>)/2`` estimated from the same snapshots; this is the
-        definition of the normalised coherence and is robust to unequal
-        throughput and to memory loss.  ``"equal"``: ``V = c_jk rho_jk`` with the
-        known apertures (``c = M`` for equal apertures); lower variance, but
-        trusts the aperture model.
+        ``"pooled"`` (default): ``V = c_jk rho_jk / D`` with the known aperture
+        factor ``c_jk`` (M for equal apertures) and ``D = sum_l rho_ll``, the
+        population of all telescopes together, estimated from the same
+        snapshots: it removes dark-count-free memory loss and any common
+        throughput loss, and its relative error ~ sqrt(M / 2N) stays small when
+        every single ``rho_jj ~ 1/M`` is buried in noise (many telescopes, few
+        photons each).  ``"diagonal"``: ``V = rho_jk / sqrt(rho_jj rho_kk)``,
+        the textbook normalised coherence, robust to unequal throughput but a
+        ratio of noisy small numbers unless ``N rho_jj >> 100`` (it diverges
+        where an estimated ``rho_jj`` reaches 0; see ``docs/telescope.md``).
+        ``"equal"``: ``V = c_jk rho_jk``; trusts ``D = 1``.
     apertures:
         relative collecting areas for ``normalize="equal"``.
 
@@ -44,7 +71,7 @@ class VisibilityEstimator:
     pair's terms and the Z of a third telescope (O(|rho_jk| rho_ll)) are neglected.
     """
 
-    def __init__(self, M: int, pairs: np.ndarray | None = None, normalize: str = "diagonal", apertures: Any = None) -> None:
+    def __init__(self, M: int, pairs: np.ndarray | None = None, normalize: str = "pooled", apertures: Any = None) -> None:
         if int(M) < 2:
             raise ValueError("need at least two telescopes")
         if normalize not in NORMALIZATIONS:
@@ -157,6 +184,9 @@ class VisibilityEstimator:
         if self.normalize == "equal":
             f = self._factor
             return VisibilityEstimate(self.pairs, r * f, cov * (f**2)[:, None, None], self.count, full)
+        if self.normalize == "pooled":
+            V, vcov = _pooled(r, cov, d, dcov, self._factor, self.M, self.count)
+            return VisibilityEstimate(self.pairs, V, vcov, self.count, full)
         j, k = self.pairs[:, 0], self.pairs[:, 1]
         dj = np.maximum(d[j], 1e-12)
         dk = np.maximum(d[k], 1e-12)
