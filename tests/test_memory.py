@@ -218,3 +218,30 @@ def test_memory_by_name():
     with pytest.raises(ValueError):
         make_memory("bucket")
     # that the core never loads qsense.sims is checked in tests/test_layout.py
+
+
+def test_memory_declares_one_decoherence_model():
+    """The memory's decoherence model is the object Bell estimators and the scheduler share."""
+    import warnings
+
+    from qsense.estimators.decoherence import T1T2, DecoherenceMismatchWarning, Dephasing, Depolarizing, check_decoherence
+    from qsense.sims.memory_sim import SimulatedMemory
+
+    assert SlotMemory(2).decoherence is None  # a perfect memory: nothing to undo
+    assert SimulatedMemory(2, t2=1e-3).decoherence == Depolarizing(1e-3)  # default behaviour unchanged
+    mem = SimulatedMemory(2, t2=1e-3, model="dephasing")
+    assert mem.decoherence == Dephasing(1e-3) and mem.t2 == 1e-3
+    assert SimulatedMemory(2, t2=1e-3, t1=2e-3, model="t1t2").decoherence == T1T2(2e-3, 1e-3)
+    # an explicit model on a plain slot memory (e.g. hardware described by the user)
+    hw = SlotMemory(2, decoherence=Dephasing(5e-3))
+    assert hw.decoherence == Dephasing(5e-3) and hw.t2 == 5e-3
+    with pytest.warns(DecoherenceMismatchWarning, match="contradicts"):
+        SlotMemory(2, sims.memory_sim.SimsCoherence(t2=1e-3), decoherence=Dephasing(1e-3))
+    with pytest.raises(ValueError, match="DecoherenceModel"):
+        SlotMemory(2, decoherence="dephasing")
+    # estimators built from the memory's model agree; a depolarizing one does not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_decoherence(mem, BellEstimator(["ZZ"], decoherence=mem.decoherence))
+    with pytest.warns(DecoherenceMismatchWarning, match="reweights as Depolarizing"):
+        assert not check_decoherence(mem, BellEstimator(["ZZ"], t2=1e-3))

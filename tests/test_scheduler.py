@@ -329,3 +329,23 @@ def test_target_set_visibility_and_combination():
     # the cost model handles the sum target
     vis = ts.targets[0]
     assert math.isfinite(vis.shadow_copies(1 / 9, TOL)) and math.isfinite(vis.bell_shots(1 / 9, TOL, lambda j: 1.0))
+
+
+def test_scheduler_shares_the_memory_decoherence_model():
+    import warnings
+
+    from qsense.estimators.decoherence import DecoherenceMismatchWarning, Dephasing, Depolarizing
+
+    mem = SimulatedMemory(4, t2=1e-3, model="dephasing", clock=ManualClock())
+    s = Scheduler("bell", mem)
+    assert s.decoherence is mem.decoherence or s.decoherence == Dephasing(1e-3)
+    assert s.t2 == 1e-3
+    s = Scheduler("bell", SlotMemory(4, clock=ManualClock()), decoherence=Depolarizing(2e-3))
+    assert s.t2 == 2e-3 and s.decoherence == Depolarizing(2e-3)
+    # the TargetSet reweights as depolarizing at its t2: a dephasing memory is a mismatch
+    ts = TargetSet([PauliSquare("Z0 Z1")], tol=0.05, t2=1e-3)
+    with pytest.warns(DecoherenceMismatchWarning):
+        Scheduler(AdaptivePolicy(ts), mem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DecoherenceMismatchWarning)
+        Scheduler(AdaptivePolicy(ts), SimulatedMemory(4, t2=1e-3, clock=ManualClock()))

@@ -48,6 +48,7 @@ from typing import Any, Callable, Hashable, Mapping, Protocol, Sequence, runtime
 import numpy as np
 
 from qsense import plugins
+from qsense.estimators.decoherence import DecoherenceMismatchWarning, DecoherenceModel, decoherence_of
 
 __all__ = [
     "Clock",
@@ -306,6 +307,14 @@ class SlotMemory:
         frees a slot (backpressure; counted as ``blocked`` once per wait).
     clock:
         Time source (default :class:`MonotonicClock`).
+    decoherence:
+        The :class:`~qsense.estimators.decoherence.DecoherenceModel` this memory
+        declares (per-letter decay; PHYSICS.md section 3), the one object that
+        Bell estimators (``BellEstimator(..., decoherence=memory.decoherence)``)
+        and the scheduler plan and reweight with.  Default: read from the
+        coherence model (``model``/``t1``/``t2`` attributes; only ``t2`` means
+        depolarizing).  A model that contradicts the coherence model's is a
+        :class:`~qsense.estimators.decoherence.DecoherenceMismatchWarning`.
     """
 
     def __init__(
@@ -317,7 +326,10 @@ class SlotMemory:
         on_full: str = "reject",
         clock: Clock | None = None,
         name: str = "memory",
+        decoherence: DecoherenceModel | None = None,
     ) -> None:
+        if decoherence is not None and not isinstance(decoherence, DecoherenceModel):
+            raise ValueError(f"decoherence must be a DecoherenceModel or None; got {type(decoherence).__name__}")
         if not isinstance(capacity, (int, np.integer)) or isinstance(capacity, bool) or capacity < 0:
             raise ValueError(f"capacity must be a non-negative int; got {capacity!r}")
         if on_full not in ON_FULL:
@@ -326,6 +338,18 @@ class SlotMemory:
             raise ValueError(f"max_wait must be positive seconds or None; got {max_wait!r}")
         self.capacity = int(capacity)
         self.coherence: CoherenceModel = coherence if coherence is not None else IdealCoherence()
+        self._decoherence = decoherence
+        if decoherence is not None and coherence is not None:
+            declared = decoherence_of(self.coherence)
+            if declared is not None and declared != decoherence:
+                import warnings
+
+                warnings.warn(
+                    f"{name}: decoherence={decoherence!r} contradicts the coherence model {self.coherence!r} "
+                    f"({declared!r}); estimators and the scheduler will use {decoherence!r}",
+                    DecoherenceMismatchWarning,
+                    stacklevel=2,
+                )
         self.max_wait = None if max_wait is None else float(max_wait)
         self.on_full = on_full
         self.clock: Clock = clock if clock is not None else MonotonicClock()
@@ -347,7 +371,16 @@ class SlotMemory:
 
     @property
     def t2(self) -> float:
+        """T2 in seconds (inf for none): the declared model's, else the coherence model's."""
+        if self._decoherence is not None:
+            return float(self._decoherence.t2)
         return float(getattr(self.coherence, "t2", math.inf))
+
+    @property
+    def decoherence(self) -> DecoherenceModel | None:
+        """The decoherence model (see the ``decoherence`` parameter); None for a perfect memory."""
+        model = self._decoherence if self._decoherence is not None else decoherence_of(self.coherence)
+        return model if model is not None and model.finite else None
 
     def waiting(self, key: Hashable = _ANY) -> list[SlotInfo]:
         """Occupied slots, oldest first (optionally only those with pairing ``key``)."""

@@ -34,11 +34,13 @@ This module imports only NumPy (estimators may not import the simulators).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DecoherenceModel", "Depolarizing", "Dephasing", "T1T2", "MODELS", "make_decoherence", "decoherence_of"]
+__all__ = ["DecoherenceModel", "Depolarizing", "Dephasing", "T1T2", "MODELS", "make_decoherence", "decoherence_of",
+           "check_decoherence", "DecoherenceMismatchWarning"]
 
 #: model names accepted by :func:`make_decoherence` (and the ``decoherence`` config key)
 MODELS = ("depolarizing", "dephasing", "t1t2")
@@ -219,3 +221,32 @@ def decoherence_of(obj: Any) -> DecoherenceModel | None:
         return make_decoherence(name, t2=t2, t1=t1)
     except ValueError:
         return None
+
+
+class DecoherenceMismatchWarning(UserWarning):
+    """The memory's decoherence model and an estimator's reweighting model differ."""
+
+
+def check_decoherence(memory: Any, estimator: Any, where: str = "") -> bool:
+    """Warn (:class:`DecoherenceMismatchWarning`) when ``estimator`` reweights waited copies
+    with a different model than ``memory`` declares; returns whether they agree.
+
+    Both sides are read with :func:`decoherence_of` (a model object, a memory, a
+    coherence model, a :class:`~qsense.estimators.bell.BellEstimator`); a side
+    that declares nothing (perfect memory, no reweighting) counts as None.
+    """
+    mem, est = decoherence_of(memory), decoherence_of(estimator)
+    if mem is not None and not mem.finite:
+        mem = None
+    if est is not None and not est.finite:
+        est = None
+    if mem == est:
+        return True
+    prefix = f"{where}: " if where else ""
+    warnings.warn(
+        f"{prefix}the memory decoheres as {mem!r} but the estimator reweights as {est!r}: its Bell estimates of "
+        "waited copies are biased (pass the memory's model: BellEstimator(..., decoherence=memory.decoherence))",
+        DecoherenceMismatchWarning,
+        stacklevel=3,
+    )
+    return False
