@@ -302,6 +302,7 @@ def test_fits_with_no_degrees_of_freedom_are_refused():
                 fit_disk(uv, be.values, be.stderr, kind="squared")):
         assert fit.dof <= 0 and not fit.constrained and np.all(np.isnan(fit.values)) and np.all(np.isnan(fit.stderr))
         assert "unconstrained" in str(fit) and fit.as_dict()["constrained"] is False
+        assert all(q["value"] is None and q["stderr"] is None for q in fit.as_dict()["parameters"].values())
     # one |V|^2 for one diameter is dof 0 too
     assert fit_disk(uv, be.values, be.stderr, kind="squared").dof == 0
 

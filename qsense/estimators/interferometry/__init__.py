@@ -14,7 +14,10 @@ so ``Re rho_jk = (<XX> + <YY>)/4`` and ``Im rho_jk = (<YX> - <XY>)/4`` (letter
 order = qubit j then qubit k).  Only weight-2 Paulis are needed because the
 herald guarantees the state lies in the single-excitation subspace.
 
-Single copies (:class:`VisibilityEstimator`) give the signed complex V_jk.  Two
+Single copies (:class:`VisibilityEstimator`) give the signed complex V_jk, by
+default normalised by the pooled population ``sum_l rho_ll`` of all telescopes
+(``normalize="pooled"``: stable with many telescopes and few photons each; the
+per-pair ``sqrt(rho_jj rho_kk)`` of ``"diagonal"`` is not).  Two
 copies Bell-measured site by site (:class:`SquaredVisibilityEstimator`) give
 ``sum_{P in XX, XY, YX, YY} tr(P rho)^2 = 8 |rho_jk|^2``: per shot and per site the
 sum of the X and Y pair eigenvalues is ``u = +2`` (Psi+), ``-2`` (Psi-) or 0 (Phi+-),

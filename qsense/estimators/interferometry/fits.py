@@ -50,9 +50,14 @@ class FitResult:
         return float(self.values[i]), float(self.stderr[i])
 
     def as_dict(self) -> dict:
+        """JSON-friendly view; NaN (refused fit) and infinite (flat direction) numbers become
+        ``None``, since strict JSON has neither."""
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
         return {
-            "parameters": {n: {"value": float(v), "stderr": float(e), "unit": u} for n, u, v, e in zip(self.names, self.units, self.values, self.stderr)},
-            "chi2": float(self.chi2),
+            "parameters": {n: {"value": num(v), "stderr": num(e), "unit": u} for n, u, v, e in zip(self.names, self.units, self.values, self.stderr)},
+            "chi2": num(self.chi2),
             "dof": int(self.dof),
             "constrained": bool(self.constrained),
             "flags": list(self.flags),
