@@ -169,3 +169,16 @@ def test_config_decoherence_key():
         parse_config(tomllib.loads(base + "decoherence = 'dephasing'\n"))
     with pytest.raises(ConfigError, match="expected one of"):
         parse_config(tomllib.loads(base + "t2 = 1.0\ndecoherence = 't1'\n"))
+
+
+def test_checkpoint_keeps_the_model_and_merge_checks_it(rho):
+    est = BellEstimator(WORDS, t2=1.0, decoherence="dephasing", purity_subsystems=[(0,)])
+    est.update(sims.sample_bell_pair(sims.decohere(rho, 0.3, t2=1.0, model="dephasing"), rho, 500, seed=1, wait=0.3))
+    back = BellEstimator.from_bytes(est.to_bytes())
+    assert back.decoherence == Dephasing(1.0)
+    np.testing.assert_array_equal(back.estimate().values, est.estimate().values)
+    with pytest.raises(ValueError, match="different configuration"):
+        BellEstimator(WORDS, t2=1.0, purity_subsystems=[(0,)]).merge(est)
+    # a depolarizing checkpoint (the format before the model was stored) still reads as depolarizing
+    old = BellEstimator(WORDS, t2=1.0)
+    assert BellEstimator.from_bytes(old.to_bytes()).decoherence == Depolarizing(1.0)

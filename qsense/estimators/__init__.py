@@ -4,7 +4,8 @@ Layer 2 of 4 (data model < **estimators** < acquisition | streaming < apps).
 Turns :class:`~qsense.records.ShadowBatch` / :class:`~qsense.records.BellBatch`
 records into estimates with error bars: classical shadows (median of means),
 two-copy Bell squares and purities, U-statistic purities, interferometric
-visibilities, and the bit-packed counting kernels (NumPy and a compiled pass)
+visibilities, the memory decoherence models (:mod:`.decoherence`) that Bell
+reweighting, the memory and the scheduler share, and the bit-packed counting kernels (NumPy and a compiled pass)
 they share.  Every estimator is mergeable (``merge``) and serialisable
 (``to_bytes`` / ``from_bytes``) and holds only its sufficient statistics.
 
