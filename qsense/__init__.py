@@ -10,6 +10,7 @@ Conventions are in ``docs/estimators.md`` and the layer map in
 from __future__ import annotations
 
 from qsense.estimators.bell import AllPauliSquares, BellEstimator, all_pauli_squares, pauli_square_labels
+from qsense.estimators.decoherence import T1T2, DecoherenceMismatchWarning, Dephasing, Depolarizing
 from qsense.estimators.purity import ShadowPurity
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
@@ -52,6 +53,10 @@ __all__ = [
     "encode",
     "decode",
     "WireFormatError",
+    "Depolarizing",
+    "Dephasing",
+    "T1T2",
+    "DecoherenceMismatchWarning",
     "open_archive",
     "Archive",
     "ArchiveWriter",

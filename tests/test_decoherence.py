@@ -182,3 +182,18 @@ def test_checkpoint_keeps_the_model_and_merge_checks_it(rho):
     # a depolarizing checkpoint (the format before the model was stored) still reads as depolarizing
     old = BellEstimator(WORDS, t2=1.0)
     assert BellEstimator.from_bytes(old.to_bytes()).decoherence == Depolarizing(1.0)
+
+
+def test_target_set_reweights_with_the_memory_model():
+    import numpy as np
+
+    from qsense import BellBatch
+    from qsense.acquisition.targets import PauliSquare, TargetSet
+    from qsense.estimators.decoherence import Dephasing, check_decoherence
+
+    model = Dephasing(2e-3)
+    ts = TargetSet([PauliSquare("X0 X1"), PauliSquare("Z0 Z1")], decoherence=model)
+    assert ts.t2 == 2e-3 and ts.decoherence == model
+    ts.update(BellBatch(np.zeros((20, 2), dtype=np.uint8), wait=np.full(20, 1e-3)))
+    assert ts._bell.decoherence == model  # noqa: SLF001 -- the Bell estimates follow the memory
+    assert check_decoherence(model, ts._bell)  # noqa: SLF001 -- no mismatch warning

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from qsense.estimators.bell import BellEstimator
+from qsense.estimators.decoherence import make_decoherence
 from qsense.estimators.kernels import shadow_counts
 from qsense.estimators.purity import MAX_SUBSYSTEM, ShadowPurity
 from qsense.estimators.result import Estimate
@@ -482,6 +483,10 @@ class TargetSet:
     t2:
         Memory T2 in seconds: Bell shots are reweighted by their ``wait`` to undo
         decoherence (``None`` or ``inf``: no reweighting).
+    decoherence:
+        The memory's model (:mod:`qsense.estimators.decoherence`: ``"depolarizing"``,
+        ``"dephasing"`` or a model object such as ``memory.decoherence``); the Bell
+        estimates reweight per Pauli letter as it says.  Default: depolarizing at ``t2``.
 
     ``update(batch)`` accepts :class:`ShadowBatch` and :class:`BellBatch`;
     ``estimate()`` combines, per target, the shadow and Bell estimates by inverse
@@ -489,7 +494,8 @@ class TargetSet:
     adaptive scheduler plans with.
     """
 
-    def __init__(self, targets: Iterable[Target | str], tol: float = 0.05, t2: float | None = None) -> None:
+    def __init__(self, targets: Iterable[Target | str], tol: float = 0.05, t2: float | None = None,
+                 decoherence: Any = None) -> None:
         self.targets: list[Target] = [t if isinstance(t, Target) else Expval(t) for t in targets]
         if not self.targets:
             raise ValueError("at least one target is needed")
@@ -499,7 +505,12 @@ class TargetSet:
         if not tol > 0:
             raise ValueError(f"tol must be positive; got {tol!r}")
         self.tol = float(tol)
+        if decoherence is not None and not isinstance(decoherence, str):
+            model_t2 = getattr(decoherence, "t2", None)
+            if t2 is None and model_t2 is not None:
+                t2 = model_t2  # the model object carries its own T2
         self.t2 = None if t2 is None or not math.isfinite(t2) else float(t2)
+        self.decoherence = None if self.t2 is None else make_decoherence(decoherence, t2=self.t2)
         # unique Pauli terms, for shadows (signed and squared) and Bell (squared)
         self._terms: list[PauliTerm] = []
         self._bell_terms: list[PauliTerm] = []
@@ -571,7 +582,8 @@ class TargetSet:
         if shadow_keys:
             self._spurity = ShadowPurity(shadow_keys)
         sub = [k for k in keys if len(k) != self.n]
-        self._bell = BellEstimator([str(t) for t in self._bell_terms], t2=self.t2, purity_subsystems=sub)
+        self._bell = BellEstimator([str(t) for t in self._bell_terms], t2=self.t2, purity_subsystems=sub,
+                                   **({"decoherence": self.decoherence} if self.decoherence is not None else {}))
 
     # -- data --------------------------------------------------------------------
     def update(self, batch: ShadowBatch | BellBatch) -> None:
