@@ -58,7 +58,7 @@ class DistributedResult:
     refused: list[dict[str, int]]
     #: per estimator: wire set -> batches a fresh estimator refused on those wires (a subsystem outside them, ...)
     refused_by_wires: list[dict[tuple, int]]
-    #: (kind, wires) -> {"batches", "records"} of every selected batch
+    #: (kind, wires) -> {"batches", "records"} of every selected batch, in order of first appearance
     groups: dict[tuple[str, tuple], dict[str, int]]
     sources: set[str]
     #: damage counters as :attr:`Archive.problems` (torn_tail, checksum, unreadable_*, missing_segment)
@@ -95,15 +95,54 @@ def _bar(total: int, progress: bool) -> Any:
                 disable=not progress or not sys.stderr.isatty())
 
 
+def _probe(address: str, timeout: float) -> None:
+    """Ask the scheduler at ``address`` who it is, within ``timeout`` seconds (raises on silence or refusal).
+
+    ``distributed.Client(address, timeout=...)`` bounds the TCP connect only: a
+    peer that accepts and never answers (a wrong port, a hung process) holds
+    its handshake for minutes.  The probe runs in its own thread and event
+    loop, so it also works from a caller that already runs one (a notebook).
+    """
+    import asyncio
+    import threading
+
+    from distributed.core import rpc
+
+    async def ask() -> None:
+        r = rpc(address, timeout=timeout)
+        try:
+            await asyncio.wait_for(r.identity(), timeout)
+        finally:
+            await r.close_rpc()
+
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(ask())
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 -- handed to the caller
+            outcome.append(exc)
+
+    th = threading.Thread(target=run, name="qsense-dask-probe", daemon=True)
+    th.start()
+    th.join(timeout + 2.0)
+    if not outcome:
+        raise TimeoutError("no reply")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def connect(address: str, *, timeout: float = 10.0) -> Any:
     """A ``distributed.Client`` for the scheduler at ``address``; :class:`DistributedError` if none answers in ``timeout`` s."""
     from distributed import Client
 
     try:
+        _probe(address, timeout)
         return Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:  # refused, silent, malformed address
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:  # refused, silent, malformed address
         raise DistributedError(f"no Dask scheduler answers at {address} within {timeout:g} s "
-                               f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no reply'})") from None
+                               f"({type(exc).__name__}{': ' + str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
 def local_cluster(n_workers: int, *, dashboard: bool = True) -> tuple[Any, Any]:
@@ -153,7 +192,7 @@ def estimate(archive: Any, estimators: Sequence[Any], *, client: Any = None, sou
     for k, v in problems.items():
         total.problems[k] = total.problems.get(k, 0) + v
     ests, by_wires, refused, refused_by_wires = finish(templates, total)
-    groups = {k: {"batches": v[0], "records": v[1]} for k, v in sorted(total.groups.items(), key=lambda kv: repr(kv[0]))}
+    groups = {k: {"batches": v[0], "records": v[1]} for k, v in sorted(total.groups.items(), key=lambda kv: kv[1][2])}
     return DistributedResult(ests, by_wires, refused, refused_by_wires, groups, set(total.sources), dict(total.problems), parts,
                              sorted(total.stats), time.perf_counter() - t0)
 

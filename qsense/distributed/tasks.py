@@ -89,7 +89,7 @@ class Partial:
     span: tuple[int, int]
     #: per template: wires -> bucket
     buckets: list[dict[tuple, Bucket]]
-    #: (kind, wires) -> [batches, records] of every selected batch
+    #: (kind, wires) -> [batches, records, position of the first batch] of every selected batch
     groups: dict[tuple[str, tuple], list[int]] = field(default_factory=dict)
     sources: set[str] = field(default_factory=set)
     problems: dict[str, int] = field(default_factory=dict)
@@ -164,7 +164,7 @@ def run_partition(root: str, part: Partition, templates: bytes, selection: dict[
         b = entry.batch
         kind = "bell" if isinstance(b, BellBatch) else "shadow" if isinstance(b, ShadowBatch) else str(b.kind)
         wires = tuple(b.wires)
-        g = out.groups.setdefault((kind, wires), [0, 0])
+        g = out.groups.setdefault((kind, wires), [0, 0, entry.pos])
         g[0] += 1
         g[1] += b.T
         out.sources.add(b.source)
@@ -217,8 +217,8 @@ def merge_partials(templates: bytes, left: Partial, right: Partial) -> Partial:
             merged[wires] = _merge_bucket(type(proto), merged[wires], bb) if wires in merged else bb
         buckets.append(merged)
     groups = {k: list(v) for k, v in left.groups.items()}
-    for k, (n, r) in right.groups.items():
-        g = groups.setdefault(k, [0, 0])
+    for k, (n, r, first) in right.groups.items():
+        g = groups.setdefault(k, [0, 0, first])  # left's first position stays: it comes first
         g[0] += n
         g[1] += r
     problems = dict(left.problems)
