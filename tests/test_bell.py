@@ -38,7 +38,7 @@ def bell_data():
 
 
 def test_bell_conventions_on_bell_states():
-    """Each Bell code is produced by the corresponding Bell state (DESIGN.md)."""
+    """Each Bell code is produced by the corresponding Bell state (docs/estimators.md)."""
     s = 1 / np.sqrt(2)
     states = {
         0: np.array([s, 0, 0, s]),  # Phi+

@@ -2,7 +2,7 @@
 
 State |0...0>, n = 6, ``ShadowEstimator([...], groups=10)``: the weight-6 and
 weight-5 Z strings have tr(P rho) = 1 exactly.  Before the groups were chosen
-per term (PHYSICS.md section 6) the weight-6 estimate was 0 in 94% of seeds at
+per term (docs/physics.md §6) the weight-6 estimate was 0 in 94% of seeds at
 T = 4,000 and its one-sigma bar covered 1 in 2-16% of seeds; now every (weight,
 T) must cover at the nominal 68.3% within a binomial tolerance, with a bias
 small against the error bar.

@@ -23,7 +23,7 @@ def brute_u_statistic(b: ShadowBatch, sub) -> float:
 
 
 def pauli_form(b: ShadowBatch, sub) -> float:
-    """PHYSICS.md streaming form: 2^-|A| sum_P (S_P^2 - Q_P) / (N(N-1))."""
+    """docs/physics.md §1 streaming form: 2^-|A| sum_P (S_P^2 - Q_P) / (N(N-1))."""
     N = b.T
     total = 0.0
     for letters in itertools.product(range(4), repeat=len(sub)):

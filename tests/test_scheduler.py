@@ -44,7 +44,7 @@ def shadow_copies_square(s, k, tol=TOL):
 
 
 def bell_copies_square(s, k, lam_t2, tol=TOL):
-    """PHYSICS.md §4: 2 [λT2/(λT2 − 2k) − s²]/ε² copies, inf when it diverges."""
+    """docs/physics.md §4: 2 [λT2/(λT2 − 2k) − s²]/ε² copies, inf when it diverges."""
     if math.isinf(lam_t2):
         m = 1.0
     elif lam_t2 <= 2 * k:
@@ -114,7 +114,7 @@ def test_mixed_targets_fraction_and_never_worse_than_physics_rule():
     f_star = min(max(f_star, 0.0), 1.0)
     assert plan.pair_fraction == pytest.approx(f_star, abs=1e-3)
     assert plan.copies_to_finish == pytest.approx(NA / (1 - f_star), rel=1e-3)
-    # PHYSICS.md §4: assign each target to its cheaper family, time (N_S* + N_B*)/λ
+    # docs/physics.md §4: assign each target to its cheaper family, time (N_S* + N_B*)/λ
     physics = NA + 2 * SB
     assert plan.copies_to_finish <= physics * (1 + 1e-9)
     assert plan.assignment == {"<Z0>": "shadow", "purity": "both"}
@@ -149,7 +149,7 @@ def test_wait_moment_closed_form_against_quadrature():
 # -- the cost model against measured variances -----------------------------------------------
 def test_bell_reweighted_variance_matches_prediction():
     """Waits tau ~ Exp(λ), depolarized pairs, reweighted by e^{k tau/T2}: the per-shot
-    variance is λT2/(λT2 − 2k) − s² (PHYSICS.md §3)."""
+    variance is λT2/(λT2 − 2k) − s² (docs/physics.md §3)."""
     rng = np.random.default_rng(7)
     psi = sims.product_state("0+")  # <Z0 X1> = 1
     lam, t2, T = 1e4, 1e-3, 200_000

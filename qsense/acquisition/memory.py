@@ -309,7 +309,7 @@ class SlotMemory:
         Time source (default :class:`MonotonicClock`).
     decoherence:
         The :class:`~qsense.estimators.decoherence.DecoherenceModel` this memory
-        declares (per-letter decay; PHYSICS.md section 3), the one object that
+        declares (per-letter decay; docs/physics.md §3), the one object that
         Bell estimators (``BellEstimator(..., decoherence=memory.decoherence)``)
         and the scheduler plan and reweight with.  Default: read from the
         coherence model (``model``/``t1``/``t2`` attributes; only ``t2`` means

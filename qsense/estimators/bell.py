@@ -1,6 +1,6 @@
 """Two-copy Bell-basis estimators: tr(P rho)^2 for Paulis, and purity.
 
-Each record holds, per qubit pair i, the Bell code ``2*a + b`` (DESIGN.md).  Per
+Each record holds, per qubit pair i, the Bell code ``2*a + b`` (docs/estimators.md).  Per
 pair the eigenvalues are XX = (-1)^a, ZZ = (-1)^b, YY = -(-1)^(a+b), so a Pauli
 P has the per-shot value ``(-1)^{#Y(P)} (-1)^{parity}`` with parity the XOR over
 its support of a (X), a xor b (Y) or b (Z).  Its mean estimates tr(P rho)^2 with
@@ -9,7 +9,7 @@ SWAP eigenvalue: -1 for each singlet (code 3), +1 otherwise.
 
 Copies that waited in memory (``BellBatch.wait``) decohere; with local
 depolarizing at rate 1/T2 this biases the means by exp(-k tau / T2), and with
-``t2=...`` every shot is reweighted to remove it (PHYSICS.md section 3), at the
+``t2=...`` every shot is reweighted to remove it (docs/physics.md §3), at the
 price of extra variance.  The reweighting follows the memory's model per Pauli
 letter (:mod:`qsense.estimators.decoherence`): ``decoherence="dephasing"`` leaves
 Z factors alone (reweighting them as if depolarizing over-corrects ZZZ by

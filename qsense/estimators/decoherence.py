@@ -1,6 +1,6 @@
 """Memory decoherence models: how a copy that waited ``t`` seconds changes, per Pauli letter.
 
-One model object is shared by everything that needs to know it (PHYSICS.md
+One model object is shared by everything that needs to know it (docs/physics.md
 section 3): :class:`~qsense.estimators.bell.BellEstimator` reweights the shots
 of waited copies with it, the quantum memory
 (:class:`qsense.acquisition.memory.SlotMemory`) reports it, and the scheduler's
@@ -99,7 +99,7 @@ class DecoherenceModel:
     def wait_cost(self, rate_p: float, arrival_rate: float) -> float:
         """E[e^{2 r_P tau}] for exponential waits at ``arrival_rate`` (1/s): the
         per-shot second moment of a reweighted Bell shot, lambda / (lambda - 2 r_P)
-        (PHYSICS.md sections 3 and 4); inf when it diverges.  For depolarizing
+        (docs/physics.md §3 and §4); inf when it diverges.  For depolarizing
         with r_P = k/T2 it is lambda T2 / (lambda T2 - 2k)."""
         if rate_p <= 0:
             return 1.0

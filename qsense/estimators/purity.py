@@ -1,6 +1,6 @@
 """Subsystem purity and Renyi-2 entropy from single-copy classical shadows.
 
-Unbiased U-statistic over pairs of distinct snapshots (PHYSICS.md section 1):
+Unbiased U-statistic over pairs of distinct snapshots (docs/physics.md §1):
 ``tr rho_A^2 ~ [N(N-1)]^-1 sum_{i != j} prod_{q in A} g(i, j, q)`` with
 g = 5 (same basis, same bit), -4 (same basis, different bit), 1/2 (different
 basis).  A snapshot restricted to A is one of 6^|A| classes (basis and bit per
@@ -10,7 +10,7 @@ qubit), so the class histogram h is a sufficient statistic and
 
 computed by applying the 6x6 matrix g along each axis of h (O(|A| 6^(|A|+1))).
 This is the same number as the per-Pauli form sum_P (S_P^2 - Q_P) / (2^|A| N(N-1))
-that PHYSICS.md gives, without enumerating 4^|A| Paulis. Memory is 6^|A|
+that docs/physics.md §1 gives, without enumerating 4^|A| Paulis. Memory is 6^|A|
 integers per subsystem, independent of N; |A| is limited to
 :data:`MAX_SUBSYSTEM` (6^10 = 60 M classes would be 480 MB).
 

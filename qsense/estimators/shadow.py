@@ -16,7 +16,7 @@ partly full).  Capacity starts at 1; whenever a new block is needed and there ar
 already 2K blocks, adjacent pairs are merged (block 2i with 2i+1) and the
 capacity doubles.  So there are always between K and 2K blocks once at least K
 snapshots arrived, each of consecutive snapshots, and memory is O(K * M) however
-long the stream.  Groups per term (why: PHYSICS.md section 6).  A weight-k term matches a
+long the stream.  Groups per term (why: docs/physics.md §6).  A weight-k term matches a
 random-basis snapshot with probability 3^-k, so a group of B snapshots holds
 only ~B/3^k matches; with a handful the group means sit on a coarse lattice
 (mostly 0 or 3^k / B) and their median is biased towards 0 while the error bar
@@ -51,7 +51,7 @@ __all__ = ["ShadowEstimator", "shadow_expval", "matched_ratio_expval", "METHODS"
 
 METHODS = ("mean", "matched")
 
-#: median-of-means groups must each expect at least this many matching snapshots (PHYSICS.md section 6)
+#: median-of-means groups must each expect at least this many matching snapshots (docs/physics.md §6)
 MIN_MATCHES_PER_GROUP = 10
 
 

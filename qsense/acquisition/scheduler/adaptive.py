@@ -60,7 +60,7 @@ def plan_adaptive(
     the target's tolerance, from the plug-in ``values``), because the combined
     estimate weights the two families by inverse variance.  The copies needed
     to finish all targets are 1/max_f min_q R_q; the maximising f and the best c
-    over a grid are the plan.  Assigning each target to one family (PHYSICS.md
+    over a grid are the plan.  Assigning each target to one family (docs/physics.md
     §4) is one feasible point of this problem, so the optimum is never worse.
 
     All caps are evaluated at once (NumPy arrays over caps × f, one target at a
