@@ -39,7 +39,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
@@ -103,7 +103,7 @@ def _codes(value: Any, what: str, letters: bool, max_code: int) -> list[int]:
         for ch in value:
             if letters and ch.upper() in _LETTERS:
                 out.append(_LETTERS[ch.upper()])
-            elif ch.isdigit() and int(ch) <= max_code:
+            elif "0" <= ch <= "9" and int(ch) <= max_code:  # ASCII only: str.isdigit() accepts '²', which int() refuses
                 out.append(int(ch))
             elif ch in " ,":
                 continue
@@ -329,6 +329,8 @@ class MqttDetectorSource:
         self.reconnects = 0
         self.connected = False
         self.batches = 0
+        #: the connection or flush task died and was restarted by the supervisor
+        self.task_restarts = 0
         self._queue: asyncio.Queue[DetectorBatch] = asyncio.Queue(maxsize=max_queued_batches)
         self._pending: dict[tuple, _Pending] = {}
         self._next_seq: dict[str, int] = {}
@@ -343,8 +345,8 @@ class MqttDetectorSource:
         if not self._tasks:
             loop = asyncio.get_running_loop()
             self._tasks = [
-                loop.create_task(self._run(), name=f"qsense-mqtt-{self.name}"),
-                loop.create_task(self._flusher(), name=f"qsense-mqtt-flush-{self.name}"),
+                loop.create_task(self._supervise(self._run, "connection"), name=f"qsense-mqtt-{self.name}"),
+                loop.create_task(self._supervise(self._flusher, "flush"), name=f"qsense-mqtt-flush-{self.name}"),
             ]
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
@@ -398,10 +400,33 @@ class MqttDetectorSource:
         return {
             "messages": self.messages, "events": self.events, "batches": self.batches,
             "invalid": dict(self.invalid), "dropped_records": self.dropped_records,
-            "reconnects": self.reconnects, "connected": self.connected,
+            "reconnects": self.reconnects, "connected": self.connected, "task_restarts": self.task_restarts,
         }
 
     # -- internals ------------------------------------------------------------------------
+    async def _supervise(self, body: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run ``body`` until closed, restarting it (with backoff) whenever it dies.
+
+        :meth:`handle` already catches everything one message can raise; this is
+        the last line of defence, so that an unforeseen bug costs a restart and a
+        log line instead of ending ingestion silently for good.
+        """
+        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
+        while not self._closed:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- see the docstring
+                self.task_restarts += 1
+                self.connected = False
+                self._subscribed.clear()
+                delay = backoff.next()
+                self._log.log(logging.ERROR, f"task:{what}", "%s: %s task died (%s: %s); restarting it in %.2fs",
+                              self.name, what, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+
     async def _run(self) -> None:
         import aiomqtt
 
@@ -441,11 +466,20 @@ class MqttDetectorSource:
         if isinstance(payload, str):
             payload = payload.encode()
         try:
-            p = parse_payload(payload, topic, self.kind)
+            self._handle(payload, topic)
         except PayloadError as exc:
-            self.invalid[exc.reason] = self.invalid.get(exc.reason, 0) + 1
-            self._log.log(logging.WARNING, exc.reason, "%s: invalid message on %s (%s): %s", self.name, topic, exc.reason, exc)
-            return
+            self._invalid(exc.reason, topic, str(exc))
+        except RecursionError:  # JSON nested too deep for the decoder or our checks
+            self._invalid("json", topic, "JSON nested too deeply")
+        except Exception as exc:  # noqa: BLE001 -- one message must never end ingestion
+            self._invalid("error", topic, f"{type(exc).__name__}: {exc}")
+
+    def _invalid(self, reason: str, topic: str, what: str) -> None:
+        self.invalid[reason] = self.invalid.get(reason, 0) + 1
+        self._log.log(logging.WARNING, reason, "%s: invalid message on %s (%s): %s", self.name, topic, reason, what[:300])
+
+    def _handle(self, payload: bytes, topic: str) -> None:
+        p = parse_payload(payload, topic, self.kind)
         if p.batch is not None:
             # keep per-source order: loose events of this source go first
             self._flush(force=True, source=p.source)

@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 import zmq
 import zmq.asyncio
@@ -297,6 +297,9 @@ class EstimationDaemon:
         self._seal_task: asyncio.Future | None = None
         self._recent: collections.deque = collections.deque(maxlen=RECENT_BATCHES)
         self._archive_log = ThrottledLog(log)
+        #: input name -> times its task died and was restarted
+        self.task_restarts: dict[str, int] = {}
+        self._task_log = ThrottledLog(log)
 
     # -- ingest -----------------------------------------------------------------------------
     def ingest(self, batch: ShadowBatch | BellBatch, *, epoch: int = 0) -> bool:
@@ -688,6 +691,7 @@ class EstimationDaemon:
                        + sum(sum(s.invalid.values()) for s in self._mqtt_sources)},
             "estimators": {s.name: {"count": s.count, "updates": s.updates, "rejected": dict(s.rejected)} for s in self.slots},
             "published": dict(self.published),
+            "task_restarts": dict(self.task_restarts),
             "mqtt_clients": clients,
             "checkpoint": dict(self.checkpoints) if self.config.checkpoint else {},
             "archive": ({**self.archive.stats(), **self.archive_counts, "folded_pos": self.folded_pos,
@@ -766,9 +770,11 @@ class EstimationDaemon:
                     )
                     src.start()
                     self._mqtt_sources.append(src)
-                    self._input_tasks.append(loop.create_task(self._mqtt_loop(src), name=f"qsense-in-{mc.name}"))
+                    self._input_tasks.append(loop.create_task(
+                        self._supervised(mc.name, lambda src=src: self._mqtt_loop(src)), name=f"qsense-in-{mc.name}"))
             for rx in self._receivers:
-                self._input_tasks.append(loop.create_task(self._zmq_loop(rx), name=f"qsense-in-{rx.name}"))
+                self._input_tasks.append(loop.create_task(
+                    self._supervised(rx.name, lambda rx=rx: self._zmq_loop(rx)), name=f"qsense-in-{rx.name}"))
             self._service_tasks.append(loop.create_task(self._publish_loop(), name="qsense-publish"))
             if cfg.checkpoint is not None:
                 self._service_tasks.append(loop.create_task(self._checkpoint_loop(), name="qsense-checkpoint"))
@@ -913,6 +919,27 @@ class EstimationDaemon:
         await self.stop()
 
     # -- tasks -------------------------------------------------------------------------------
+    async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
+        """Run an input task, restarting it (after a short pause) if it dies.
+
+        The loops catch what one message can raise; this is the last line of
+        defence, so that a bug costs a logged restart (``task_restarts``) and
+        never ends ingestion from that input silently.
+        """
+        delay = 0.05
+        while True:
+            try:
+                await body()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 -- see the docstring
+                self.task_restarts[name] = self.task_restarts.get(name, 0) + 1
+                self._task_log.log(logging.ERROR, name, "input %r: its task died (%s: %s); restarting it in %.2fs",
+                                   name, type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+
     async def _zmq_loop(self, rx: RecordReceiver) -> None:
         limit = self.config.coalesce_records
         while True:
