@@ -1,0 +1,170 @@
+"""Scale-out: an archive reduced on a Dask LocalCluster of 1 and 2 worker processes vs the single-process path.
+
+``--part offline`` (the default): an archive of ``--snapshots`` random-Pauli
+snapshots on n = 16 qubits (written once, :func:`bench_archive.write_archive`)
+is folded into a :class:`~qsense.estimators.shadow.ShadowEstimator` with
+``--observables`` random 1..4-local Pauli observables by
+
+1. the **single-process path**: ``for b in open_archive(p).batches(): est.update(b)``
+   (its reader thread decodes ahead, so it already uses a second core for decoding);
+2. :func:`qsense.distributed.estimate` with ``client=None`` (the same partition
+   tasks and merge tree, in-process: the cost of the rule itself);
+3. the same on a ``LocalCluster`` of **1** and of **2** single-threaded worker
+   processes on 127.0.0.1 (cluster start-up not counted; planning, task
+   overhead and the merge tree counted).
+
+Each is timed from a warm page cache (best of ``--repeat``), and every result
+is checked against the single-process state (``groups=1``: byte-identical).
+Printed: snapshots/s of each, the speed-up of 2 workers over 1, and the
+overhead per core: ``1 - (rate with 2 workers / 2) / single-process rate``.
+
+``--part live`` runs ``run_live(args)`` of ``benchmarks/bench_scale_live.py``
+(the sharded live setup, when that file is present); ``--part all`` both.
+
+Usage::
+
+    python benchmarks/bench_scale.py                   # 2e8 snapshots, 100 observables (~3 min, ~1.5 GB scratch)
+    python benchmarks/bench_scale.py --quick           # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_archive import write_archive  # noqa: E402
+from bench_daemon import random_paulis  # noqa: E402
+
+
+def _warm(obs: list, n: int) -> None:
+    """Compile the counting kernels (numba) before any timing: in this process or on a worker."""
+    import qsense
+
+    rng = np.random.default_rng(0)
+    qsense.ShadowEstimator(obs).update(qsense.ShadowBatch(rng.integers(0, 3, (4096, n), dtype=np.uint8),
+                                                          rng.integers(0, 2, (4096, n), dtype=np.uint8)))
+
+
+def _timed(fn, repeat: int) -> tuple[float, object]:
+    best, out = None, None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+        best = dt if best is None else min(best, dt)
+    return best, out
+
+
+def run_offline(args: argparse.Namespace) -> dict:
+    """The offline half: single process vs LocalCluster(1) vs LocalCluster(2) on one archive."""
+    import qsense
+    from qsense import distributed as qd
+    from qsense.streaming.archive import open_archive
+
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="qsense-bench-scale-"))
+    path = scratch / "archive"
+    shutil.rmtree(path, ignore_errors=True)
+    t0 = time.perf_counter()
+    write_archive(str(path), args.n, args.batch, int(args.snapshots))
+    write_s = time.perf_counter() - t0
+    arch = open_archive(path)
+    obs = random_paulis(np.random.default_rng(11), args.n, args.observables, 1, 4)
+    parts, _ = qd.plan(arch, partition_bytes=args.partition_bytes)
+    print(f"archive: {path} written in {write_s:.1f} s; {len(arch.segments())} segments, {len(parts)} partitions, "
+          f"{sum(p.bytes for p in parts) / 2**20:.0f} MiB; {args.observables} observables", flush=True)
+
+    _warm(obs, args.n)
+
+    def single():
+        est = qsense.ShadowEstimator(obs)
+        for b in open_archive(path).batches():
+            est.update(b)
+        return est
+
+    dt_single, ref = _timed(single, args.repeat)
+    N = ref.count
+    out = {"snapshots": N, "observables": args.observables, "partitions": len(parts), "write_s": write_s,
+           "single_s": dt_single, "single_rate": N / dt_single}
+    print(f"single process      : {dt_single:7.2f} s  {N / dt_single / 1e6:7.1f} M snapshots/s", flush=True)
+
+    def rule(client):
+        return lambda: qd.estimate(path, [qsense.ShadowEstimator(obs)], client=client, partition_bytes=args.partition_bytes,
+                                   progress=False)
+
+    dt, res = _timed(rule(None), args.repeat)
+    assert res.estimators[0].to_bytes() == ref.to_bytes(), "client=None differs from the single-process state"
+    out.update(inprocess_s=dt, inprocess_rate=N / dt)
+    print(f"same rule, in-process: {dt:7.2f} s  {N / dt / 1e6:7.1f} M snapshots/s", flush=True)
+
+    from distributed import Client, LocalCluster
+
+    for workers in (1, 2):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=40)
+        client = Client(cluster, set_as_default=False)
+        try:
+            client.run(_warm, obs, args.n)
+            dt, res = _timed(rule(client), args.repeat)
+        finally:
+            client.close()
+            cluster.close()
+        assert res.estimators[0].to_bytes() == ref.to_bytes(), f"{workers} worker(s) differ from the single-process state"
+        out[f"workers{workers}_s"], out[f"workers{workers}_rate"] = dt, N / dt
+        busy = sum(s[3] for s in res.stats)
+        print(f"LocalCluster, {workers} worker{'s' if workers > 1 else ' '}: {dt:7.2f} s  {N / dt / 1e6:7.1f} M snapshots/s"
+              f"  (tasks busy {busy:.2f} s; wall minus busy/workers = {dt - busy / workers:.2f} s scheduling+merge)", flush=True)
+    out["speedup_2_vs_1"] = out["workers2_rate"] / out["workers1_rate"]
+    out["overhead_per_core"] = 1.0 - (out["workers2_rate"] / 2) / out["single_rate"]
+    out["overhead_1_worker"] = 1.0 - out["workers1_rate"] / out["single_rate"]
+    print(f"speed-up 2 vs 1 workers: {out['speedup_2_vs_1']:.2f}x (target >= 1.7x)")
+    print(f"overhead per core vs the single process: {100 * out['overhead_per_core']:.1f}% (target <= 15%); "
+          f"1 worker vs single process: {100 * out['overhead_1_worker']:.1f}%")
+    if not args.keep:
+        shutil.rmtree(path, ignore_errors=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--part", choices=("offline", "live", "all"), default="offline")
+    ap.add_argument("--quick", action="store_true", help="smoke run: a small archive, one repeat")
+    ap.add_argument("--snapshots", type=float, default=2e8)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=65536)
+    ap.add_argument("--observables", type=int, default=100)
+    ap.add_argument("--partition-bytes", type=int, default=64 << 20)
+    ap.add_argument("--repeat", type=int, default=2, help="timed passes per path (best kept; the first warms the cache)")
+    ap.add_argument("--scratch", default=None, help="directory for the archive (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the archive")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if args.quick:
+        args.snapshots, args.repeat, args.partition_bytes = min(args.snapshots, 4e6), 1, 1 << 20
+    results: dict = {}
+    if args.part in ("offline", "all"):
+        results["offline"] = run_offline(args)
+    if args.part in ("live", "all"):
+        here = Path(__file__).with_name("bench_scale_live.py")
+        if not here.exists():
+            print("bench_scale: benchmarks/bench_scale_live.py is not there: no live part", file=sys.stderr)
+            if args.part == "live":
+                sys.exit(2)
+        else:
+            results["live"] = importlib.import_module("bench_scale_live").run_live(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
