@@ -43,8 +43,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_archive import write_archive  # noqa: E402
-from bench_daemon import random_paulis  # noqa: E402
+from bench_archive import write_archive
+from bench_daemon import random_paulis
 
 
 def _warm(obs: list, n: int) -> None:

@@ -33,9 +33,10 @@ import math
 import re
 import sys
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ from qsense.pauli import PauliObservable, parse_observable
 from qsense.records import ShadowBatch
 from qsense.streaming import reference
 
-__all__ = ["add_arguments", "run", "add_selection_arguments", "selection", "parse_observable_text", "parse_wires", "UsageError"]
+__all__ = ["UsageError", "add_arguments", "add_selection_arguments", "parse_observable_text", "parse_wires", "run", "selection"]
 
 log = logging.getLogger(__name__)
 
@@ -411,8 +412,8 @@ def _dashboard(client: Any) -> str:
     try:
         if "dashboard" in client.scheduler_info().get("services", {}):
             return str(client.dashboard_link)
-    except Exception:  # noqa: BLE001 -- a link is a convenience
-        pass
+    except Exception as exc:  # noqa: BLE001 -- a link is a convenience
+        log.debug("no dashboard link: %s", exc)
     return "not available (install bokeh for the Dask dashboard)"
 
 

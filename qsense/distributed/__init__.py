@@ -11,5 +11,13 @@ never needs it.
 from .estimate import DistributedError, DistributedResult, connect, estimate, local_cluster
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
 
-__all__ = ["estimate", "connect", "local_cluster", "DistributedResult", "DistributedError", "Partition", "plan",
-           "DEFAULT_PARTITION_BYTES"]
+__all__ = [
+           "DEFAULT_PARTITION_BYTES",
+           "DistributedError",
+           "DistributedResult",
+           "Partition",
+           "connect",
+           "estimate",
+           "local_cluster",
+           "plan",
+]

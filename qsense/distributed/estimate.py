@@ -33,13 +33,14 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
 from .tasks import Partial, finish, merge_partials, pack_templates, run_partition
 
-__all__ = ["DistributedResult", "estimate", "connect", "local_cluster", "DistributedError"]
+__all__ = ["DistributedError", "DistributedResult", "connect", "estimate", "local_cluster"]
 
 
 class DistributedError(RuntimeError):
@@ -217,7 +218,7 @@ def _on_cluster(client: Any, root: str, parts: list[Partition], templates: bytes
             for _ in as_completed(leaves, loop=client.loop):
                 bar.update(1)
         return level[0].result()
-    except Exception as exc:  # noqa: BLE001 -- one line for the caller, the cause kept
+    except Exception as exc:
         raise DistributedError(f"distributed estimate failed: {type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
     finally:

@@ -19,14 +19,15 @@ whose file is gone is counted as ``missing_segment`` here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow.parquet as pq
 
 from qsense.streaming.archive.segments import ROW_GROUP_BYTES
 
-__all__ = ["Partition", "plan", "DEFAULT_PARTITION_BYTES"]
+__all__ = ["DEFAULT_PARTITION_BYTES", "Partition", "plan"]
 
 #: Default target size of a partition: one full row group (memory per task stays one row group ahead).
 DEFAULT_PARTITION_BYTES = ROW_GROUP_BYTES

@@ -21,11 +21,13 @@ count them).  Each estimator gets only batches of its record kind.
 
 from __future__ import annotations
 
+import logging
 import pickle
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -37,7 +39,9 @@ from qsense.streaming.archive.segments import PAGE_CHECKSUMS_KEY
 
 from .partitions import Partition
 
-__all__ = ["Bucket", "Partial", "record_kind", "run_partition", "merge_partials", "finish", "pack_templates"]
+log = logging.getLogger(__name__)
+
+__all__ = ["Bucket", "Partial", "finish", "merge_partials", "pack_templates", "record_kind", "run_partition"]
 
 
 def record_kind(estimator: Any) -> str:
@@ -130,8 +134,9 @@ class _PartitionArchive(Archive):
             try:
                 yield from ((rb, pages) for rb in pf.read_row_group(g).combine_chunks().to_batches())
                 continue
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 -- the pages failed their checksums (or decoding)
+                log.warning("archive %s: %s row group %d failed its page checks (%s); checking its rows one by one",
+                            self.path, path.name, g, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             try:
                 plain = pq.ParquetFile(path, memory_map=True, page_checksum_verification=False)
                 rbs = plain.read_row_group(g).combine_chunks().to_batches()
