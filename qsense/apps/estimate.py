@@ -20,6 +20,13 @@ quantity: ``expval`` (shadow ``<P>``), ``square`` (Bell ``tr(P rho)^2``),
 ``purity`` and ``renyi2`` (Renyi-2 entropy in bits), then the target.  A
 one-line summary (batches, snapshots, sources, damage counted) goes to stderr.
 
+``--workers N`` (a local Dask cluster of N worker processes) or ``--dask
+ADDRESS`` (an existing scheduler, refused within ``--dask-timeout`` seconds
+if it does not answer) reduce an archive with :func:`qsense.distributed.estimate`:
+one task per partition, the same table on stdout (with ``--groups`` > 1 the
+median-of-means blocks follow the partitions, see ``docs/scale-out.md``), the
+dashboard link and a progress bar over partitions on stderr.
+
 Exit status: 0, 1 when nothing in the archive matches the selection, 2 for
 bad input (one line on stderr, never a traceback).  The filter options are
 shared with ``qsense replay`` (:func:`add_selection_arguments`, :func:`selection`).
