@@ -173,3 +173,134 @@ async def test_driver_task_that_dies_is_restarted(broker, caplog):  # noqa: F811
             item = await src.get()
     assert item.batch.T == 4 and src.task_restarts == 1 and src.stats()["task_restarts"] == 1
     assert any("task died" in r.getMessage() and "injected driver bug" in r.getMessage() for r in caplog.records)
+
+
+# -- 2. every start-up failure exits 2 quickly, with one line naming the setting -------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml_value(v) -> str:
+    return json.dumps(v) if isinstance(v, (str, int, float, list)) else str(v).lower()
+
+
+def _write_toml(path: Path, doc: dict) -> Path:
+    lines: list[str] = []
+    for table, body in doc.items():
+        for item in (body if isinstance(body, list) else [body]):
+            lines.append(f"[[{table}]]" if isinstance(body, list) else f"[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in item.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _base_doc(tmp_path: Path) -> dict:
+    return {
+        "inputs.zmq": [{"endpoint": f"tcp://127.0.0.1:{_free_port()}", "name": "records"}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "outputs.zmq": {"endpoint": f"tcp://127.0.0.1:{_free_port()}", "snapshot_endpoint": f"tcp://127.0.0.1:{_free_port()}"},
+    }
+
+
+def _run_cli(config: Path, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "qsense", "daemon", "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=30)
+    return proc, time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def import_seconds(tmp_path_factory) -> float:
+    """What starting the interpreter, importing qsense and reading a config costs (``--check``)."""
+    cfg = _write_toml(tmp_path_factory.mktemp("base") / "ok.toml", _base_doc(Path(".")))
+    proc, elapsed = _run_cli(cfg, "--check")
+    assert proc.returncode == 0, proc.stderr
+    return elapsed
+
+
+def _busy(endpoint: str) -> socket.socket:
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    s = socket.socket()
+    s.bind((host, int(port)))
+    s.listen()
+    return s
+
+
+def _public_key_as_secret(tmp_path: Path, doc: dict) -> str:
+    from qsense.streaming.transport import generate_keypair
+
+    public, _ = generate_keypair(tmp_path / "server", "server")
+    generate_keypair(tmp_path / "authorized", "alice")
+    doc["curve"] = {"server_secret_key": str(public), "authorized_keys": str(tmp_path / "authorized")}
+    doc["inputs.zmq"][0]["curve"] = True
+    return "curve.server_secret_key"
+
+
+@pytest.mark.parametrize("case", ["input", "pub", "snapshot", "hwm", "output_hwm", "public_key", "metrics"])
+def test_startup_failure_exits_2_fast_with_one_line(tmp_path, import_seconds, case):
+    doc = _base_doc(tmp_path)
+    busy = None
+    if case == "input":
+        busy, setting = _busy(doc["inputs.zmq"][0]["endpoint"]), "inputs.zmq[0].endpoint"
+    elif case == "pub":
+        busy, setting = _busy(doc["outputs.zmq"]["endpoint"]), "outputs.zmq.endpoint"
+    elif case == "snapshot":
+        busy, setting = _busy(doc["outputs.zmq"]["snapshot_endpoint"]), "outputs.zmq.snapshot_endpoint"
+    elif case == "hwm":
+        doc["inputs.zmq"][0]["hwm"], setting = 2**40, "inputs.zmq[0].hwm"
+    elif case == "output_hwm":
+        doc["outputs.zmq"]["hwm"], setting = 2**40, "outputs.zmq.hwm"
+    elif case == "public_key":
+        setting = _public_key_as_secret(tmp_path, doc)
+    else:
+        port = _free_port()
+        busy, setting = _busy(f"tcp://127.0.0.1:{port}"), "metrics"
+        doc["outputs.prometheus"] = {"port": port}
+    try:
+        proc, elapsed = _run_cli(_write_toml(tmp_path / "d.toml", doc))
+    finally:
+        if busy is not None:
+            busy.close()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and setting in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert elapsed - import_seconds < 2.0, (elapsed, import_seconds)
+
+
+@pytest.mark.parametrize("case", ["input", "pub", "snapshot", "hwm", "public_key"])
+async def test_startup_failure_raises_daemon_error_within_2s(tmp_path, case):
+    """In-process too (settings that bypass the config checks, via dataclasses.replace), nothing hangs."""
+    import dataclasses
+
+    from qsense.streaming.config import CurveConfig, parse_config
+
+    doc = {"inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "records"}]},
+           "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+           "outputs": {"zmq": {"endpoint": "tcp://127.0.0.1:0", "snapshot_endpoint": "tcp://127.0.0.1:0"}}}
+    cfg = parse_config(doc)
+    busy = None
+    port = _free_port()
+    if case == "input":
+        busy = _busy(f"tcp://127.0.0.1:{port}")
+        cfg = dataclasses.replace(cfg, zmq_inputs=(dataclasses.replace(cfg.zmq_inputs[0], endpoint=f"tcp://127.0.0.1:{port}"),))
+    elif case in ("pub", "snapshot"):
+        busy = _busy(f"tcp://127.0.0.1:{port}")
+        key = "endpoint" if case == "pub" else "snapshot_endpoint"
+        cfg = dataclasses.replace(cfg, zmq_output=dataclasses.replace(cfg.zmq_output, **{key: f"tcp://127.0.0.1:{port}"}))
+    elif case == "hwm":
+        cfg = dataclasses.replace(cfg, zmq_inputs=(dataclasses.replace(cfg.zmq_inputs[0], hwm=2**40),))
+    else:
+        d2: dict = {"inputs.zmq": [{}]}
+        _public_key_as_secret(tmp_path, d2)
+        cfg = dataclasses.replace(cfg, curve=CurveConfig(Path(d2["curve"]["server_secret_key"]), tmp_path / "authorized"),
+                                  zmq_inputs=(dataclasses.replace(cfg.zmq_inputs[0], curve=True),))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DaemonError):
+            await asyncio.wait_for(EstimationDaemon(cfg, resume=False).start(), 2.0)
+    finally:
+        if busy is not None:
+            busy.close()
+    assert time.monotonic() - t0 < 2.0

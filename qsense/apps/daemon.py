@@ -61,8 +61,11 @@ async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await daemon.start()
-    except (DaemonError, CheckpointError) as exc:
-        log.error("%s", exc)
+    except (DaemonError, CheckpointError, ConfigError) as exc:
+        print(f"qsense daemon: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 -- a start-up failure is one line and exit 2, never a traceback
+        print(f"qsense daemon: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")

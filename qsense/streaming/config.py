@@ -312,6 +312,10 @@ def _int_in(lo: int, hi: int | None = None, what: str = "an integer") -> Callabl
     return check
 
 
+#: ZeroMQ high-water marks are C ints: a larger value would fail only when the socket is made
+_HWM = _int_in(1, 2**31 - 1, "a number of messages")
+
+
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise _Bad(f"expected a positive integer, got {_show(v)}")
@@ -395,7 +399,7 @@ def _zmq_input(t: _Table, i: int) -> ZmqInputConfig:
     c = ZmqInputConfig(
         endpoint=t.get("endpoint", _endpoint, required=True),
         bind=t.get("bind", _bool, True),
-        hwm=t.get("hwm", _positive_int, 64),
+        hwm=t.get("hwm", _HWM, 64),
         max_message_bytes=t.get("max_message_bytes", _positive_int, 256 * 1024 * 1024),
         curve=t.get("curve", _bool, False),
         name=t.get("name", _string, f"zmq{i}"),
@@ -502,6 +506,19 @@ def _broker(t: _Table) -> BrokerConfig:
     return c
 
 
+def _secret_key_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable ``.key_secret`` certificate, or None if it is."""
+    import zmq.auth
+
+    try:
+        _, secret = zmq.auth.load_certificate(str(path))
+    except Exception as exc:  # noqa: BLE001 -- whatever makes it unreadable, it is a configuration error
+        return f"{path} is not a CURVE certificate: {exc}"
+    if not secret:
+        return f"{path} holds no secret key (a public .key file? use the .key_secret file)"
+    return None
+
+
 def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str = "<config>") -> DaemonConfig:
     """Validate a parsed TOML document (a dict) into a :class:`DaemonConfig`."""
     base = Path(base_dir)
@@ -542,7 +559,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
                 snapshot_endpoint=z.get("snapshot_endpoint", _endpoint, None),
                 topic_prefix=z.get("topic_prefix", _topic_name, "qsense"),
                 curve=z.get("curve", _bool, False),
-                hwm=z.get("hwm", _positive_int, 10000),
+                hwm=z.get("hwm", _HWM, 10000),
                 states=z.get("states", _bool, True),
             )
             z.done()
@@ -574,6 +591,8 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         )
         if not kw["curve"].server_secret_key.is_file():
             c.fail(f"{kw['curve'].server_secret_key} does not exist", "server_secret_key")
+        if (why := _secret_key_problem(kw["curve"].server_secret_key)) is not None:
+            c.fail(why, "server_secret_key")
         if not kw["curve"].authorized_keys.is_dir():
             c.fail(f"{kw['curve'].authorized_keys} is not a directory", "authorized_keys")
         c.done()

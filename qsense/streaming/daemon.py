@@ -720,23 +720,40 @@ class EstimationDaemon:
             curve = None
             if cfg.curve is not None:
                 curve = CurveServerKeys(cfg.curve.server_secret_key, cfg.curve.authorized_keys)
-                self._auth = start_authenticator(self._ctx, cfg.curve.authorized_keys)
-            for zc in cfg.zmq_inputs:
+                try:
+                    curve.load()  # before any socket: a public key given as the secret one must not leave one half made
+                except Exception as exc:  # noqa: BLE001 -- any unreadable key file is a start-up error
+                    raise DaemonError(f"curve.server_secret_key: {cfg.curve.server_secret_key}: {exc}") from None
+                try:
+                    self._auth = start_authenticator(self._ctx, cfg.curve.authorized_keys)
+                except (ValueError, OSError) as exc:
+                    raise DaemonError(f"curve.authorized_keys: {exc}") from None
+            for i, zc in enumerate(cfg.zmq_inputs):
+                _check_hwm(zc.hwm, f"inputs.zmq[{i}].hwm")
+                before = self._open_sockets()
                 try:
                     # acknowledged by the daemon itself: after the durable write with an archive, after folding without
                     rx = RecordReceiver(zc.endpoint, bind=zc.bind, hwm=zc.hwm, max_message_bytes=zc.max_message_bytes,
                                         curve=curve if zc.curve else None, context=self._ctx, name=zc.name, auto_ack=False)
-                except zmq.ZMQError as exc:
-                    raise DaemonError(f"input {zc.name}: cannot {'bind' if zc.bind else 'connect'} {zc.endpoint}: {exc}") from None
+                except (zmq.ZMQError, ValueError, OverflowError) as exc:
+                    self._close_new_sockets(before)
+                    raise DaemonError(f"inputs.zmq[{i}].endpoint (input {zc.name!r}): cannot {'bind' if zc.bind else 'connect'} "
+                                      f"{zc.endpoint}: {exc}") from None
                 self._receivers.append(rx)
                 self.endpoints[f"input.{zc.name}"] = rx.endpoint
             if cfg.zmq_output is not None:
                 zo = cfg.zmq_output
+                _check_hwm(zo.hwm, "outputs.zmq.hwm")
+                before = self._open_sockets()
                 try:
                     self._publisher = EstimatePublisher(zo.endpoint, zo.snapshot_endpoint, hwm=zo.hwm,
                                                         curve=curve if zo.curve else None, context=self._ctx)
-                except zmq.ZMQError as exc:
-                    raise DaemonError(f"output: cannot bind {zo.endpoint} / {zo.snapshot_endpoint}: {exc}") from None
+                except (zmq.ZMQError, ValueError, OverflowError) as exc:
+                    # the PUB socket binds first: if it got an address, the snapshot socket is the one that failed
+                    pub_bound = any(s.type == zmq.PUB and s.get(zmq.LAST_ENDPOINT) for s in self._open_sockets() - before)
+                    self._close_new_sockets(before)
+                    key, ep = ("snapshot_endpoint", zo.snapshot_endpoint) if pub_bound else ("endpoint", zo.endpoint)
+                    raise DaemonError(f"outputs.zmq.{key}: cannot bind {ep}: {exc}") from None
                 if self.resumed_from is not None:
                     self._publisher.pub_seq = self.resumed_from.pub_seq  # keep pub_seq increasing for subscribers
                 self._publisher.start()
@@ -886,6 +903,15 @@ class EstimationDaemon:
                 n += len(items)
         return n
 
+    def _open_sockets(self) -> set:
+        """The context's open sockets (to close those a failed constructor left behind)."""
+        # pyzmq keeps a WeakSet of a context's sockets; a socket left open blocks Context.term() forever
+        return {s for s in list(getattr(self._ctx, "_sockets", ())) if not s.closed}
+
+    def _close_new_sockets(self, before: set) -> None:
+        for s in self._open_sockets() - before:
+            s.close(linger=0)
+
     async def _close_resources(self) -> None:
         if self.archive is not None:  # a no-op after a clean close; releases the lock after a failed start
             try:
@@ -908,7 +934,8 @@ class EstimationDaemon:
             self._auth.stop()
             self._auth = None
         if self._own_context and self._ctx is not None:
-            self._ctx.term()
+            # destroy, not term: a socket some failed start-up step left open must not block the exit
+            self._ctx.destroy(linger=0)
             self._ctx = None
 
     async def __aenter__(self) -> "EstimationDaemon":
@@ -1064,6 +1091,12 @@ class EstimationDaemon:
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
             log.debug("checkpoint written to %s (%d bytes)", path, size)
             return path
+
+
+def _check_hwm(hwm: int, setting: str) -> None:
+    # a ZeroMQ high-water mark is a C int; pyzmq would raise OverflowError half way through making a socket
+    if not 1 <= hwm <= 2**31 - 1:
+        raise DaemonError(f"{setting}: {hwm} is out of range (1..{2**31 - 1})")
 
 
 def _ack_ref(rx: RecordReceiver, msg: Any) -> tuple[RecordReceiver, bytes] | None:
