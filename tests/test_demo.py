@@ -99,3 +99,63 @@ def test_seeded_demo_is_deterministic(tmp_path, capsys):
     assert a["single_copy"] is not None and a["two_copy"] is not None and a["fits"]
     for key in a:
         assert a[key] == b[key], key
+
+
+def test_scale_help_matches_the_geometry():
+    # issue 14 item 9: the help said 25-140 m while the default table showed 29.5-158.4 m
+    from qsense.apps.demo import BASELINE_RANGE_6
+    from qsense.sims.telescope import demo_array
+
+    p = demo_array(6, scale=1.0)
+    j, k = np.triu_indices(6, 1)
+    lengths = np.hypot(*(p[k] - p[j]).T)
+    assert np.allclose(BASELINE_RANGE_6, (lengths.min(), lengths.max()), atol=1e-4)
+
+
+def test_large_array_prints_a_summary_and_keeps_every_baseline(tmp_path, capsys):
+    # issue 14 item 8: -M 64 printed 2,016 rows; above 30 baselines the table is a summary
+    out = tmp_path / "m12"
+    rc = main(["demo", "--duration", "1.2", "--telescopes", "12", "--out", str(out), "--seed", "3", "--no-progress"])
+    captured = capsys.readouterr()
+    text = captured.out
+    assert rc == 0, text
+    assert "66 baselines" in text and "median |pull|" in text and "--full-table" in text
+    assert "worst (largest |pull|):" in text and "representative (shortest" in text
+    rows = [line for line in text.splitlines() if re.match(r"^\s*\d+-\d+\s", line) and "±" in line]
+    assert len(rows) == 10  # 5 worst + 5 representative, not 66
+    assert "warning: achieved" not in text
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["baselines"]) == len(doc["pairs"]) == 66
+    assert len(doc["single_copy"]["re"]) == 66 and len(doc["two_copy"]["v2"]) == 66
+    row = doc["baselines"][0]
+    assert {"pair", "length_m", "angle_deg", "pull_re", "pull_im", "pull_v2"} <= set(row)
+    for name in ("visibilities.png", "convergence.png", "uvplane.png"):
+        _png_ok(out / name)
+    assert "wrote" in text and str(out / "uvplane.png") in text
+
+
+def test_full_table_prints_every_row(tmp_path, capsys):
+    rc = main(["demo", "--duration", "0.6", "--telescopes", "9", "--out", str(tmp_path / "m9"), "--no-plot", "--no-progress",
+               "--full-table"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    rows = [line for line in text.splitlines() if re.match(r"^\s*\d+-\d+\s", line) and "±" in line]
+    assert len(rows) == 36 and "median |pull|" not in text
+
+
+def test_rate_warning_when_the_requested_rate_is_unreachable(tmp_path, capsys):
+    # issue 14 item 8: a run that could not keep up with --rate said nothing
+    rc = main(["demo", "--duration", "0.15", "--telescopes", "3", "--rate", "300000", "--out", str(tmp_path / "fast"),
+               "--no-plot", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    warning = [line for line in text.splitlines() if line.startswith("warning: achieved")]
+    assert len(warning) == 1 and "CPU-bound" in warning[0] and "--rate 300000" in warning[0]
+
+
+def test_lost_says_what_was_lost():
+    from qsense.apps.demo import _lost_text
+
+    assert _lost_text({"lost": 0}) == "lost 0"
+    text = _lost_text({"lost": 3, "memory.evicted_drain": 1, "memory.evicted_expired": 2})
+    assert text.startswith("lost 3 (") and "1 unpaired opener" in text and "2 waited past the memory cap" in text
