@@ -99,16 +99,38 @@ def test_theory_and_reference_check():
     assert adv.theory_bell_accuracy(alpha, 1) == pytest.approx(0.5 + alpha**2 / 4)
     assert adv.theory_bell_accuracy(alpha, 25) > 0.999
     rng = np.random.default_rng(4)
-    rows = adv.reference_check(alpha, 1500, rng, ns=(4, 7, 10))
+    rows = adv.reference_check(alpha, 1500, rng, ns=(4, 7, 10), engine="arith")
     for r in rows:
         assert r["bell_1"] == pytest.approx(0.5 + alpha**2 / 4, abs=0.04)
         assert r["bell_25"] > 0.99
+        # informed single copies (P's eigenbasis): constant in n, like Bell (issue 13 item 10)
+        assert r["informed_8"] == pytest.approx(adv.theory_informed_accuracy(alpha, 8), abs=0.03)
     assert rows[0]["shadow_50"] > rows[-1]["shadow_50"] - 0.03
     assert abs(rows[-1]["shadow_50"] - 0.5) < 0.05  # n = 10: chance
     # theory copies: constant for Bell, mu* 3^n for shadows
     s4, b4 = adv.theory_copies(4, 0.9, 0.9)
     s8, b8 = adv.theory_copies(8, 0.9, 0.9)
     assert b4 == b8 and s8 / s4 == pytest.approx(3**4)
+
+
+def test_decisions_from_qsense_estimators_equal_the_fast_arithmetic():
+    """Issue 13 item 10: the example decides through BellEstimator / ShadowEstimator; on the same records
+    (same seed) the vectorised arithmetic used for long scans gives exactly the same accuracies."""
+    for fn, args in (
+        (adv.accuracy_bell, (6, 0.9, 3, 120)),
+        (lambda *a, **k: adv.accuracy_shadow(*a, explicit=True, **k)[0], (3, 0.9, 40, 120)),
+        (adv.accuracy_informed, (5, 0.9, 8, 120)),
+    ):
+        a = fn(*args, np.random.default_rng(11), engine="arith")
+        b = fn(*args, np.random.default_rng(11), engine="estimator")
+        assert a == b
+
+
+def test_informed_single_copy_baseline():
+    """With P and Q announced, 8 single copies in P's eigenbasis reach 0.954 whatever n (exact theory)."""
+    assert adv.theory_informed_accuracy(0.9, 8) == pytest.approx(0.9538, abs=1e-4)
+    acc = adv.accuracy_informed(12, 0.9, 8, 4000, np.random.default_rng(12), engine="arith")
+    assert acc == pytest.approx(0.9538, abs=4 * math.sqrt(0.954 * 0.046 / 4000))
 
 
 def test_measured_copies_follow_theory():
