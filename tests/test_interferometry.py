@@ -372,3 +372,50 @@ def test_pooled_normalisation_is_stable_with_many_telescopes_and_few_photons():
     diag = VisibilityEstimator(M, normalize="diagonal")
     diag.update(sb)
     assert np.abs(diag.estimate(full_cov=False).values).max() > 10.0
+
+
+@pytest.mark.parametrize("D", [100.0, 1000.0])
+def test_piston_between_the_two_photons_is_reported_and_corrected(D):
+    """Issue 13 item 6: the two photons of a pair arrive tau apart, the piston moves by variance 2 D tau in between,
+    so uncorrected |V|^2 is scaled by E[e^{-D tau}] = lambda/(lambda + D) (0.8 at lambda = 4000/s, D = 1000 rad^2/s);
+    ``piston_diffusion=D`` reweights each shot by e^{+D tau} and is unbiased with honest error bars.
+    ``python -m pytest -q -s tests/test_interferometry.py -k piston_between`` prints the numbers docs/telescope.md quotes."""
+    src = UniformDisk(1.2 * MAS)
+    pulls, ratios, fixed_ratios, factors = [], [], [], []
+    for seed in range(30):
+        sim = _sim(src, seed=seed, epsilon=4e-6, piston_diffusion=D)  # lambda = 4e-6 / 1 ns = 4000 photons/s
+        ph = sim.photons(count=12000)
+        first, second = ph[0::2], ph[1::2]
+        # the second photon is measured on arrival: the first one's wait is the separation
+        batch = sim.bell(first, second, second.t - first.t)
+        truth = np.abs(sim.true_visibilities()) ** 2
+        plain, fixed = SquaredVisibilityEstimator(6), SquaredVisibilityEstimator(6, piston_diffusion=D)
+        plain.update(batch)
+        fixed.update(batch)
+        e, p = fixed.estimate(), plain.estimate()
+        pulls += list((e.values - truth) / e.stderr)
+        strong = truth > 0.3
+        ratios.append(np.sum(p.values[strong]) / np.sum(truth[strong]))
+        fixed_ratios.append(np.sum(e.values) / np.sum(truth))
+        factors.append(fixed.piston_factor)
+        assert plain.piston_factor == 1.0
+    pulls = np.asarray(pulls)
+    lam = 4000.0
+    print(
+        f"\nD={D:g} rad^2/s, lambda={lam:g}/s: uncorrected |V|^2 / truth = {np.mean(ratios):.3f}, piston_factor = "
+        f"{np.mean(factors):.3f} (theory lambda/(lambda+D) = {lam / (lam + D):.3f}); corrected sum |V|^2 / truth = "
+        f"{np.mean(fixed_ratios):.3f} +- {np.std(fixed_ratios) / math.sqrt(len(fixed_ratios)):.3f}, pulls mean {pulls.mean():+.2f}, "
+        f"sd {pulls.std():.2f}; stderr corrected/uncorrected {np.mean(e.stderr / p.stderr):.2f}"
+    )
+    # unbiased: the pooled ratio within 4 standard errors of 1 (seed to seed spread); pulls near N(0, 1)
+    assert abs(np.mean(fixed_ratios) - 1.0) < 4 * np.std(fixed_ratios) / math.sqrt(len(fixed_ratios))
+    assert abs(pulls.mean()) < 0.4 and 0.75 < pulls.std() < 1.3
+    assert np.mean(factors) == pytest.approx(lam / (lam + D), abs=0.01)
+    assert np.mean(ratios) == pytest.approx(np.mean(factors), abs=0.05)
+    # checkpoints and merges keep the reweighted statistics
+    back = SquaredVisibilityEstimator.from_bytes(fixed.to_bytes())
+    assert back.piston_factor == fixed.piston_factor and np.allclose(back.estimate().values, e.values)
+    with pytest.raises(ValueError):
+        fixed.merge(SquaredVisibilityEstimator(6))
+    with pytest.raises(ValueError):
+        fixed.update(batch, separation=-1.0)
