@@ -119,7 +119,7 @@ def test_epoch_zero_follows_the_current_epoch_and_is_adopted():
 
 
 def test_window_gives_up_old_holes_and_keeps_them_missing(caplog):
-    tr = SequenceTracker(window=8)
+    tr = SequenceTracker(window=8, max_seq_jump=None)  # unbounded: the huge jump below is bookkept, not refused
     tr.observe("a", 0, epoch=1)
     with caplog.at_level(logging.WARNING, logger="qsense.streaming.transport"):
         assert tr.observe("a", 3, epoch=1) is V.GAP  # 1, 2 missing
@@ -196,3 +196,32 @@ def test_marks_stay_small_for_in_order_streams():
     assert tr.marks()["a"] == {"epoch": 5, "seq": 10_099, "v": 2,
                                "epochs": [{"epoch": 5, "floor": 10_100, "high": 10_099, "seen": []}]}
     assert len(json.dumps(tr.marks())) < 200
+
+
+def test_one_forged_batch_cannot_silence_a_source():
+    """A batch with seq 2**63-1 under the victim's name is refused (counted), not adopted; later real batches go on."""
+    tr = SequenceTracker(max_seq_jump=1000)
+    for s in range(5):
+        assert tr.observe("victim", s, epoch=7).accepted
+    before = tr.marks()
+    for epoch in (0, 7):  # without an epoch (judged in the current one) or with the victim's own
+        assert tr.observe("victim", 2**63 - 1, epoch=epoch, records=0) is V.REFUSED
+    assert tr.marks() == before and tr.sources["victim"].refused == 2  # state untouched: nothing to checkpoint
+    assert tr.observe("victim", 5, epoch=7) is V.OK and tr.observe("victim", 1005, epoch=7) is V.GAP  # within the bound
+    assert tr.totals()["refused"] == 2
+
+
+def test_forged_first_batch_without_epoch_is_not_adopted_by_the_real_producer():
+    tr = SequenceTracker(max_seq_jump=1000)
+    assert tr.observe("victim", 2**63 - 1) is V.FIRST  # the forger got there first, without an epoch
+    assert tr.observe("victim", 0, epoch=9) is V.RESTART  # too far to adopt that numbering: a window of its own
+    assert [tr.observe("victim", s, epoch=9) for s in (1, 2)] == [V.OK, V.OK]
+    assert tr.observe("victim", 3) is V.OK  # epoch-less batches now follow the real epoch
+
+
+def test_forget_is_the_operator_reset():
+    tr = SequenceTracker(max_seq_jump=1000)
+    tr.observe("victim", 2**63 - 1, epoch=9)  # a forged first batch in the victim's own epoch
+    assert tr.observe("victim", 0, epoch=9) is V.REFUSED  # visible (counted, logged) but still silenced
+    assert tr.forget("victim") and not tr.forget("victim")
+    assert tr.observe("victim", 0, epoch=9) is V.FIRST and tr.observe("victim", 1, epoch=9) is V.OK

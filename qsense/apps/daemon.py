@@ -33,12 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore an existing checkpoint (it is overwritten at the next checkpoint)")
+    parser.add_argument("--reset-source", action="append", default=[], metavar="NAME",
+                        help="forget the sequence state of source NAME at start (repeatable), e.g. one silenced by a "
+                             "forged sequence number; see docs/daemon.md, trust model")
     parser.add_argument("--ready-file", metavar="PATH",
                         help="once running, write a JSON file with the pid and the bound endpoints (for supervisors/tests)")
 
 
 async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
-    daemon = EstimationDaemon(cfg, resume=not args.no_resume)
+    daemon = EstimationDaemon(cfg, resume=not args.no_resume, reset_sources=args.reset_source)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)

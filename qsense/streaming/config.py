@@ -8,7 +8,7 @@ directory.  The schema, with defaults, is documented in ``docs/daemon.md`` and
 exercised by ``examples/daemon_config.toml``::
 
     [daemon]          name, publish_interval, drain_timeout, coalesce_records,
-                      kernel_threads
+                      kernel_threads, max_seq_jump (0 = unbounded)
     [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
     [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
                       max_queued_batches, name
@@ -210,6 +210,8 @@ class DaemonConfig:
     drain_timeout: float = 5.0
     coalesce_records: int = 65536
     kernel_threads: int | None = None
+    #: the furthest one batch may move a source's sequence state (None: unbounded); see docs/daemon.md, trust model
+    max_seq_jump: int | None = 1_000_000
     zmq_inputs: tuple[ZmqInputConfig, ...] = ()
     mqtt_inputs: tuple[MqttInputConfig, ...] = ()
     estimators: tuple[EstimatorConfig, ...] = ()
@@ -531,6 +533,7 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         kw["drain_timeout"] = d.get("drain_timeout", lambda v: _seconds(v, allow_zero=True), 5.0)
         kw["coalesce_records"] = d.get("coalesce_records", _int_in(1, 1 << 24, "a number of records"), 65536)
         kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), None)
+        kw["max_seq_jump"] = d.get("max_seq_jump", _int_in(0, 2**63, "a number of batches (0: unbounded)"), 1_000_000) or None
         d.done()
     inputs = top.sub("inputs")
     zin: list[ZmqInputConfig] = []

@@ -61,6 +61,7 @@ from .transport import (
     MqttEstimatePublisher,
     RecordReceiver,
     SequenceTracker,
+    SeqVerdict,
     ThrottledLog,
     start_authenticator,
 )
@@ -232,6 +233,14 @@ class EstimationDaemon:
         with CURVE it must be one without another authenticator).
     resume:
         load the checkpoint if there is one (default True).
+    reset_sources:
+        sources whose sequence state is forgotten once the checkpoint (and archive) are
+        loaded (:meth:`reset_source`; ``qsense daemon --reset-source``).
+    reset_estimators, allow_config_change:
+        a checkpointed estimator whose configuration fingerprint differs from the
+        configured one is refused (:class:`DaemonError`) unless it is named in
+        ``reset_estimators`` or ``allow_config_change`` is set: then it starts from
+        zero (back-filled from the archive if there is one).
 
     Typical use::
 
@@ -245,7 +254,8 @@ class EstimationDaemon:
     """
 
     def __init__(self, config: DaemonConfig | str | Path | Mapping[str, Any], *,
-                 context: zmq.asyncio.Context | None = None, resume: bool = True) -> None:
+                 context: zmq.asyncio.Context | None = None, resume: bool = True, reset_sources: Sequence[str] = (),
+                 reset_estimators: Sequence[str] = (), allow_config_change: bool = False) -> None:
         if isinstance(config, (str, Path)):
             config = load_config(config)
         elif not isinstance(config, DaemonConfig):
@@ -253,7 +263,10 @@ class EstimationDaemon:
         self.config: DaemonConfig = config
         self.name = config.name
         self.resume = resume
-        self.tracker = SequenceTracker(logging.getLogger("qsense.sequence"))
+        self.reset_sources = tuple(reset_sources)
+        self.reset_estimators = frozenset(reset_estimators)
+        self.allow_config_change = allow_config_change
+        self.tracker = SequenceTracker(logging.getLogger("qsense.sequence"), max_seq_jump=config.max_seq_jump)
         self.slots = [EstimatorSlot(c) for c in config.estimators]
         self.metrics = DaemonMetrics(self.stats)
         self.endpoints: dict[str, Any] = {}
@@ -390,7 +403,10 @@ class EstimationDaemon:
         assert self.archive is not None
         new = []
         for batch, epoch, ack in items:
-            self.tracker.observe(batch.source, batch.seq, epoch, batch.T)
+            if self.tracker.observe(batch.source, batch.seq, epoch, batch.T) is SeqVerdict.REFUSED:
+                # refused before it is stored: a forged seq must reach neither the archive nor a checkpoint;
+                # not acknowledged either (counted in the source's "refused")
+                continue
             key = (batch.source, int(epoch), int(batch.seq))
             if key in self._inflight or self.archive.contains(*key):
                 self.archive_counts["duplicates"] += 1
@@ -715,6 +731,8 @@ class EstimationDaemon:
             if cfg.archive is not None:
                 self._open_archive()
                 self._replay()
+            for name in self.reset_sources:  # after the replay, which rebuilds the marks from the archive
+                self.reset_source(name)
             if self._ctx is None:
                 self._ctx = zmq.asyncio.Context()
             curve = None
@@ -819,6 +837,19 @@ class EstimationDaemon:
         log.info("resumed from checkpoint %s (written %.1fs ago): %s; sources %s", path, max(0.0, time.time() - ckpt.written_at),
                  ", ".join(f"{s.name}={s.count}" for s in self.slots),
                  ", ".join(f"{k}@seq {v['seq']}" for k, v in ckpt.sources.items()) or "none")
+
+    def reset_source(self, name: str) -> bool:
+        """Forget a source's sequence state (an operator reset); its next batch starts it afresh.
+
+        For a source silenced by a forged sequence number (``docs/daemon.md``,
+        trust model).  The next checkpoint no longer holds its marks.  With an
+        archive, batches stored before keep being recognised as duplicates by
+        the archive's index.  Returns whether the source was known.
+        """
+        known = self.tracker.forget(name)
+        self._acknowledged.pop(name, None)
+        log.warning("source %r reset by the operator%s", name, "" if known else " (it was not known)")
+        return known
 
     def request_stop(self) -> None:
         """Ask the daemon to drain, checkpoint and stop (safe from signal handlers)."""

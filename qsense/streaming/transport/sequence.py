@@ -27,7 +27,8 @@ from typing import Any, Iterable, Mapping
 
 from .throttled_log import ThrottledLog
 
-__all__ = ["SeqVerdict", "SourceState", "SequenceTracker", "DEFAULT_WINDOW", "DEFAULT_MAX_EPOCHS", "MARKS_VERSION"]
+__all__ = ["SeqVerdict", "SourceState", "SequenceTracker", "DEFAULT_WINDOW", "DEFAULT_MAX_EPOCHS", "DEFAULT_MAX_SEQ_JUMP",
+           "MARKS_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 DEFAULT_WINDOW = 4096
 #: Epochs (producer runs) remembered per source.
 DEFAULT_MAX_EPOCHS = 64
+#: The furthest one batch may move a source's sequence state (see :class:`SequenceTracker`).
+DEFAULT_MAX_SEQ_JUMP = 1_000_000
 #: ``"v"`` of the marks :meth:`SequenceTracker.marks` writes (absent in the old ``{"epoch", "seq"}`` form).
 MARKS_VERSION = 2
 
@@ -48,10 +51,11 @@ class SeqVerdict(enum.Enum):
     LATE = "late"            # fills a hole below the highest seq: accept, one fewer missing
     DUPLICATE = "duplicate"  # accepted before, or below the decided floor: drop
     RESTART = "restart"      # a new epoch (the producer restarted): accept, counted
+    REFUSED = "refused"      # seq jumps further than max_seq_jump from the source's state: drop, counted, state untouched
 
     @property
     def accepted(self) -> bool:
-        return self is not SeqVerdict.DUPLICATE
+        return self is not SeqVerdict.DUPLICATE and self is not SeqVerdict.REFUSED
 
 
 @dataclass
@@ -70,11 +74,13 @@ class SourceState:
     late: int = 0
     #: holes counted missing and then given up (more than ``window`` below the highest seq)
     given_up: int = 0
+    #: batches refused because their seq jumped more than ``max_seq_jump`` (not accepted, state untouched)
+    refused: int = 0
     #: restored from a checkpoint, no batch accepted since (a gap now spans the restart)
     resumed: bool = False
 
 
-_COUNTERS = ("batches", "records", "gaps", "missing", "duplicates", "restarts", "late", "given_up")
+_COUNTERS = ("batches", "records", "gaps", "missing", "duplicates", "restarts", "late", "given_up", "refused")
 
 
 class _Window:
@@ -183,14 +189,26 @@ class SequenceTracker:
     ``max_epochs``: epochs remembered per source; the least recently used one is
     forgotten first (never the current one), after which a replay of that epoch
     would be taken for a restart and accepted again.
+
+    ``max_seq_jump`` (None: unbounded) bounds how far one batch may move a
+    source's state, so that one forged batch (``seq = 2**63 - 1``) cannot make
+    every later real batch a duplicate: a batch more than that above the highest
+    seq of its epoch, or more than that below its floor, is REFUSED (dropped,
+    counted, nothing changes); a source whose batches came without an epoch
+    adopts a new epoch's numbering only within that distance, beyond it the new
+    epoch gets a window of its own (as at a restart).  The first batch of a
+    source is not bounded (a long-running producer may be anywhere in its
+    numbering): :meth:`forget` is the operator's reset for a source already
+    poisoned.  ``docs/daemon.md`` (trust model) says what this does and does not stop.
     """
 
     def __init__(self, logger: logging.Logger | None = None, *, window: int = DEFAULT_WINDOW,
-                 max_epochs: int = DEFAULT_MAX_EPOCHS) -> None:
-        if window < 1 or max_epochs < 1:
-            raise ValueError("window and max_epochs must be positive")
+                 max_epochs: int = DEFAULT_MAX_EPOCHS, max_seq_jump: int | None = DEFAULT_MAX_SEQ_JUMP) -> None:
+        if window < 1 or max_epochs < 1 or (max_seq_jump is not None and max_seq_jump < 1):
+            raise ValueError("window, max_epochs and max_seq_jump must be positive")
         self.window = int(window)
         self.max_epochs = int(max_epochs)
+        self.max_seq_jump = None if max_seq_jump is None else int(max_seq_jump)
         self.sources: dict[str, SourceState] = {}
         # per source: epoch -> window, least recently used first
         self._epochs: dict[str, OrderedDict[int, _Window]] = {}
@@ -210,7 +228,7 @@ class SequenceTracker:
             win = epochs[epoch]
         elif epoch in epochs:
             win = epochs[epoch]  # an earlier run of the producer, still remembered
-        elif st.epoch == 0:
+        elif st.epoch == 0 and not self._too_far(seq, epochs[0]):
             # the source's batches so far came without an epoch: this is its epoch
             win = epochs.pop(0)
             epochs[epoch] = win
@@ -224,6 +242,12 @@ class SequenceTracker:
             self._forget_old_epochs(source, epochs, keep=epoch)
             return self._accepted(st, SeqVerdict.RESTART, records)
         epochs.move_to_end(epoch)
+        if self._too_far(seq, win):
+            st.refused += 1
+            self._log.log(logging.WARNING, f"jump:{source}", "source %r: refused a batch with seq %d (epoch %x): more than "
+                          "max_seq_jump %d from seqs %d..%d accepted so far; a forged or broken sender? (an operator reset "
+                          "of the source accepts it)", source, seq, epoch, self.max_seq_jump, win.floor, win.high)
+            return SeqVerdict.REFUSED
         if win.contains(seq):
             st.duplicates += 1
             self._log.log(logging.WARNING, f"dup:{source}", "duplicate batch from source %r: seq %d (epoch %x) already accepted; dropped",
@@ -255,6 +279,11 @@ class SequenceTracker:
         if epoch == st.epoch:
             st.last_seq = win.high
         return self._accepted(st, verdict, records)
+
+    def _too_far(self, seq: int, win: _Window) -> bool:
+        if self.max_seq_jump is None:
+            return False
+        return seq > win.high + self.max_seq_jump or seq < win.floor - self.max_seq_jump
 
     @staticmethod
     def _accepted(st: SourceState, verdict: SeqVerdict, records: int) -> SeqVerdict:
