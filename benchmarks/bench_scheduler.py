@@ -21,7 +21,9 @@ which checks that the error bars are honest), and the copies the policy would
 need to bring every target to its tolerance, ``copies × (worst se/tol)²``
 (errors scale as 1/sqrt(copies)): lower is better.
 
-Usage: ``python benchmarks/bench_scheduler.py [--quick] [--reps R] [--copies N]``
+Usage: ``python benchmarks/bench_scheduler.py [--quick] [--reps R] [--copies N] [--json FILE]``; the closing
+summary (adaptive vs the fixed ratios, the plan's prediction error) is printed at the end of a run and, from a
+saved run, by ``python benchmarks/bench_scheduler.py --summarize FILE``.
 """
 
 from __future__ import annotations
@@ -130,6 +132,27 @@ def evaluate(runs: list[dict], exact: dict[str, float]) -> dict:
     }
 
 
+def summary(results: list[dict]) -> list[str]:
+    """Per T2: adaptive copies to tolerance against the best and worst fixed ratio, and the plan's prediction
+    error (the figures docs/scheduler.md quotes)."""
+    out = []
+    for t2 in dict.fromkeys(r["t2"] for r in results):
+        rows = {r["policy"]: r for r in results if r["t2"] == t2}
+        fixed = [r["copies_to_tol"] for k, r in rows.items() if k.startswith("fixed") and math.isfinite(r["copies_to_tol"])]
+        if "adaptive" not in rows or not fixed:
+            continue
+        a = rows["adaptive"]
+        need, pred = a["copies_to_tol"], a["predicted"]
+        line = (f"T2 = {t2:g} s: adaptive {need:.4g} copies, {100 * (1 - need / min(fixed)):.1f}% fewer than the best fixed ratio "
+                f"({min(fixed):.4g}); the worst fixed ratio costs {max(fixed) / need:.2f}x adaptive")
+        if pred is not None and math.isfinite(pred):
+            line += f"; plan predicted {pred:.4g} ({100 * (pred / need - 1):+.1f}% vs measured)"
+        if "shadow" in rows:
+            line += f"; shadows only {rows['shadow']['copies_to_tol']:.3g} ({rows['shadow']['copies_to_tol'] / need:.0f}x)"
+        out.append(line)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--copies", type=int, default=6000)
@@ -139,7 +162,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="small smoke run")
     ap.add_argument("--json", default="", help="write the results here")
     ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--summarize", default="", help="print the summary of a run saved with --json, run nothing")
     args = ap.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as fh:
+            print("\n".join(summary(json.load(fh))))
+        return 0
     if args.quick:
         args.copies, args.reps = 2000, 2
     logging.basicConfig(level=logging.WARNING)
@@ -168,6 +196,7 @@ def main(argv=None) -> int:
             if name == "adaptive":
                 print(f"{'':>11} (plan predicted {row['predicted']:.4g} copies to tolerance; {row['seconds']:.2f} s per run)")
     print(f"\n({time.perf_counter() - t_start:.0f} s)")
+    print("\n".join(summary(results)))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1, default=float)
