@@ -3,7 +3,7 @@
 The rule (what makes a median-of-means estimate well defined)
 -------------------------------------------------------------
 1. The archive is cut into partitions in position order (:func:`~qsense.distributed.partitions.plan`:
-   runs of whole row groups of one sealed segment of at least ``partition_bytes``,
+   runs of whole row groups of one sealed segment up to ``partition_bytes`` (at least one),
    or one open segment).  The cut depends on the archive and ``partition_bytes`` only.
 2. Each partition is folded, in position order, into a fresh copy of every
    estimator: median-of-means blocks are formed *within* a partition.

@@ -1,8 +1,9 @@
 """The partition plan: which pieces of an archive the tasks of :func:`qsense.distributed.estimate` read.
 
 A partition is a run of consecutive row groups of one sealed segment (grown
-until it holds at least ``partition_bytes`` of Parquet data, never split
-inside a row group) or one whole open segment.  Partitions are numbered in
+while the next row group still fits in ``partition_bytes`` of compressed
+Parquet data; at least one row group, never split inside one) or one whole
+open segment.  Partitions are numbered in
 archive order -- segment id, then row group -- which is position order, so
 the plan, and with it the median-of-means blocks of a shadow estimate, is a
 function of the archive's layout and ``partition_bytes`` only, never of the
@@ -104,11 +105,14 @@ def plan(archive: Any, *, partition_bytes: int = DEFAULT_PARTITION_BYTES, source
         except Exception:  # noqa: BLE001 -- a damaged footer: the task reports it, once
             out.append(Partition(len(out), sid, full, True, None, _size(path)))
             continue
+        sizes = [sum(meta.row_group(g).column(c).total_compressed_size for c in range(meta.row_group(g).num_columns))
+                 for g in range(meta.num_row_groups)]
         start, size = 0, 0
-        for g in range(meta.num_row_groups):
-            rg = meta.row_group(g)
-            size += sum(rg.column(c).total_compressed_size for c in range(rg.num_columns))
-            if size >= partition_bytes or g == meta.num_row_groups - 1:
+        for g, rg_size in enumerate(sizes):
+            size += rg_size
+            # close before the next row group would overshoot the target: row groups (~64 MiB before
+            # compression) then make one partition each by default, not two
+            if g == len(sizes) - 1 or size >= partition_bytes or size + sizes[g + 1] > partition_bytes:
                 out.append(Partition(len(out), sid, full, True, (start, g + 1), size))
                 start, size = g + 1, 0
     return out, problems
