@@ -143,8 +143,10 @@ def summary(results: list[dict]) -> list[str]:
             continue
         a = rows["adaptive"]
         need, pred = a["copies_to_tol"], a["predicted"]
-        line = (f"T2 = {t2:g} s: adaptive {need:.4g} copies, {100 * (1 - need / min(fixed)):.1f}% fewer than the best fixed ratio "
-                f"({min(fixed):.4g}); the worst fixed ratio costs {max(fixed) / need:.2f}x adaptive")
+        line = (
+            f"T2 = {t2:g} s: adaptive {need:.4g} copies, {100 * (1 - need / min(fixed)):.1f}% fewer than the best fixed "
+            f"ratio ({min(fixed):.4g}); the worst fixed ratio costs {max(fixed) / need:.2f}x adaptive"
+        )
         if pred is not None and math.isfinite(pred):
             line += f"; plan predicted {pred:.4g} ({100 * (pred / need - 1):+.1f}% vs measured)"
         if "shadow" in rows:

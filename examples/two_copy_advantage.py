@@ -232,7 +232,8 @@ def accuracy_bell(n: int, alpha: float, pairs: int, trials: int, rng: np.random.
 
 
 def accuracy_shadow(
-    n: int, alpha: float, copies: int, trials: int, rng: np.random.Generator, explicit: bool | None = None, engine: str = "arith"
+    n: int, alpha: float, copies: int, trials: int, rng: np.random.Generator,
+    explicit: bool | None = None, engine: str = "arith",
 ) -> tuple[float, str]:
     """Measured P-vs-Q accuracy with ``copies`` snapshots per trial; returns
     (accuracy, method) with method ``"explicit"`` or ``"statistic"``.  ``engine`` as in :func:`accuracy_bell`
@@ -259,7 +260,9 @@ def accuracy_shadow(
     return _decide(score.astype(np.float64), rng), "statistic"
 
 
-def accuracy_informed(n: int, alpha: float, copies: int, trials: int, rng: np.random.Generator, engine: str = "estimator") -> float:
+def accuracy_informed(
+    n: int, alpha: float, copies: int, trials: int, rng: np.random.Generator, engine: str = "estimator"
+) -> float:
     """Measured accuracy of the *informed* single-copy protocol: P and Q are announced, so every copy is measured
     in P's eigenbasis (no random bases).  Half the trials hold P, half Q.
 

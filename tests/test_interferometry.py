@@ -404,7 +404,8 @@ def test_piston_between_the_two_photons_is_reported_and_corrected(D):
     print(
         f"\nD={D:g} rad^2/s, lambda={lam:g}/s: uncorrected |V|^2 / truth = {np.mean(ratios):.3f}, piston_factor = "
         f"{np.mean(factors):.3f} (theory lambda/(lambda+D) = {lam / (lam + D):.3f}); corrected sum |V|^2 / truth = "
-        f"{np.mean(fixed_ratios):.3f} +- {np.std(fixed_ratios) / math.sqrt(len(fixed_ratios)):.3f}, pulls mean {pulls.mean():+.2f}, "
+        f"{np.mean(fixed_ratios):.3f} +- {np.std(fixed_ratios) / math.sqrt(len(fixed_ratios)):.3f}, "
+        f"pulls mean {pulls.mean():+.2f}, "
         f"sd {pulls.std():.2f}; stderr corrected/uncorrected {np.mean(e.stderr / p.stderr):.2f}"
     )
     # unbiased: the pooled ratio within 4 standard errors of 1 (seed to seed spread); pulls near N(0, 1)
