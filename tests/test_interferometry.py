@@ -68,7 +68,7 @@ def test_readout_sign_convention_against_density_matrix():
             yx = expval(R, _word(M, {j: "Y", k: "X"}))
             xy = expval(R, _word(M, {j: "X", k: "Y"}))
             assert np.isclose((xx + yy) / 2, 2 * rho1[j, k].real)
-            assert np.isclose((yx - xy) / 2, 2 * rho1[j, k].imag)  # PHYSICS.md's sign is right
+            assert np.isclose((yx - xy) / 2, 2 * rho1[j, k].imag)  # the sign of docs/physics.md §5 is right
             assert np.isclose(xx, yy) and np.isclose(yx, -xy)
             assert np.isclose(xx**2 + xy**2 + yx**2 + yy**2, 8 * abs(rho1[j, k]) ** 2)
 
