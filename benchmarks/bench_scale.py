@@ -139,7 +139,7 @@ def run_offline(args: argparse.Namespace) -> dict:
           f"per CPU second (2 cores x wall vs its CPU time): {100 * out['overhead_per_cpu_second']:.1f}% (target <= 15%); "
           f"1 worker vs single process: {100 * out['overhead_1_worker']:.1f}%")
     if not args.keep:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(path if args.scratch else scratch, ignore_errors=True)
     return out
 
 
