@@ -23,7 +23,7 @@ import qsense
 from qsense import BellBatch, BellEstimator, ShadowBatch, ShadowEstimator, ShadowPurity
 from qsense.streaming.checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from qsense.streaming.config import ConfigError, load_config, parse_config
-from qsense.streaming.daemon import EstimationDaemon
+from qsense.streaming.daemon import DaemonError, EstimationDaemon
 from qsense.streaming.transport import EstimateSubscriber, RecordPublisher
 
 pytestmark = pytest.mark.timeout(60)
@@ -387,7 +387,7 @@ async def test_checkpoint_failure_is_counted_not_fatal(tmp_path):
         assert d.ingest(_shadow(10, source="s", seq=1))  # still running
 
 
-async def test_changed_estimator_config_starts_fresh(tmp_path, caplog):
+async def test_changed_estimator_config_is_refused_unless_allowed(tmp_path, caplog):
     base = {"estimators": [{"name": "e", "type": "shadow", "observables": ["Z0"]}],
             "checkpoint": {"path": str(tmp_path / "c.ckpt"), "period": 3600}}
     async with EstimationDaemon(base) as d:
@@ -395,10 +395,14 @@ async def test_changed_estimator_config_starts_fresh(tmp_path, caplog):
     async with EstimationDaemon(base) as d:
         assert d.slots[0].count == 50  # resumed
     changed = {**base, "estimators": [{"name": "e", "type": "shadow", "observables": ["Z0", "X1"]}]}
-    async with EstimationDaemon(changed) as d:
-        assert d.slots[0].count == 0
-        assert not d.ingest(_shadow(50, source="s", seq=0))  # seq marks survive: a replay is still a duplicate
-    assert "configuration changed since the checkpoint" in caplog.text
+    with pytest.raises(DaemonError, match=r"estimator 'e' was checkpointed with another configuration \(observables \['Z0'\] -> "
+                       r"\['Z0', 'X1'\]\).*--reset-estimators e"):
+        await EstimationDaemon(changed).start()
+    for kw in ({"allow_config_change": True}, {"reset_estimators": ["e"]}):
+        async with EstimationDaemon(changed, **kw) as d:
+            assert d.slots[0].count == 0
+            assert not d.ingest(_shadow(50, source="s", seq=0))  # seq marks survive: a replay is still a duplicate
+            assert "started from zero: e" in d.resume_summary
 
 
 # -- the example ---------------------------------------------------------------------------------------------

@@ -381,3 +381,90 @@ def test_reset_source_flag_is_accepted(tmp_path):
     cfg = _write_toml(tmp_path / "d.toml", {**_base_doc(tmp_path), "daemon": {"max_seq_jump": 10}})
     proc, _ = _run_cli(cfg, "--reset-source", "victim", "--check")
     assert proc.returncode == 0, proc.stderr
+
+
+# -- 4. resuming is visible; a checkpoint of another configuration is refused -----------------------
+def _resume_doc(tmp_path: Path, observables: list[str], archive: bool = False) -> dict:
+    doc = {
+        "inputs.zmq": [{"endpoint": f"tcp://127.0.0.1:{_free_port()}", "name": "records"}],
+        "estimators": [{"name": "e", "type": "shadow", "observables": observables},
+                       {"name": "same", "type": "shadow", "observables": ["Z0"]}],
+        "checkpoint": {"path": str(tmp_path / "c.ckpt"), "period": 3600},
+    }
+    if archive:
+        doc["archive"] = {"path": str(tmp_path / "archive")}
+    return doc
+
+
+async def _seed_checkpoint(tmp_path: Path, archive: bool = False) -> None:
+    from qsense.streaming.config import load_config
+
+    cfg = load_config(_write_toml(tmp_path / "seed.toml", _resume_doc(tmp_path, ["Z0"], archive)))
+    async with EstimationDaemon(cfg, resume=False) as d:
+        d.ingest(_shadow(40, 1, 0, source="det", seq=0))
+
+
+async def test_resume_is_logged_at_warning_with_counts_age_and_sources(tmp_path, caplog):
+    await _seed_checkpoint(tmp_path)
+    from qsense.streaming.config import load_config
+
+    cfg = load_config(_write_toml(tmp_path / "d.toml", _resume_doc(tmp_path, ["Z0"])))
+    caplog.set_level(logging.WARNING)
+    async with EstimationDaemon(cfg) as d:
+        assert d.slots[0].count == 40
+    line = next(r for r in caplog.records if "resumed from checkpoint" in r.getMessage())
+    assert line.levelno == logging.WARNING
+    msg = line.getMessage()
+    assert "e=40" in msg and "same=40" in msg and "s ago" in msg and "det@seq 0" in msg
+
+
+def test_cli_prints_resume_line_and_refuses_a_changed_estimator(tmp_path):
+    asyncio.run(_seed_checkpoint(tmp_path))
+    # resuming, with the log level hiding warnings: the CLI still says so on stderr
+    ok = _write_toml(tmp_path / "ok.toml", _resume_doc(tmp_path, ["Z0"]))
+    rc, err = _run_until_ready(tmp_path, ok, "--log-level", "ERROR")
+    assert rc == 0, err
+    assert "qsense daemon: resumed from checkpoint" in err and "e=40" in err and "det@seq 0" in err
+    # the configuration of 'e' changed: refused, one line naming it and what changed
+    changed = _write_toml(tmp_path / "changed.toml", _resume_doc(tmp_path, ["Z0", "X0"]))
+    proc2, _ = _run_cli(changed)
+    lines = proc2.stderr.strip().splitlines()
+    assert proc2.returncode == 2 and len(lines) == 1, proc2.stderr
+    assert "estimator 'e'" in lines[0] and "observables ['Z0'] -> ['Z0', 'X0']" in lines[0] and "'same'" not in lines[0]
+    # asked to start it from zero: runs, and says so
+    rc, err = _run_until_ready(tmp_path, changed, "--log-level", "ERROR", extra=("--reset-estimators", "e"))
+    assert rc == 0 and "started from zero: e (as asked)" in err and "same=40" in err, err
+
+
+def _run_until_ready(tmp_path: Path, config: Path, *pre: str, extra: tuple = ()) -> tuple[int, str]:
+    """Run ``qsense daemon`` until it is up, then SIGTERM it: ``(exit status, stderr)``."""
+    import signal
+
+    ready = tmp_path / f"ready-{time.monotonic_ns()}.json"
+    proc = subprocess.Popen([sys.executable, "-m", "qsense", *pre, "daemon", "--config", str(config), "--ready-file", str(ready),
+                             *extra], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=20)[1]
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
+async def test_reset_estimator_is_back_filled_from_the_archive(tmp_path):
+    from qsense.streaming.config import load_config
+
+    await _seed_checkpoint(tmp_path, archive=True)
+    cfg = load_config(_write_toml(tmp_path / "d.toml", _resume_doc(tmp_path, ["Z0", "X0"], archive=True)))
+    with pytest.raises(DaemonError, match="estimator 'e'"):
+        await EstimationDaemon(cfg).start()
+    async with EstimationDaemon(cfg, reset_estimators=["e"]) as d:
+        assert [s.count for s in d.slots] == [40, 40]  # 'e' from zero, then back-filled; 'same' resumed
+        assert not d.slots[0].restored and d.slots[1].restored
+        assert "started from zero: e (as asked)" in d.resume_summary
+    with pytest.raises(DaemonError, match="no estimator named 'nope'"):
+        await EstimationDaemon(cfg, reset_estimators=["nope"]).start()

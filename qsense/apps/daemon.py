@@ -4,7 +4,11 @@ Loads and validates the TOML configuration (:mod:`qsense.streaming.config`),
 runs :class:`~qsense.streaming.daemon.EstimationDaemon` until SIGTERM/SIGINT,
 re-reads its ``[[estimators]]`` on SIGHUP (:meth:`EstimationDaemon.reload`:
 new estimators are back-filled from the archive before they go live), and
-maps every configuration or start-up failure to one line and exit 2.
+maps every configuration or start-up failure to one line on stderr and exit 2
+(a checkpointed estimator of another configuration included, unless
+``--reset-estimators``/``--allow-config-change``).  What was resumed from a
+checkpoint is always said on stderr; ``--reset-source`` is the operator reset
+of a source's sequence state.
 """
 
 from __future__ import annotations
@@ -33,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", action="store_true", help="validate the configuration and exit")
     parser.add_argument("--no-resume", action="store_true",
                         help="ignore an existing checkpoint (it is overwritten at the next checkpoint)")
+    parser.add_argument("--reset-estimators", action="append", default=[], metavar="NAME,...",
+                        help="start these estimators from zero although the checkpoint has them (with an archive they "
+                             "are back-filled from it); needed to resume when their configuration changed")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="start every estimator whose configuration changed since the checkpoint from zero instead "
+                             "of refusing to start")
     parser.add_argument("--reset-source", action="append", default=[], metavar="NAME",
                         help="forget the sequence state of source NAME at start (repeatable), e.g. one silenced by a "
                              "forged sequence number; see docs/daemon.md, trust model")
@@ -41,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
-    daemon = EstimationDaemon(cfg, resume=not args.no_resume, reset_sources=args.reset_source)
+    reset = [n.strip() for arg in args.reset_estimators for n in arg.split(",") if n.strip()]
+    daemon = EstimationDaemon(cfg, resume=not args.no_resume, reset_sources=args.reset_source, reset_estimators=reset,
+                              allow_config_change=args.allow_config_change)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)
@@ -70,6 +82,9 @@ async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 -- a start-up failure is one line and exit 2, never a traceback
         print(f"qsense daemon: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if daemon.resume_summary is not None and not logging.getLogger("qsense.streaming.daemon").isEnabledFor(logging.WARNING):
+        # the daemon logged it at WARNING; say it anyway when the log level hides that: resuming is never silent
+        print(f"qsense daemon: {daemon.resume_summary}", file=sys.stderr)
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "endpoints": daemon.endpoints}))

@@ -22,10 +22,14 @@ One event loop, a few small tasks, each with one job:
 
 Robustness rules: malformed messages are counted and logged (throttled) and
 never reach an estimator; a batch an estimator refuses (other wires, say) is
-counted per estimator and leaves it untouched; duplicates are dropped.  On
-restart the daemon resumes from its checkpoint; the first batch of each source
-then tells whether batches were lost across the restart (logged and counted as
-a gap).  SIGTERM/SIGINT: stop receiving, drain what is queued (up to
+counted per estimator and leaves it untouched; duplicates are dropped; a batch
+whose seq jumps further than ``max_seq_jump`` is refused (``docs/daemon.md``,
+trust model); an input task that dies anyway is restarted.  On restart the
+daemon resumes from its checkpoint and says so (one WARNING line: counts, age,
+sources), refusing a checkpointed estimator of another configuration unless
+told to start it from zero; the first batch of each source then tells whether
+batches were lost across the restart (logged and counted as a gap).  Every
+start-up failure is a :class:`DaemonError` naming the setting, raised at once.  SIGTERM/SIGINT: stop receiving, drain what is queued (up to
 ``drain_timeout``), publish, checkpoint, exit 0.
 """
 
@@ -205,10 +209,22 @@ class EstimatorSlot:
     def state(self) -> EstimatorState:
         return EstimatorState(type=self.cfg.type, fingerprint=self.cfg.fingerprint(), state=self.est.to_bytes())
 
+    def changes(self, st: EstimatorState) -> str | None:
+        """How the configuration differs from the one that made checkpointed state ``st``
+        (``"observables ['Z0'] -> ['Z0', 'X1']"``), or None if it does not."""
+        now = self.cfg.fingerprint()
+        if st.type == self.cfg.type and st.fingerprint == now:
+            return None
+        old = st.fingerprint if isinstance(st.fingerprint, Mapping) else {}
+        diff = [f"{k} {_brief(old.get(k))} -> {_brief(now.get(k))}" for k in sorted(set(old) | set(now), key=str)
+                if old.get(k) != now.get(k)]
+        if st.type != self.cfg.type and not any(d.startswith("type ") for d in diff):
+            diff.insert(0, f"type {st.type} -> {self.cfg.type}")
+        return ", ".join(diff) or "its configuration fingerprint differs"
+
     def restore(self, st: EstimatorState) -> bool:
-        """Adopt a checkpointed state if it was made by the same configuration."""
-        if st.type != self.cfg.type or st.fingerprint != self.cfg.fingerprint():
-            log.warning("estimator %r: configuration changed since the checkpoint; starting it from zero", self.name)
+        """Adopt a checkpointed state if it was made by the same configuration (else False, state untouched)."""
+        if self.changes(st) is not None:
             return False
         cls = type(self.est)
         try:
@@ -272,6 +288,8 @@ class EstimationDaemon:
         self.endpoints: dict[str, Any] = {}
         self.start_time = time.time()
         self.resumed_from: Checkpoint | None = None
+        #: the line saying what was resumed (None until resumed from a checkpoint)
+        self.resume_summary: str | None = None
         self.published: dict[str, int] = {k: 0 for k, on in (("zmq", config.zmq_output), ("mqtt", config.mqtt_output)) if on}
         self.checkpoints = {"written": 0, "failures": 0, "last_success": None, "bytes": 0}
         self._own_context = context is None
@@ -826,17 +844,42 @@ class EstimationDaemon:
         if ckpt is None:
             log.info("no checkpoint at %s; starting fresh", path)
             return
+        unknown = sorted(self.reset_estimators - {s.name for s in self.slots})
+        if unknown:
+            raise DaemonError(f"--reset-estimators: no estimator named {', '.join(map(repr, unknown))} is configured")
+        # refuse before adopting anything: a changed estimator must not silently restart from zero
+        refused = []
+        fresh = []
         for slot in self.slots:
             st = ckpt.estimators.get(slot.name)
-            if st is not None:
+            if st is None:
+                continue
+            if slot.name in self.reset_estimators:
+                fresh.append(f"{slot.name} (as asked)")
+            elif (what := slot.changes(st)) is not None:
+                if self.allow_config_change:
+                    fresh.append(f"{slot.name} (changed: {what})")
+                else:
+                    refused.append((slot.name, f"estimator {slot.name!r} was checkpointed with another configuration ({what})"))
+        if refused:
+            names = ",".join(n for n, _ in refused)
+            raise DaemonError(f"checkpoint {path}: {'; '.join(w for _, w in refused)}; refusing to resume it: --reset-estimators {names} starts "
+                              f"it from zero (--allow-config-change: every changed one), --no-resume ignores the checkpoint")
+        for slot in self.slots:
+            st = ckpt.estimators.get(slot.name)
+            if st is not None and slot.name not in self.reset_estimators:
                 slot.restore(st)
         self.tracker.restore(ckpt.sources)
         self.resumed_from = ckpt
         self.folded_pos = ckpt.archive_pos
         self._acknowledged = {k: dict(v) for k, v in ckpt.sources.items()}
-        log.info("resumed from checkpoint %s (written %.1fs ago): %s; sources %s", path, max(0.0, time.time() - ckpt.written_at),
-                 ", ".join(f"{s.name}={s.count}" for s in self.slots),
-                 ", ".join(f"{k}@seq {v['seq']}" for k, v in ckpt.sources.items()) or "none")
+        restored = ", ".join(f"{s.name}={s.count}" for s in self.slots if s.restored) or "no estimator"
+        sources = ", ".join(f"{k}@seq {v['seq']}" for k, v in ckpt.sources.items()) or "none"
+        zero = f"; started from zero: {', '.join(fresh)}" if fresh else ""
+        age = max(0.0, time.time() - ckpt.written_at)
+        self.resume_summary = f"resumed from checkpoint {path} (written {age:.1f}s ago): {restored}{zero}; sources {sources}"
+        # WARNING, not INFO: state carried over from an earlier run must never go unnoticed
+        log.warning("%s", self.resume_summary)
 
     def reset_source(self, name: str) -> bool:
         """Forget a source's sequence state (an operator reset); its next batch starts it afresh.
@@ -1122,6 +1165,11 @@ class EstimationDaemon:
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
             log.debug("checkpoint written to %s (%d bytes)", path, size)
             return path
+
+
+def _brief(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
 
 
 def _check_hwm(hwm: int, setting: str) -> None:
