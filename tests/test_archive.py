@@ -380,3 +380,16 @@ def test_retention_by_age(tmp_path, rng):
         w.seal_pending()
         assert [b.seq for b in open_archive(path).batches()] == [6, 7, 8]
         assert w.deleted_segments == 6
+
+
+def test_a_missing_segment_file_is_reported(tmp_path, rng):
+    path = tmp_path / "a"
+    with ArchiveWriter(path, segment_bytes=10_000) as w:
+        for i in range(4):
+            w.append(shadow(rng, 500, seq=i))
+            w.rotate()
+    segs = sorted((path / "segments").glob("*.parquet"))
+    segs[1].unlink()
+    a = open_archive(path)
+    assert [b.seq for b in a.batches()] == [0, 2, 3]
+    assert a.problems == {"missing_segment": 1}

@@ -154,10 +154,29 @@ class Archive:
                     continue
                 yield item
 
+    @staticmethod
+    def _selects(seg, sources: set[str] | None, since: float | None, until: float | None, after: int | None,
+                 upto: int | None) -> bool:
+        """Whether an indexed segment may hold batches of this selection."""
+        lo, hi = seg.pos_range
+        if (after is not None and hi <= after) or (upto is not None and lo > upto):
+            return False
+        if sources is not None and not (seg.sources & sources):
+            return False
+        t_lo, t_hi = seg.t_range
+        return not ((since is not None and t_hi < since) or (until is not None and t_lo >= until))
+
     def _record_batches(self, sources: set[str] | None, kind: str | None, since: float | None, until: float | None,
                         after: int | None, upto: int | None) -> Iterator[tuple[Path, pa.RecordBatch, bool]]:
         idx = self.index()
-        for sid, path, sealed in self.segments():
+        present = self.segments()
+        on_disk = {sid for sid, _, _ in present}
+        for sid, seg in sorted(idx.segments.items()):
+            # the index lists it as kept, but the file is gone: its batches cannot be read -- say so
+            if not seg.deleted and sid not in on_disk and self._selects(seg, sources, since, until, after, upto):
+                self._problem("missing_segment", f"segment {sid}", f"segment {sid} ({seg.batches} batches) is in the index "
+                              "but its file is missing; its batches are skipped")
+        for sid, path, sealed in present:
             info = idx.segments.get(sid) if sealed else None
             if info is not None:
                 if info.deleted:
