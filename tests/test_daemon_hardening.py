@@ -468,3 +468,52 @@ async def test_reset_estimator_is_back_filled_from_the_archive(tmp_path):
         assert "started from zero: e (as asked)" in d.resume_summary
     with pytest.raises(DaemonError, match="no estimator named 'nope'"):
         await EstimationDaemon(cfg, reset_estimators=["nope"]).start()
+
+
+async def test_curve_binds_source_names_to_client_keys(tmp_path):
+    """[curve.sources]: 'victim' may be sent only by alice's key; mallory (also authorized) and a plain socket are refused."""
+    from qsense.streaming.transport import CurveClientKeys, generate_keypair
+
+    generate_keypair(tmp_path / "server", "server")
+    generate_keypair(tmp_path / "authorized", "alice")
+    generate_keypair(tmp_path / "authorized", "mallory")
+    doc = {
+        "inputs.zmq": [{"name": "secure", "endpoint": "tcp://127.0.0.1:0", "curve": True},
+                       {"name": "plain", "endpoint": "tcp://127.0.0.1:0"}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "curve": {"server_secret_key": "server/server.key_secret", "authorized_keys": "authorized"},
+        "curve.sources": {"victim": ["alice"]},
+    }
+    cfg = _write_toml(tmp_path / "d.toml", doc)
+    keys = {n: CurveClientKeys(tmp_path / "authorized" / f"{n}.key_secret", tmp_path / "server" / "server.key")
+            for n in ("alice", "mallory")}
+    async with EstimationDaemon(cfg) as d:
+        secure, plain = d.endpoints["input.secure"], d.endpoints["input.plain"]
+        forgers = [RecordPublisher(secure, curve=keys["mallory"], reliable=False), RecordPublisher(plain, reliable=False)]
+        for i, f in enumerate(forgers):
+            await f.send(_shadow(7, 1, i, source="victim", seq=2**62 + i))
+        async with asyncio.timeout(5):
+            while sum(d.stats()["refused_identity"].values()) < 2:
+                await asyncio.sleep(0.01)
+        async with RecordPublisher(secure, source="victim", curve=keys["alice"]) as alice:
+            await alice.send(_shadow(10, 1, 5), timeout=5)
+        async with RecordPublisher(secure, source="other", curve=keys["mallory"]) as m:  # unbound names stay open
+            await m.send(_shadow(3, 1, 6), timeout=5)
+        await _wait_count(d, 13)
+        for f in forgers:
+            f.close()
+        stats = d.stats()
+    assert stats["refused_identity"] == {"victim": 2}
+    assert stats["sources"]["victim"]["last_seq"] == 0 and stats["sources"]["victim"]["batches"] == 1
+    assert stats["sources"]["other"]["batches"] == 1
+
+
+def test_curve_sources_naming_a_missing_key_is_a_config_error(tmp_path):
+    from qsense.streaming.transport import generate_keypair
+
+    generate_keypair(tmp_path / "server", "server")
+    generate_keypair(tmp_path / "authorized", "alice")
+    doc = {**_base_doc(tmp_path), "curve": {"server_secret_key": "server/server.key_secret", "authorized_keys": "authorized"},
+           "curve.sources": {"victim": ["bob"]}}
+    proc, _ = _run_cli(_write_toml(tmp_path / "d.toml", doc), "--check")
+    assert proc.returncode == 2 and "curve.sources.victim" in proc.stderr and "bob.key" in proc.stderr, proc.stderr

@@ -26,6 +26,7 @@ exercised by ``examples/daemon_config.toml``::
                       cert_file, key_file, tls_insecure, client_id, keepalive,
                       reconnect_min, reconnect_max
     [curve]           server_secret_key, authorized_keys
+    [curve.sources]   source name = [client key names in authorized_keys]
     [checkpoint]      path, period
     [archive]         path, fsync = "group" | "batch", commit_interval,
                       segment_mb, segment_seconds, retention_gb,
@@ -177,6 +178,8 @@ class CurveConfig:
 
     server_secret_key: Path
     authorized_keys: Path
+    #: source name -> the client public key files allowed to send under it (``[curve.sources]``)
+    sources: tuple[tuple[str, tuple[Path, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -508,6 +511,12 @@ def _broker(t: _Table) -> BrokerConfig:
     return c
 
 
+def _string_list(v: Any) -> list[str]:
+    if not isinstance(v, list) or not v:
+        raise _Bad(f"expected a non-empty list of strings, got {_show(v)}")
+    return [_string(x) for x in v]
+
+
 def _secret_key_problem(path: Path) -> str | None:
     """Why ``path`` is not a usable ``.key_secret`` certificate, or None if it is."""
     import zmq.auth
@@ -598,6 +607,20 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
             c.fail(why, "server_secret_key")
         if not kw["curve"].authorized_keys.is_dir():
             c.fail(f"{kw['curve'].authorized_keys} is not a directory", "authorized_keys")
+        cs = c.sub("sources")
+        if cs is not None:
+            bound = []
+            for src in sorted(cs.data):
+                names = cs.get(src, _string_list, required=True)
+                files = []
+                for n in names:
+                    f = kw["curve"].authorized_keys / (n if n.endswith(".key") else f"{n}.key")
+                    if not f.is_file():
+                        cs.fail(f"{f} does not exist (key names are files in authorized_keys)", src)
+                    files.append(f)
+                bound.append((src, tuple(files)))
+            cs.done()
+            kw["curve"] = CurveConfig(kw["curve"].server_secret_key, kw["curve"].authorized_keys, tuple(bound))
         c.done()
     wants_curve = any(x.curve for x in zin) or (kw.get("zmq_output") is not None and kw["zmq_output"].curve)
     if wants_curve and c is None:

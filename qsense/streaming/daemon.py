@@ -59,6 +59,7 @@ from .archive import ArchiveError, ArchiveWriter, open_archive
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
+from .transport.curve import public_key_id
 from .transport import (
     CurveServerKeys,
     EstimatePublisher,
@@ -330,6 +331,10 @@ class EstimationDaemon:
         self._archive_log = ThrottledLog(log)
         #: input name -> times its task died and was restarted
         self.task_restarts: dict[str, int] = {}
+        #: [curve.sources]: source -> the client key ids (z85) that may send under its name
+        self._source_keys: dict[str, frozenset[str]] = {}
+        #: source -> batches refused because the sender's key may not use that name
+        self._refused_identity: dict[str, int] = {}
         self._task_log = ThrottledLog(log)
 
     # -- ingest -----------------------------------------------------------------------------
@@ -726,6 +731,7 @@ class EstimationDaemon:
             "estimators": {s.name: {"count": s.count, "updates": s.updates, "rejected": dict(s.rejected)} for s in self.slots},
             "published": dict(self.published),
             "task_restarts": dict(self.task_restarts),
+            "refused_identity": dict(self._refused_identity),
             "mqtt_clients": clients,
             "checkpoint": dict(self.checkpoints) if self.config.checkpoint else {},
             "archive": ({**self.archive.stats(), **self.archive_counts, "folded_pos": self.folded_pos,
@@ -757,6 +763,10 @@ class EstimationDaemon:
             if cfg.curve is not None:
                 curve = CurveServerKeys(cfg.curve.server_secret_key, cfg.curve.authorized_keys)
                 try:
+                    self._source_keys.update({src: frozenset(public_key_id(f) for f in files) for src, files in cfg.curve.sources})
+                except Exception as exc:  # noqa: BLE001 -- an unreadable key file is a start-up error
+                    raise DaemonError(f"curve.sources: {exc}") from None
+                try:
                     curve.load()  # before any socket: a public key given as the secret one must not leave one half made
                 except Exception as exc:  # noqa: BLE001 -- any unreadable key file is a start-up error
                     raise DaemonError(f"curve.server_secret_key: {cfg.curve.server_secret_key}: {exc}") from None
@@ -769,7 +779,7 @@ class EstimationDaemon:
                 before = self._open_sockets()
                 try:
                     # acknowledged by the daemon itself: after the durable write with an archive, after folding without
-                    rx = RecordReceiver(zc.endpoint, bind=zc.bind, hwm=zc.hwm, max_message_bytes=zc.max_message_bytes,
+                    rx = _BoundReceiver(self._source_keys, self._refused_identity, zc.endpoint, bind=zc.bind, hwm=zc.hwm, max_message_bytes=zc.max_message_bytes,
                                         curve=curve if zc.curve else None, context=self._ctx, name=zc.name, auto_ack=False)
                 except (zmq.ZMQError, ValueError, OverflowError) as exc:
                     self._close_new_sockets(before)
@@ -964,7 +974,8 @@ class EstimationDaemon:
         for src in self._mqtt_sources:
             await src.close()  # closes loose events into batches
             while (item := src.get_nowait()) is not None:
-                self._accept_items([(item.batch, item.epoch, None)])
+                if self._unbound_mqtt(item.batch, src.name):
+                    self._accept_items([(item.batch, item.epoch, None)])
                 n += 1
         for rx in self._receivers:
             while time.monotonic() < deadline:
@@ -1070,8 +1081,17 @@ class EstimationDaemon:
             while records < limit and (more := src.get_nowait()) is not None:
                 items.append((more.batch, more.epoch, None))
                 records += more.batch.T
-            self._accept_items(items)
+            self._accept_items([it for it in items if self._unbound_mqtt(it[0], src.name)])
             await asyncio.sleep(0)
+
+    def _unbound_mqtt(self, batch: ShadowBatch | BellBatch, input_name: str) -> bool:
+        """False (counted, logged) for a batch under a ``[curve.sources]`` name: MQTT carries no CURVE key."""
+        if batch.source not in self._source_keys:
+            return True
+        self._refused_identity[batch.source] = self._refused_identity.get(batch.source, 0) + 1
+        self._task_log.log(logging.WARNING, f"id:{batch.source}", "input %r: refused a batch for source %r: that name is bound "
+                           "to CURVE keys ([curve.sources]) and MQTT carries none", input_name, batch.source)
+        return False
 
     def _accept_items(self, items: list[tuple[ShadowBatch | BellBatch, int, Any]]) -> None:
         """Inputs' batches in: through the archive (stored now; folded and acknowledged at the
@@ -1165,6 +1185,43 @@ class EstimationDaemon:
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
             log.debug("checkpoint written to %s (%d bytes)", path, size)
             return path
+
+
+class _BoundReceiver(RecordReceiver):
+    """A :class:`RecordReceiver` that refuses batches whose source name the sender's CURVE key may not use.
+
+    ``source_keys`` (``[curve.sources]``): source -> allowed client key ids (the
+    ZAP ``User-Id``, z85 of the public key, read from the message's frames).  A
+    bound source sent by another key, or over a socket without CURVE (no
+    ``User-Id``), is dropped before the sequence check -- not folded, stored,
+    acknowledged or checkpointed -- and counted in ``refused``; sources not
+    listed are open to every authorized key.
+    """
+
+    def __init__(self, source_keys: Mapping[str, frozenset[str]], refused: dict[str, int], *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._source_keys = source_keys
+        self._refused = refused
+        self._id_log = ThrottledLog(log)
+
+    def _accept(self, frames: list) -> Any:
+        got = super()._accept(frames)
+        if got is None or not self._source_keys:
+            return got
+        allowed = self._source_keys.get(got.batch.source)
+        if allowed is None:
+            return got
+        try:
+            user = frames[-1].get("User-Id")
+        except (zmq.ZMQError, AttributeError, OSError):  # no metadata: not a CURVE connection
+            user = None
+        if user in allowed:
+            return got
+        self._refused[got.batch.source] = self._refused.get(got.batch.source, 0) + 1
+        self._id_log.log(logging.WARNING, f"id:{got.batch.source}", "%s: refused a batch for source %r from %s: that key may "
+                         "not use this source name ([curve.sources])", self.name, got.batch.source,
+                         f"client key {user}" if user else "an unauthenticated connection")
+        return None
 
 
 def _brief(v: Any) -> str:

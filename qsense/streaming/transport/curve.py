@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-__all__ = ["CurveServerKeys", "CurveClientKeys", "generate_keypair", "start_authenticator"]
+__all__ = ["CurveServerKeys", "CurveClientKeys", "generate_keypair", "start_authenticator", "public_key_id"]
 
 
 def _load_key_pair(secret_key_file: Path) -> tuple[bytes, bytes]:
@@ -82,12 +82,27 @@ def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
     return Path(public), Path(secret)
 
 
+def public_key_id(key_file: str | Path) -> str:
+    """The ZAP ``User-Id`` of a client with the public key in ``key_file``.
+
+    :func:`start_authenticator` keeps pyzmq's default mapping, the z85 text of
+    the client's public key, which a ROUTER reads per message as the frame
+    property ``"User-Id"``; the daemon binds source names to these.
+    """
+    import zmq.auth
+
+    public, _ = zmq.auth.load_certificate(str(key_file))
+    return public.decode("ascii")
+
+
 def start_authenticator(context: zmq.asyncio.Context, authorized_keys: str | Path) -> Any:
     """Start ZAP authentication on ``context``: CURVE clients must present a public
     key found in ``authorized_keys`` (a directory of ``.key`` files).
 
     Uses ``zmq.auth.asyncio.AsyncioAuthenticator`` (a task on the running loop,
     not a thread).  One authenticator per context; call ``.stop()`` when done.
+    Messages of authenticated peers carry ``User-Id``: the z85 text of their
+    public key (:func:`public_key_id`).
     """
     from zmq.auth.asyncio import AsyncioAuthenticator
 
