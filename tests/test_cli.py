@@ -57,4 +57,32 @@ def test_estimate_npz_and_errors(tmp_path, capsys):
     # bad input is one line on stderr and exit status 2, never a traceback
     assert main(["estimate", str(p), "-o", "XZ"]) == 2
     err = capsys.readouterr().err
-    assert "missing arrays" in err and "outcomes" in err and len(err.strip().splitlines()) == 1
+    assert "an .npz needs" in err and "outcomes" in err and len(err.strip().splitlines()) == 1
+
+
+def test_estimate_npz_with_pennylane_names_and_bell_records(tmp_path, capsys):
+    import numpy as np
+
+    from qsense import sims
+    from qsense.apps.cli import main
+
+    shadow = sims.sample_shadows(sims.ghz_state(3), 4000, seed=1)
+    np.savez(tmp_path / "pl.npz", recipes=shadow.bases, bits=shadow.outcomes)  # qml.ClassicalShadow's names
+    assert main(["estimate", str(tmp_path / "pl.npz"), "-o", "XXX"]) == 0
+    out = capsys.readouterr().out
+    est = qsense_estimate_value(out, "XXX")
+    assert abs(est - 1.0) < 0.3
+    bell = sims.sample_bell(sims.ghz_state(2), 2000, seed=2)
+    np.savez(tmp_path / "bell.npz", bell=bell.outcomes)
+    assert main(["estimate", str(tmp_path / "bell.npz"), "-o", "XX", "-s", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "tr(P rho)^2 XX" in out and "purity [0]" in out and "purity all" in out
+    np.savez(tmp_path / "bad.npz", foo=np.zeros(3))
+    assert main(["estimate", str(tmp_path / "bad.npz"), "-o", "X"]) == 2
+    err = capsys.readouterr().err
+    assert "'recipes' and 'bits'" in err and "Traceback" not in err
+
+
+def qsense_estimate_value(out: str, label: str) -> float:
+    line = next(ln for ln in out.splitlines() if ln.split()[:1] == [label])
+    return float(line.split()[1])

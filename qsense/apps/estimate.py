@@ -52,7 +52,7 @@ from qsense.estimators.purity import ShadowPurity
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import METHODS, ShadowEstimator
 from qsense.pauli import PauliObservable, parse_observable
-from qsense.records import ShadowBatch
+from qsense.records import BellBatch, ShadowBatch
 from qsense.streaming import reference
 
 __all__ = ["UsageError", "add_arguments", "add_selection_arguments", "parse_observable_text", "parse_wires", "run", "selection"]
@@ -204,15 +204,28 @@ def open_archive_or_fail(path: Path) -> Any:
 
 
 # -- file inputs ---------------------------------------------------------------------------------
-def _load(path: Path) -> ShadowBatch:
-    """The snapshots of a reference text file or an ``.npz`` (every failure a :class:`UsageError`)."""
+#: array names an ``.npz`` may use for shadow snapshots: ours, and PennyLane's ``qml.ClassicalShadow`` names
+_NPZ_SHADOW_NAMES = (("bases", "outcomes"), ("recipes", "bits"))
+
+
+def _load(path: Path) -> ShadowBatch | BellBatch:
+    """The records of a reference text file or an ``.npz`` (every failure a :class:`UsageError`).
+
+    An ``.npz`` holds shadow snapshots as ``bases`` + ``outcomes`` (or PennyLane's
+    ``recipes`` + ``bits``), or two-copy Bell records as ``bell`` (the codes,
+    uint8 (T, n)) with an optional ``wait`` (seconds per shot).
+    """
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                missing = {"bases", "outcomes"} - set(z.files)
-                if missing:
-                    raise UsageError(f"{path}: missing arrays {sorted(missing)} (an .npz needs 'bases' and 'outcomes')")
-                return ShadowBatch(bases=z["bases"], outcomes=z["outcomes"])
+                names = set(z.files)
+                if "bell" in names:
+                    return BellBatch(z["bell"], wait=z["wait"] if "wait" in names else None)
+                for bases, outcomes in _NPZ_SHADOW_NAMES:
+                    if {bases, outcomes} <= names:
+                        return ShadowBatch(bases=z[bases], outcomes=z[outcomes])
+                raise UsageError(f"{path}: holds {sorted(names)}; an .npz needs 'bases' and 'outcomes' (or PennyLane's "
+                                 "'recipes' and 'bits') for shadows, or 'bell' (and optionally 'wait') for Bell records")
         return reference.read_measurements(path)
     except UsageError:
         raise
@@ -221,6 +234,25 @@ def _load(path: Path) -> ShadowBatch:
     except ValueError as exc:  # bad contents: wrong shapes or values, an npz that is not one, undecodable text
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+def _run_bell_file(args: argparse.Namespace, batch: BellBatch, observables: list, subsystems: list) -> int:
+    """A file of Bell records: tr(P rho)^2 per ``-o``, purity per ``-s`` and of the whole register."""
+    est = BellEstimator(observables, t2=args.t2, purity_subsystems=subsystems)
+    try:
+        est.update(batch)
+    except ValueError as exc:
+        raise UsageError(f"{args.measurements}: {exc}") from None
+    print(f"{'target':<24} {'value':>12} {'stderr':>10}")
+    if observables:
+        r = est.estimate()
+        for lab, v, s in zip(r.labels, r.values, r.stderr):
+            print(f"{'tr(P rho)^2 ' + lab:<24} {v:>12.6f} {s:>10.6f}")
+    for sub in [*subsystems, None]:
+        p = est.purity(sub)
+        label = "purity " + ("all" if sub is None else str(list(sub)))
+        print(f"{label:<24} {float(p.values[0]):>12.6f} {float(p.stderr[0]):>10.6f}")
+    return 0
 
 
 def _targets(args: argparse.Namespace) -> tuple[list[PauliObservable], list[tuple[int, ...]]]:
@@ -245,9 +277,13 @@ def _scaled_out(args: argparse.Namespace) -> bool:
 def _run_file(args: argparse.Namespace, observables: list, subsystems: list) -> int:
     if _scaled_out(args):
         raise UsageError(f"{args.measurements}: --workers/--dask need a record archive (a directory holding {MANIFEST})")
-    if _selection_given(args) or args.bell_purity or args.t2 is not None:
-        raise UsageError(f"{args.measurements}: --source/--since/--until/--wires/--kind/--bell-purity/--t2 need a record archive")
+    if _selection_given(args) or args.bell_purity:
+        raise UsageError(f"{args.measurements}: --source/--since/--until/--wires/--kind/--bell-purity need a record archive")
     batch = _load(args.measurements)
+    if isinstance(batch, BellBatch):
+        return _run_bell_file(args, batch, observables, subsystems)
+    if args.t2 is not None:
+        raise UsageError(f"{args.measurements}: --t2 applies to Bell records; this file holds shadow snapshots")
     log.info("read %d snapshots on %d qubits from %s", batch.T, batch.n, args.measurements)
     if observables:
         est = ShadowEstimator(observables, groups=args.groups, method=args.method)
