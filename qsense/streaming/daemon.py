@@ -59,7 +59,6 @@ from .archive import ArchiveError, ArchiveWriter, open_archive
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
-from .transport.curve import public_key_id
 from .transport import (
     CurveServerKeys,
     EstimatePublisher,
@@ -70,6 +69,7 @@ from .transport import (
     ThrottledLog,
     start_authenticator,
 )
+from .transport.curve import public_key_id
 
 __all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError", "estimate_body", "make_estimator"]
 
