@@ -75,7 +75,8 @@ def producer_main(endpoint: str, name: str, n: int, T: int, seconds: float, conn
     conn.send(asyncio.run(go()))
 
 
-async def run_daemon(mode: str, n: int, T: int, producers: int, seconds: float, observables: list[str], scratch: str) -> dict:
+async def run_daemon(mode: str, n: int, T: int, producers: int, seconds: float, observables: list[str], scratch: str,
+                     warmup: float = 3.0) -> dict:
     from qsense.streaming.daemon import EstimationDaemon
 
     doc = {
@@ -97,7 +98,7 @@ async def run_daemon(mode: str, n: int, T: int, producers: int, seconds: float, 
         p.start()
         pipes.append(a)
         procs.append(p)
-    await asyncio.sleep(3.0)  # spawn, import, connect, warm up
+    await asyncio.sleep(warmup)  # spawn, import, connect, warm up
     c0, t0 = d.slots[0].count, time.perf_counter()
     await asyncio.sleep(seconds)
     c1, t1 = d.slots[0].count, time.perf_counter()
@@ -212,7 +213,7 @@ def main() -> None:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.quick:
-        args.seconds, args.read_snapshots, args.observables = 4.0, 2e7, 200
+        args.seconds, args.read_snapshots, args.observables = 1.5, 5e6, 100
     n = 16
     obs = random_paulis(np.random.default_rng(3), n, args.observables, 2, 2)
     scratch = args.scratch or tempfile.mkdtemp(prefix="qsense-bench-archive-")
@@ -220,7 +221,8 @@ def main() -> None:
                      "seconds": args.seconds, "daemon": {}}
     try:
         for mode in args.modes.split(","):
-            r = asyncio.run(run_daemon(mode, n, args.batch, args.producers, args.seconds, obs, scratch))
+            r = asyncio.run(run_daemon(mode, n, args.batch, args.producers, args.seconds, obs, scratch,
+                                       warmup=2.0 if args.quick else 3.0))
             results["daemon"][mode] = r
             print(f"daemon, archive {mode:<6} {r['snapshots_per_s'] / 1e6:8.2f} M snapshots/s"
                   + (f"   ({r['bytes_per_snapshot']:.2f} bytes/snapshot on disk)" if mode != "off" else ""), flush=True)
