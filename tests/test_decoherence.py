@@ -197,3 +197,13 @@ def test_target_set_reweights_with_the_memory_model():
     ts.update(BellBatch(np.zeros((20, 2), dtype=np.uint8), wait=np.full(20, 1e-3)))
     assert ts._bell.decoherence == model  # noqa: SLF001 -- the Bell estimates follow the memory
     assert check_decoherence(model, ts._bell)  # noqa: SLF001 -- no mismatch warning
+
+
+def test_daemon_bell_estimator_follows_the_configured_model():
+    from qsense.streaming.config import parse_config
+    from qsense.streaming.daemon import make_estimator
+
+    cfg = parse_config({"estimators": [{"name": "b", "type": "bell", "observables": ["XX"], "t2": 1e-3,
+                                        "decoherence": "dephasing"}]})
+    est = make_estimator(cfg.estimators[0])
+    assert type(est.decoherence).__name__ == "Dephasing" and est.decoherence.t2 == 1e-3

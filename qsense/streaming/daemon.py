@@ -128,7 +128,8 @@ def make_estimator(cfg: EstimatorConfig) -> Any:
     if cfg.type == "shadow":
         return ShadowEstimator(list(cfg.observables), groups=cfg.groups, method=cfg.method)
     if cfg.type == "bell":
-        return BellEstimator(list(cfg.observables), t2=cfg.t2, purity_subsystems=[list(s) for s in cfg.purity_subsystems])
+        return BellEstimator(list(cfg.observables), t2=cfg.t2, purity_subsystems=[list(s) for s in cfg.purity_subsystems],
+                             decoherence=cfg.decoherence)
     if cfg.type == "all_pauli_squares":
         return AllPauliSquares(max_qubits=cfg.max_qubits)
     return ShadowPurity([list(s) for s in cfg.subsystems])
