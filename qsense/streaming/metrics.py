@@ -19,6 +19,9 @@ qsense_sequence_gaps_total                     counter  source
 qsense_missing_batches_total                   counter  source
 qsense_duplicate_batches_total                 counter  source
 qsense_source_restarts_total                   counter  source
+qsense_refused_seq_batches_total               counter  source
+qsense_refused_identity_batches_total          counter  source
+qsense_task_restarts_total                     counter  task
 qsense_last_seq                                gauge    source
 qsense_estimator_records                       gauge    estimator
 qsense_rejected_batches_total                  counter  estimator, reason
@@ -104,8 +107,13 @@ class DaemonCollector:
             ("missing", "qsense_missing_batches", "Batches missing according to sequence numbers"),
             ("duplicates", "qsense_duplicate_batches", "Duplicate or replayed batches dropped"),
             ("restarts", "qsense_source_restarts", "Producer restarts seen (new epoch)"),
+            ("refused", "qsense_refused_seq_batches", "Batches refused for moving a source's sequence too far (max_seq_jump)"),
         ):
-            yield counter(name, doc, ["source"], [([k], v[key]) for k, v in src.items()])
+            yield counter(name, doc, ["source"], [([k], v.get(key, 0)) for k, v in src.items()])
+        yield counter("qsense_refused_identity_batches", "Batches refused: a source name used by a key not bound to it",
+                      ["source"], [([k], v) for k, v in s.get("refused_identity", {}).items()])
+        yield counter("qsense_task_restarts", "Input or driver tasks restarted by their supervisor after dying", ["task"],
+                      [([k], v) for k, v in s.get("task_restarts", {}).items()])
         yield gauge("qsense_last_seq", "Last accepted sequence number", ["source"], [([k], v["last_seq"]) for k, v in src.items()])
         est = s.get("estimators", {})
         yield gauge("qsense_estimator_records", "Records behind each estimator (including restored state)", ["estimator"],
