@@ -26,6 +26,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from qsense.streaming.archive.reader import segment_may_match
 from qsense.streaming.archive.segments import ROW_GROUP_BYTES
 
 __all__ = ["DEFAULT_PARTITION_BYTES", "Partition", "plan"]
@@ -83,17 +84,9 @@ def plan(archive: Any, *, partition_bytes: int = DEFAULT_PARTITION_BYTES, source
     out: list[Partition] = []
     for sid, path, sealed in present:
         info = idx.segments.get(sid) if sealed else None
-        if info is not None:  # the same skips as Archive._record_batches, so the same rows are read
-            if info.deleted:
-                continue
-            lo, hi = info.pos_range
-            if (after is not None and hi <= after) or (upto is not None and lo > upto):
-                continue
-            if sources is not None and not (info.sources & sources):
-                continue
-            t_lo, t_hi = info.t_range
-            if (since is not None and t_hi < since) or (until is not None and t_lo >= until):
-                continue
+        # the same skips as Archive._record_batches, so the same rows are read
+        if info is not None and (info.deleted or not segment_may_match(info, sources, since, until, after, upto)):
+            continue
         full = str(path.resolve())
         if not sealed:
             out.append(Partition(len(out), sid, full, False, None, _size(path)))

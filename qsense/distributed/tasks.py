@@ -30,12 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from qsense.records import BellBatch, ShadowBatch
 from qsense.streaming.archive.index import RunIndex
 from qsense.streaming.archive.reader import Archive
-from qsense.streaming.archive.segments import PAGE_CHECKSUMS_KEY
 
 from .partitions import Partition
 
@@ -115,36 +113,12 @@ class _PartitionArchive(Archive):
     def segments(self) -> list[tuple[int, Path, bool]]:
         return [(self._part.segment, Path(self._part.path), self._part.sealed)]
 
-    def _sealed_tables(self, sid: int, path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
-        # Archive._sealed_tables restricted to the partition's row groups (same checks, same fallback)
-        rgs = self._part.row_groups if self._part.sealed else None
-        try:
-            pf = pq.ParquetFile(path, memory_map=True, page_checksum_verification=self.verify)
-            meta = pf.schema_arrow.metadata or {}
-        except FileNotFoundError:
-            # planned but gone: deleted under us; counted, unlike a segment the index had marked deleted
-            self._problem("missing_segment", path.name, "segment file vanished after planning; skipped")
-            return
-        except Exception as exc:  # noqa: BLE001
-            self._problem("unreadable_segment", path.name, f"unreadable Parquet segment ({type(exc).__name__}: {exc}); skipped")
-            return
-        pages = self.verify and meta.get(PAGE_CHECKSUMS_KEY) == b"1"
-        lo, hi = rgs if rgs is not None else (0, pf.num_row_groups)
-        for g in range(lo, min(hi, pf.num_row_groups)):
-            try:
-                yield from ((rb, pages) for rb in pf.read_row_group(g).combine_chunks().to_batches())
-                continue
-            except Exception as exc:  # noqa: BLE001 -- the pages failed their checksums (or decoding)
-                log.warning("archive %s: %s row group %d failed its page checks (%s); checking its rows one by one",
-                            self.path, path.name, g, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            try:
-                plain = pq.ParquetFile(path, memory_map=True, page_checksum_verification=False)
-                rbs = plain.read_row_group(g).combine_chunks().to_batches()
-            except Exception as exc:  # noqa: BLE001
-                self._problem("unreadable_row_group", f"{path.name}#{g}", f"row group {g} unreadable "
-                              f"({type(exc).__name__}: {exc}); skipped")
-                continue
-            yield from ((rb, False) for rb in rbs)
+    _count_vanished = True  # planned but gone: deleted under us, counted
+
+    def _sealed_tables(self, sid: int, path: Path, row_groups: tuple[int, int] | None = None
+                       ) -> Iterator[tuple[pa.RecordBatch, bool]]:
+        # the reader's own checks and fallback, on the partition's row groups only
+        return super()._sealed_tables(sid, path, row_groups=self._part.row_groups if self._part.sealed else row_groups)
 
 
 def _worker_name() -> str:

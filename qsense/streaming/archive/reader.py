@@ -20,7 +20,7 @@ import os
 import queue
 import threading
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Any, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -33,11 +33,25 @@ from .manifest import INDEX, SEGMENTS, is_live, read_manifest
 from .schema import Entry, RowProblem, rows_to_entries
 from .segments import PAGE_CHECKSUMS_KEY, list_segments, scan_stream, segment_path
 
-__all__ = ["Archive", "open_archive"]
+__all__ = ["Archive", "open_archive", "segment_may_match"]
 
 log = logging.getLogger(__name__)
 
 Batch = Union[ShadowBatch, BellBatch]
+
+
+def segment_may_match(seg: Any, sources: set[str] | None, since: float | None, until: float | None, after: int | None,
+                      upto: int | None) -> bool:
+    """Whether an indexed segment (:class:`~qsense.streaming.archive.index.SegmentInfo`) may hold
+    batches of this selection (positions ``after < pos <= upto``, any of ``sources``, record
+    times ``since <= t < until``); readers and the distributed planner skip by the same rule."""
+    lo, hi = seg.pos_range
+    if (after is not None and hi <= after) or (upto is not None and lo > upto):
+        return False
+    if sources is not None and not (seg.sources & sources):
+        return False
+    t_lo, t_hi = seg.t_range
+    return not ((since is not None and t_hi < since) or (until is not None and t_lo >= until))
 
 
 def _as_set(value: str | Iterable[str] | None) -> set[str] | None:
@@ -154,18 +168,6 @@ class Archive:
                     continue
                 yield item
 
-    @staticmethod
-    def _selects(seg, sources: set[str] | None, since: float | None, until: float | None, after: int | None,
-                 upto: int | None) -> bool:
-        """Whether an indexed segment may hold batches of this selection."""
-        lo, hi = seg.pos_range
-        if (after is not None and hi <= after) or (upto is not None and lo > upto):
-            return False
-        if sources is not None and not (seg.sources & sources):
-            return False
-        t_lo, t_hi = seg.t_range
-        return not ((since is not None and t_hi < since) or (until is not None and t_lo >= until))
-
     def _record_batches(self, sources: set[str] | None, kind: str | None, since: float | None, until: float | None,
                         after: int | None, upto: int | None) -> Iterator[tuple[Path, pa.RecordBatch, bool]]:
         idx = self.index()
@@ -173,22 +175,13 @@ class Archive:
         on_disk = {sid for sid, _, _ in present}
         for sid, seg in sorted(idx.segments.items()):
             # the index lists it as kept, but the file is gone: its batches cannot be read -- say so
-            if not seg.deleted and sid not in on_disk and self._selects(seg, sources, since, until, after, upto):
+            if not seg.deleted and sid not in on_disk and segment_may_match(seg, sources, since, until, after, upto):
                 self._problem("missing_segment", f"segment {sid}", f"segment {sid} ({seg.batches} batches) is in the index "
                               "but its file is missing; its batches are skipped")
         for sid, path, sealed in present:
             info = idx.segments.get(sid) if sealed else None
-            if info is not None:
-                if info.deleted:
-                    continue
-                lo, hi = info.pos_range
-                if (after is not None and hi <= after) or (upto is not None and lo > upto):
-                    continue
-                if sources is not None and not (info.sources & sources):
-                    continue
-                t_lo, t_hi = info.t_range
-                if (since is not None and t_hi < since) or (until is not None and t_lo >= until):
-                    continue
+            if info is not None and (info.deleted or not segment_may_match(info, sources, since, until, after, upto)):
+                continue
             tables = self._sealed_tables(sid, path) if sealed else self._open_tables(sid, path)
             for rb, pages_verified in tables:
                 rb = self._select(rb, sources, kind, since, until, after, upto)
@@ -203,7 +196,11 @@ class Archive:
 
     __iter__ = batches
 
-    def _sealed_tables(self, sid: int, path: Path) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    #: count a sealed segment that vanishes while being read (False: retention may delete it under a reader)
+    _count_vanished = False
+
+    def _sealed_tables(self, sid: int, path: Path, row_groups: tuple[int, int] | None = None
+                       ) -> Iterator[tuple[pa.RecordBatch, bool]]:
         """Row groups of a sealed segment, with whether Parquet's page CRC-32 already verified them.
 
         Sealed segments carry page checksums (pyarrow checks them in C++, at
@@ -214,12 +211,15 @@ class Archive:
             pf = pq.ParquetFile(path, memory_map=True, page_checksum_verification=self.verify)  # mmap: 1.5x faster here
             meta = pf.schema_arrow.metadata or {}
         except FileNotFoundError:  # deleted by retention while we read
+            if self._count_vanished:
+                self._problem("missing_segment", path.name, "segment file vanished; skipped")
             return
         except Exception as exc:  # noqa: BLE001 -- a damaged footer: skip this segment only
             self._problem("unreadable_segment", path.name, f"unreadable Parquet segment ({type(exc).__name__}: {exc}); skipped")
             return
         pages = self.verify and meta.get(PAGE_CHECKSUMS_KEY) == b"1"
-        for g in range(pf.num_row_groups):
+        lo, hi = (0, pf.num_row_groups) if row_groups is None else row_groups
+        for g in range(lo, min(hi, pf.num_row_groups)):
             try:
                 yield from ((rb, pages) for rb in pf.read_row_group(g).combine_chunks().to_batches())
                 continue

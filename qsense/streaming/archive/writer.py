@@ -44,7 +44,16 @@ from qsense.records import BellBatch, ShadowBatch
 from .index import RunIndex
 from .manifest import INDEX, MANIFEST, SEGMENTS, WriterLock, create_manifest, read_manifest
 from .schema import SCHEMA, ArchiveError, RowProblem, batch_row, rows_to_entries, rows_to_record_batch
-from .segments import ArchiveFull, OpenSegment, fsync_dir, list_segments, scan_stream, seal, segment_path, write_parquet_atomically
+from .segments import (
+    ArchiveFull,
+    OpenSegment,
+    fsync_dir,
+    list_segments,
+    scan_stream,
+    seal,
+    segment_path,
+    write_parquet_atomically,
+)
 
 __all__ = ["ArchiveWriter", "index_rows"]
 
