@@ -310,3 +310,21 @@ def test_sample_records_is_synchronous_and_unbiased():
     b.update(pairs)
     rb = b.estimate()
     assert np.all(np.abs(rb.values - truth**2) < 4 * rb.stderr + 1e-9)
+
+
+def test_example_script_runs_as_its_docstring_says():
+    """The docstring's first command, exactly: ``python examples/pennylane_ghz_shadows.py``."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    script = root / "examples" / "pennylane_ghz_shadows.py"
+    spec = importlib.util.spec_from_file_location("pennylane_ghz_shadows", script)
+    doc = spec.loader.get_source("pennylane_ghz_shadows").split('"""')[1]
+    cmd = next(line.split("#")[0].strip() for line in doc.splitlines() if line.strip().startswith("python examples/"))
+    assert cmd == "python examples/pennylane_ghz_shadows.py"
+    out = subprocess.run([sys.executable, str(script)], cwd=root, capture_output=True, text=True, timeout=180, check=True).stdout
+    worst = float(out.rsplit("largest deviation:", 1)[1].split()[0])
+    assert worst < 5.0, out
