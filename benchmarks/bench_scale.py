@@ -112,12 +112,10 @@ def run_offline(args: argparse.Namespace) -> dict:
     out.update(inprocess_s=dt, inprocess_rate=N / dt)
     print(f"same rule, in-process: {dt:7.2f} s  {N / dt / 1e6:7.1f} M snapshots/s", flush=True)
 
-    from distributed import Client, LocalCluster
+    from qsense.distributed import local_cluster
 
     for workers in (1, 2):
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=40)
-        client = Client(cluster, set_as_default=False)
+        cluster, client = local_cluster(workers, dashboard=False)  # the cluster `qsense estimate --workers` makes
         try:
             client.run(_warm, obs, args.n)
             dt, res, _ = _timed(rule(client), args.repeat)
