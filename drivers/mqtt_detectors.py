@@ -45,7 +45,7 @@ import msgspec
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
-from qsense.streaming.transport import Backoff, MqttSettings, ThrottledLog
+from qsense.streaming.transport import Backoff, MqttSettings, ThrottledLog, supervise
 from qsense.streaming.wire import MAX_RECORDS, PACK_MAGIC, WireFormatError, pack, unpack_message
 
 __all__ = [
@@ -405,27 +405,16 @@ class MqttDetectorSource:
 
     # -- internals ------------------------------------------------------------------------
     async def _supervise(self, body: Callable[[], Awaitable[None]], what: str) -> None:
-        """Run ``body`` until closed, restarting it (with backoff) whenever it dies.
+        """Run ``body`` until closed, restarting it with backoff whenever it dies (:func:`supervise`)."""
 
-        :meth:`handle` already catches everything one message can raise; this is
-        the last line of defence, so that an unforeseen bug costs a restart and a
-        log line instead of ending ingestion silently for good.
-        """
-        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
-        while not self._closed:
-            try:
-                await body()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- see the docstring
-                self.task_restarts += 1
-                self.connected = False
-                self._subscribed.clear()
-                delay = backoff.next()
-                self._log.log(logging.ERROR, f"task:{what}", "%s: %s task died (%s: %s); restarting it in %.2fs",
-                              self.name, what, type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
+        def restarted() -> None:
+            self.task_restarts += 1
+            self.connected = False
+            self._subscribed.clear()
+
+        await supervise(body, what=f"{self.name}: {what}", log=self._log, on_restart=restarted,
+                        backoff=Backoff(self.settings.reconnect_min, self.settings.reconnect_max),
+                        keep_going=lambda: not self._closed)
 
     async def _run(self) -> None:
         import aiomqtt

@@ -60,6 +60,7 @@ from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkp
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
 from .metrics import DaemonMetrics, MetricsServer
 from .transport import (
+    Backoff,
     CurveServerKeys,
     EstimatePublisher,
     MqttEstimatePublisher,
@@ -68,6 +69,7 @@ from .transport import (
     SeqVerdict,
     ThrottledLog,
     start_authenticator,
+    supervise,
 )
 from .transport.curve import public_key_id
 
@@ -1033,25 +1035,13 @@ class EstimationDaemon:
 
     # -- tasks -------------------------------------------------------------------------------
     async def _supervised(self, name: str, body: Callable[[], Awaitable[None]]) -> None:
-        """Run an input task, restarting it (after a short pause) if it dies.
+        """Run an input task, restarting it if it dies (:func:`~qsense.streaming.transport.supervise`):
+        a bug costs a logged restart (``task_restarts``), never the input."""
 
-        The loops catch what one message can raise; this is the last line of
-        defence, so that a bug costs a logged restart (``task_restarts``) and
-        never ends ingestion from that input silently.
-        """
-        delay = 0.05
-        while True:
-            try:
-                await body()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 -- see the docstring
-                self.task_restarts[name] = self.task_restarts.get(name, 0) + 1
-                self._task_log.log(logging.ERROR, name, "input %r: its task died (%s: %s); restarting it in %.2fs",
-                                   name, type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2.0, delay * 2)
+        def restarted() -> None:
+            self.task_restarts[name] = self.task_restarts.get(name, 0) + 1
+
+        await supervise(body, what=f"input {name!r}", log=self._task_log, backoff=Backoff(0.05, 2.0), on_restart=restarted)
 
     async def _zmq_loop(self, rx: RecordReceiver) -> None:
         limit = self.config.coalesce_records

@@ -61,6 +61,7 @@ from .mqtt import Backoff, MqttEstimatePublisher, MqttSettings
 from .records import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_BYTES, ReceivedBatch, RecordPublisher, RecordReceiver
 from .sequence import SequenceTracker, SeqVerdict, SourceState
 from .sharding import ShardedPublisher
+from .supervise import supervise
 from .throttled_log import ThrottledLog
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "MqttEstimatePublisher",
     "Backoff",
     "ThrottledLog",
+    "supervise",
     "DEFAULT_HWM",
     "DEFAULT_MAX_MESSAGE_BYTES",
 ]
