@@ -354,11 +354,10 @@ async def test_failed_fsync_holds_folding_and_acks_until_a_later_one_succeeds(tm
     await d.start()
     try:
         real_sync = d.archive.sync
-        failing = {"left": 3}
+        failing = {"on": True}
 
         def flaky_sync():
-            if failing["left"] > 0:
-                failing["left"] -= 1
+            if failing["on"]:
                 raise ArchiveError("fsync failed: Input/output error (simulated)")
             return real_sync()
 
@@ -366,9 +365,10 @@ async def test_failed_fsync_holds_folding_and_acks_until_a_later_one_succeeds(tm
         pub = RecordPublisher(d.endpoints["input.in"], source="lab", ack_timeout=5.0)
         for b in batches:
             await pub.send(b)
-        await asyncio.sleep(0.15)
-        if failing["left"] > 0:  # still failing: nothing may be folded or acknowledged
-            assert d.slots[0].count == 0 and pub.acked == 0
+        await asyncio.sleep(0.5)
+        # fsync failing: stored, but nothing may be folded or acknowledged
+        assert d.slots[0].count == 0 and pub.acked == 0 and d.archive_counts["sync_failures"] >= 1
+        failing["on"] = False
         await pub.flush(timeout=20)  # a later fsync succeeded: everything folded once and acknowledged
         pub.close()
         assert d.archive_counts["sync_failures"] >= 1
