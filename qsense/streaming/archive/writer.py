@@ -34,7 +34,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Sequence, Union
+from typing import Sequence, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -446,13 +446,3 @@ class ArchiveWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def write(self, batches: Iterable[Batch | tuple[Batch, int]]) -> int:
-        """Append batches (or ``(batch, epoch)``) and sync; returns how many were stored."""
-        n = 0
-        for item in batches:
-            b, e = item if isinstance(item, tuple) else (item, 0)
-            self.append(b, e)
-            n += 1
-        self.sync()
-        return n
