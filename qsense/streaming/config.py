@@ -8,10 +8,11 @@ directory.  The schema, with defaults, is documented in ``docs/daemon.md`` and
 exercised by ``examples/daemon_config.toml``::
 
     [daemon]          name, publish_interval, drain_timeout, coalesce_records,
-                      kernel_threads, max_seq_jump (0 = unbounded)
+                      kernel_threads, max_seq_jump (0 = unbounded), max_sources,
+                      max_peers, byte_budget
     [[inputs.zmq]]    endpoint, bind, hwm, max_message_bytes, curve, name
     [[inputs.mqtt]]   topics, qos, kind, batch_size, flush_interval,
-                      max_queued_batches, name
+                      max_queued_batches, max_payload_bytes, name
     [[estimators]]    name, type = "shadow" | "bell" | "purity" | "all_pauli_squares", sources, wires, and
                       shadow: observables, groups, method
                       bell:   observables, t2, purity_subsystems, decoherence
@@ -91,6 +92,8 @@ class MqttInputConfig:
     batch_size: int = 4096
     flush_interval: float = 0.1
     max_queued_batches: int = 256
+    #: MQTT messages larger than this are dropped and counted (parsed off the event loop below it)
+    max_payload_bytes: int = 1 << 20
     name: str = "mqtt"
 
 
@@ -215,6 +218,13 @@ class DaemonConfig:
     kernel_threads: int | None = None
     #: the furthest one batch may move a source's sequence state (None: unbounded); see docs/daemon.md, trust model
     max_seq_jump: int | None = 1_000_000
+    #: distinct source names the daemon keeps state for; a batch from a new source beyond it is refused and counted
+    max_sources: int = 1024
+    #: connected record peers across all ZeroMQ inputs; a new peer beyond it is refused and counted
+    max_peers: int = 256
+    #: bytes of record batches received but not yet folded (queued + in flight), all inputs together; beyond it
+    #: the daemon stops reading its inputs (back-pressure: ZeroMQ queues, then the producers' windows, fill)
+    byte_budget: int = 1 << 30
     zmq_inputs: tuple[ZmqInputConfig, ...] = ()
     mqtt_inputs: tuple[MqttInputConfig, ...] = ()
     estimators: tuple[EstimatorConfig, ...] = ()
@@ -421,6 +431,7 @@ def _mqtt_input(t: _Table, i: int) -> MqttInputConfig:
         batch_size=t.get("batch_size", _positive_int, 4096),
         flush_interval=t.get("flush_interval", _seconds, 0.1),
         max_queued_batches=t.get("max_queued_batches", _positive_int, 256),
+        max_payload_bytes=t.get("max_payload_bytes", _int_in(64, 256 << 20, "a number of bytes (64 .. 256 MiB)"), 1 << 20),
         name=t.get("name", _string, f"mqtt{i}"),
     )
     t.done()
@@ -543,6 +554,9 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         kw["coalesce_records"] = d.get("coalesce_records", _int_in(1, 1 << 24, "a number of records"), 65536)
         kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), None)
         kw["max_seq_jump"] = d.get("max_seq_jump", _int_in(0, 2**63, "a number of batches (0: unbounded)"), 1_000_000) or None
+        kw["max_sources"] = d.get("max_sources", _int_in(1, 1_000_000, "a number of sources"), 1024)
+        kw["max_peers"] = d.get("max_peers", _int_in(1, 65_536, "a number of peers"), 256)
+        kw["byte_budget"] = d.get("byte_budget", _int_in(1 << 20, 1 << 40, "a number of bytes (1 MiB .. 1 TiB)"), 1 << 30)
         d.done()
     inputs = top.sub("inputs")
     zin: list[ZmqInputConfig] = []
