@@ -33,7 +33,7 @@ from qsense.records import BellBatch
 from .decoherence import DecoherenceModel, Depolarizing, make_decoherence
 from .kernels import bell_counts_batch, bell_term_values
 from .result import Estimate, renyi2_from_purity
-from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
+from .serial import checked_state, counts_array, dump_npz, float_array, load_npz, meta_int, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 from .shadow import _parse_all
 
 __all__ = ["BellEstimator", "AllPauliSquares", "all_pauli_squares", "pauli_square_labels", "MAX_ALL_PAULI_QUBITS"]
@@ -308,6 +308,7 @@ class BellEstimator:
         return dump_npz(meta, S=self._S, Q=self._Q, pS=self._pS, pQ=self._pQ, sumsq=sumsq)
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "BellEstimator":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "BellEstimator")
@@ -322,13 +323,11 @@ class BellEstimator:
                           decoherence=make_decoherence(model))
         if meta["wires"] is not None:
             est._bind(wires_from_json(meta["wires"]))
-            est._S, est._Q, est._pS, est._pQ = z["S"], z["Q"], z["pS"], z["pQ"]
-            if z["sumsq"].shape != est._sums.Q.shape:
-                raise ValueError("checkpoint sum moments do not match its configuration")
-            est._sums.Q = z["sumsq"]
-            if est._S.shape != (est._table.M,) or est._pS.shape != (1 + len(est.purity_subsystems),):
-                raise ValueError("checkpoint sums do not match its configuration")
-        est._count = int(meta["count"])
+            M, P = (est._table.M,), (1 + len(est.purity_subsystems),)
+            est._S, est._Q = float_array(z["S"], "S", M), float_array(z["Q"], "Q", M)
+            est._pS, est._pQ = float_array(z["pS"], "pS", P), float_array(z["pQ"], "pQ", P)
+            est._sums.Q = float_array(z["sumsq"], "sumsq", est._sums.Q.shape)
+        est._count = meta_int(meta, "count")
         return est
 
 
@@ -453,14 +452,14 @@ class AllPauliSquares:
         return dump_npz(meta, hist=np.zeros(0, np.int64) if self._hist is None else self._hist)
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "AllPauliSquares":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "AllPauliSquares")
         est = cls(meta["max_qubits"])
         if meta["wires"] is not None:
             est.wires = wires_from_json(meta["wires"])
-            hist = z["hist"]
-            if hist.shape != (4 ** len(est.wires),) or hist.dtype.kind not in "iu" or (hist < 0).any():
-                raise ValueError("checkpoint histogram does not match its wires")
-            est._hist = hist.astype(np.int64)
+            if len(est.wires) > est.max_qubits:
+                raise ValueError(f"checkpoint wires: {len(est.wires)} qubits, more than max_qubits {est.max_qubits}")
+            est._hist = counts_array(z["hist"], "hist", (4 ** len(est.wires),))
         return est

@@ -32,7 +32,7 @@ from qsense import packing
 from qsense.records import ShadowBatch
 
 from .result import Estimate, renyi2_from_purity
-from .serial import dump_npz, load_npz, wires_from_json, wires_to_json
+from .serial import checked_state, counts_array, dump_npz, load_npz, meta_int, wires_from_json, wires_to_json
 from .shadow import _as_batch
 
 __all__ = ["ShadowPurity", "MAX_SUBSYSTEM", "class_kernel"]
@@ -187,15 +187,13 @@ class ShadowPurity:
         return dump_npz(meta, **{f"h{i}": h for i, h in enumerate(self._hist)})
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "ShadowPurity":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "ShadowPurity")
         est = cls(meta["subsystems"])
         est.wires = None if meta["wires"] is None else wires_from_json(meta["wires"])
         for i, h in enumerate(est._hist):
-            stored = z[f"h{i}"]
-            if stored.shape != h.shape:
-                raise ValueError("checkpoint histogram does not match its subsystem")
-            est._hist[i] = stored.astype(np.int64)
-        est._count = int(meta["count"])
+            est._hist[i] = counts_array(z[f"h{i}"], f"h{i}", h.shape)
+        est._count = meta_int(meta, "count")
         return est

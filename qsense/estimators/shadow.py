@@ -45,7 +45,7 @@ from qsense.records import ShadowBatch
 
 from .kernels import shadow_counts_batch, shadow_term_values
 from .result import Estimate, median_inflation
-from .serial import dump_npz, load_npz, obs_from_json, obs_to_json, wires_from_json, wires_to_json
+from .serial import checked_state, counts_array, dump_npz, float_array, load_npz, meta_int, obs_from_json, obs_to_json, wires_from_json, wires_to_json
 
 __all__ = ["ShadowEstimator", "shadow_expval", "matched_ratio_expval", "METHODS", "MIN_MATCHES_PER_GROUP", "SparseGroupWarning"]
 
@@ -401,17 +401,23 @@ class ShadowEstimator:
         return dump_npz(meta, matched=self._matched, odd=self._odd, counts=self._counts, sumsq=sumsq)
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "ShadowEstimator":
         """Inverse of :meth:`to_bytes` (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "ShadowEstimator")
         est = cls([obs_from_json(o) for o in meta["observables"]], groups=meta["groups"], method=meta["method"])
         if meta["wires"] is not None:
             est._bind(wires_from_json(meta["wires"]))
-            est._matched, est._odd, est._counts = z["matched"], z["odd"], z["counts"]
-            if z["sumsq"].shape != est._sums.Q.shape:
-                raise ValueError("checkpoint sum moments do not match its observables")
-            est._sums.Q = z["sumsq"]
-            if est._matched.shape != (len(est._counts), est._table.M) or est._odd.shape != est._matched.shape:
-                raise ValueError("checkpoint statistics do not match its observables")
-        est.capacity = int(meta["capacity"])
+            counts = z["counts"]
+            if counts.ndim != 1 or len(counts) > 2 * est.groups:
+                raise ValueError(f"checkpoint counts: {counts.shape} blocks for {est.groups} groups")
+            G, M = len(counts), est._table.M
+            est._counts = counts_array(counts, "counts")
+            est._matched = counts_array(z["matched"], "matched", (G, M))
+            est._odd = counts_array(z["odd"], "odd", (G, M))
+            # per block: odd <= matched <= snapshots (a forged count cannot make a |mean| > 1 estimate)
+            if (est._matched > est._counts[:, None]).any() or (est._odd > est._matched).any():
+                raise ValueError("checkpoint matched/odd: more matches than snapshots")
+            est._sums.Q = float_array(z["sumsq"], "sumsq", est._sums.Q.shape)
+        est.capacity = meta_int(meta, "capacity", 1)
         return est

@@ -11,7 +11,7 @@ import numpy as np
 
 from qsense.records import BellBatch
 
-from ..serial import dump_npz, load_npz
+from ..serial import checked_state, counts_array, dump_npz, float_array, load_npz, meta_int
 from .geometry import _norm_factor, _pairs
 from .results import SquaredVisibilityEstimate
 
@@ -144,6 +144,7 @@ class SquaredVisibilityEstimator:
         return dump_npz(meta, pairs=self.pairs, S=self.S, Q=self.Q, Sw=self.Sw, Qw=self.Qw, apertures=ap)
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "SquaredVisibilityEstimator":
         """Inverse of :meth:`to_bytes`."""
         z, meta = load_npz(data, "SquaredVisibilityEstimator")
@@ -151,11 +152,11 @@ class SquaredVisibilityEstimator:
         est = cls(meta["M"], z["pairs"], ap if ap.size else None, float(meta.get("piston_diffusion", 0.0)))
         if z["S"].shape != est.S.shape or z["Q"].shape != est.Q.shape:
             raise ValueError("checkpoint statistics do not match its configuration")
-        est.S, est.Q, est.count = z["S"], z["Q"], int(meta["count"])
+        est.S, est.Q, est.count = counts_array(z["S"], "S", signed=True), counts_array(z["Q"], "Q"), meta_int(meta, "count")
         # checkpoints from before the piston correction have no reweighted statistics (and D = 0)
         if "Sw" in z.files:
             if z["Sw"].shape != est.Sw.shape or z["Qw"].shape != est.Qw.shape:
                 raise ValueError("checkpoint statistics do not match its configuration")
-            est.Sw, est.Qw = z["Sw"].astype(np.float64), z["Qw"].astype(np.float64)
+            est.Sw, est.Qw = float_array(z["Sw"], "Sw"), float_array(z["Qw"], "Qw")
         est.decay_sum = float(meta.get("decay_sum", 0.0))
         return est

@@ -9,7 +9,7 @@ import numpy as np
 
 from qsense.records import ShadowBatch
 
-from ..serial import dump_npz, load_npz
+from ..serial import checked_state, counts_array, dump_npz, load_npz, meta_int
 from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance
 from .geometry import NORMALIZATIONS, _norm_factor, _pairs
 from .results import VisibilityEstimate
@@ -233,6 +233,7 @@ class VisibilityEstimator:
         return dump_npz(meta, pairs=self.pairs, S=self.S, N=self.N, z1=self.z1, apertures=ap)
 
     @classmethod
+    @checked_state
     def from_bytes(cls, data: bytes) -> "VisibilityEstimator":
         """Inverse of :meth:`to_bytes` (``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "VisibilityEstimator")
@@ -240,5 +241,7 @@ class VisibilityEstimator:
         est = cls(meta["M"], z["pairs"], meta["normalize"], ap if ap.size else None)
         if z["S"].shape != est.S.shape or z["N"].shape != est.N.shape or z["z1"].shape != (est.M,):
             raise ValueError("checkpoint statistics do not match its configuration")
-        est.S, est.N, est.z1, est.count = z["S"], z["N"], z["z1"], int(meta["count"])
+        est.S, est.N = counts_array(z["S"], "S", signed=True), counts_array(z["N"], "N")
+        est.z1 = counts_array(z["z1"], "z1", signed=True)
+        est.count = meta_int(meta, "count")
         return est
