@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["count_terms_jit"]
+__all__ = ["count_terms_jit", "count_supports_jit"]
 
 
 @intrinsic
@@ -60,3 +60,73 @@ def count_terms_jit(match_rows, sign_rows, match_idx, sign_idx, word_starts, wor
                 o += _popcount64(p[w] & a[w])
             matched[g, j] = m
             odd[g, j] = o
+
+
+#: Words per inner block of :func:`count_supports_jit`: the parity and one term's
+#: match rows of a block stay in L1 (2 KiB each) while every term of the support reads them.
+_BLOCK = 256
+
+
+@njit(cache=True, nogil=True)
+def count_supports_jit(rows, signs, items, grp_start, grp_k, grp_sign, term_match, term_id, r_start, r_end, part_m, part_o):
+    """Per work item ``(support s, word range r)``: for every term of support s, add to
+    ``part_m[r, j]`` / ``part_o[r, j]`` the records of range r whose bases match term j
+    and those of them with odd outcome parity.
+
+    The parity of a support is the same for all its terms, so it is XORed once per
+    block of words and shared; each term then costs one AND of its k letter rows and
+    two popcounts per word, in loops LLVM vectorises (uint64 accumulators: an int64
+    one would mix signed and unsigned and be computed in float64).
+    ``rows``/``signs`` as in :func:`count_terms_jit`; ``term_match`` holds the terms
+    in support order (``term_id`` maps them back), ``grp_sign`` a support's sign rows.
+    """
+    p = np.empty(_BLOCK, np.uint64)
+    a = np.empty(_BLOCK, np.uint64)
+    for it in range(items.shape[0]):
+        s = items[it, 0]
+        r = items[it, 1]
+        k = grp_k[s]
+        for w0 in range(r_start[r], r_end[r], _BLOCK):
+            L = min(_BLOCK, r_end[r] - w0)
+            if k == 0:
+                for w in range(L):
+                    p[w] = 0
+            else:
+                q = signs[grp_sign[s, 0], w0 : w0 + L]
+                for w in range(L):
+                    p[w] = q[w]
+                for t in range(1, k):
+                    q = signs[grp_sign[s, t], w0 : w0 + L]
+                    for w in range(L):
+                        p[w] ^= q[w]
+            for i in range(grp_start[s], grp_start[s + 1]):
+                m = np.uint64(0)
+                o = np.uint64(0)
+                r0 = rows[term_match[i, 0], w0 : w0 + L]
+                if k <= 1:
+                    for w in range(L):
+                        x = r0[w]
+                        m += _popcount64(x)
+                        o += _popcount64(x & p[w])
+                elif k == 2:
+                    r1 = rows[term_match[i, 1], w0 : w0 + L]
+                    for w in range(L):
+                        x = r0[w] & r1[w]
+                        m += _popcount64(x)
+                        o += _popcount64(x & p[w])
+                else:
+                    r1 = rows[term_match[i, 1], w0 : w0 + L]
+                    for w in range(L):
+                        a[w] = r0[w] & r1[w]
+                    for t in range(2, k - 1):
+                        rt = rows[term_match[i, t], w0 : w0 + L]
+                        for w in range(L):
+                            a[w] &= rt[w]
+                    rl = rows[term_match[i, k - 1], w0 : w0 + L]
+                    for w in range(L):
+                        x = a[w] & rl[w]
+                        m += _popcount64(x)
+                        o += _popcount64(x & p[w])
+                j = term_id[i]
+                part_m[r, j] += np.int64(m)
+                part_o[r, j] += np.int64(o)

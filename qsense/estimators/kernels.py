@@ -49,23 +49,27 @@ from qsense import packing
 from qsense.pauli import PauliTable
 from qsense.records import BellBatch, ShadowBatch
 
+from .supports import PARALLEL_MIN_WORK, count_by_support, support_groups
+
 log = logging.getLogger(__name__)
 
-_count_terms_jit = None  # the compiled kernel, imported on first use (numba takes ~0.3 s to import)
+_count_terms_jit = None  # the compiled kernels, imported on first use (numba takes ~0.3 s to import)
+_count_supports_jit = None
 _jit_tried = False
 
 
 def _jit_kernel():
     """The compiled kernel, or None where numba is missing or ``QSENSE_NO_JIT`` is set."""
-    global _count_terms_jit, _jit_tried
+    global _count_terms_jit, _count_supports_jit, _jit_tried
     if not _jit_tried:
         _jit_tried = True
         try:
             if os.environ.get("QSENSE_NO_JIT"):
                 raise ImportError("disabled by QSENSE_NO_JIT")
-            from ._jit import count_terms_jit
+            from ._jit import count_supports_jit, count_terms_jit
 
             _count_terms_jit = count_terms_jit
+            _count_supports_jit = count_supports_jit
         except ImportError as exc:  # pragma: no cover - depends on the environment
             log.info("compiled kernel unavailable (%s); using the NumPy kernel", exc)
     return _count_terms_jit
@@ -159,28 +163,57 @@ def pack_columns(mask: np.ndarray) -> np.ndarray:
     return packed.view(np.uint64)
 
 
-_threads = 1
+def _default_threads() -> int:
+    """``QSENSE_THREADS`` if set, else the cores this process may run on (at most 8)."""
+    env = os.environ.get("QSENSE_THREADS")
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            log.warning("QSENSE_THREADS=%r is not an integer; using one thread", env)
+            return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(8, cores))
+
+
+_threads = _default_threads()
 _pool = None
+_pool_lock = threading.Lock()
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` worker threads for term counting (default 1: no threads at all).
+    """Use ``n`` worker threads for term counting (1: no threads at all).
 
-    NumPy releases the GIL in the bitwise kernels, so on a multi-core machine the
-    terms can be counted in parallel (measured 1.7x with 2 threads on 2 cores for
-    1,000 terms). Opt-in and explicit, so a library user never gets hidden threads.
+    The default is every core this process may use (at most 8), or the
+    ``QSENSE_THREADS`` environment variable.  Work below about 0.1 ms of
+    counting always runs in the calling thread, so small batches never pay a
+    thread hand-off; the compiled kernels and NumPy's bitwise loops release the
+    GIL, so large ones use the cores (measured 1.7-1.9x with 2 threads on 2 cores).
     """
     global _threads, _pool
-    if not isinstance(n, int) or n < 1:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer; got {n!r}")
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-        _pool = None
-    _threads = n
-    if n > 1:
-        from concurrent.futures import ThreadPoolExecutor
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+            _pool = None
+        _threads = n
 
-        _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="qsense-kernel")
+
+def _get_pool():
+    """The worker pool of :func:`set_threads` (created on first large job), or None for one thread."""
+    global _pool
+    if _threads <= 1:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="qsense-kernel")
+        return _pool
 
 
 _use_jit = True
@@ -217,11 +250,12 @@ def count_terms(
     threads configured with :func:`set_threads`.
     """
     M = match_idx.shape[0]
-    if _pool is None or M < 64 * _threads:
+    pool = _get_pool()
+    if pool is None or M < 64 * _threads or M * match_rows.shape[1] < PARALLEL_MIN_WORK:
         return _count_terms(match_rows, sign_rows, match_idx, sign_idx, word_starts)
     edges = np.linspace(0, M, _threads + 1).astype(int)
     futs = [
-        _pool.submit(_count_terms, match_rows, sign_rows, match_idx[a:b], sign_idx[a:b], word_starts)
+        pool.submit(_count_terms, match_rows, sign_rows, match_idx[a:b], sign_idx[a:b], word_starts)
         for a, b in zip(edges[:-1], edges[1:])
     ]
     parts = [f.result() for f in futs]
@@ -347,6 +381,17 @@ def _compute_term_indices(table: PauliTable, n: int, sign_letter_rows: bool) -> 
     return match_idx, sign_idx
 
 
+def _count_shadow(
+    rows: np.ndarray, signs: np.ndarray, table: PauliTable, n: int, match_idx: np.ndarray, sign_idx: np.ndarray, word_starts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shadow counts of one chunk: the support-grouped compiled kernel when in use
+    (:mod:`qsense.estimators.supports`), the per-term kernels otherwise (same integers)."""
+    if _use_jit and _jit_kernel() is not None:
+        groups = support_groups(table, match_idx, sign_idx, valid_row=3 * n, zero_row=n)
+        return count_by_support(_count_supports_jit, rows, signs, groups, word_starts, _threads, _get_pool())
+    return count_terms(rows, signs, match_idx, sign_idx, word_starts)
+
+
 def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, lengths: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Counts for single-copy shadows: per segment, per term, records whose bases
     match the term (``matched``) and of those the ones with odd outcome parity."""
@@ -379,7 +424,7 @@ def shadow_counts(bases: np.ndarray, outcomes: np.ndarray, table: PauliTable, le
         rows[3 * n] = ~(b0[0] & b1[0])
         signs = np.zeros((n + 1, W), dtype=np.uint64)
         signs[:n] = pack_columns(np.greater_equal(C, _U8[4], out=tmp.view(bool)))
-        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        m, o = _count_shadow(rows, signs, table, n, match_idx, sign_idx, word_starts)
         _accumulate(matched, odd, ids, m, o)
     return matched, odd
 
@@ -474,7 +519,7 @@ def shadow_counts_packed(
         signs = _buffer("signs", (n + 1, W), np.uint64)
         signs[:n] = planes[2, :, w0:w1]
         signs[n] = 0
-        m, o = count_terms(rows, signs, match_idx, sign_idx, word_starts)
+        m, o = _count_shadow(rows, signs, table, n, match_idx, sign_idx, word_starts)
         _accumulate(matched, odd, ids, m, o)
     return matched, odd
 
