@@ -43,46 +43,18 @@ flight finishes in its thread and is discarded).
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
-from qsense.sims.samplers import BellSampler, ShadowSampler
+
+from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
 
 __all__ = ["PennyLaneDriver", "sample_records", "MODES", "KINDS"]
 
 log = logging.getLogger(__name__)
-
-MODES = ("state", "device")
-KINDS = ("shadow", "bell")
-
-
-def _freeze(value: Any) -> Any:
-    """A hashable, value-comparable key for circuit arguments (arrays by value)."""
-    if isinstance(value, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
-    try:
-        a = np.asarray(value)
-    except Exception:  # pragma: no cover - exotic objects compare by identity
-        return ("id", id(value))
-    if a.dtype == object:
-        return ("id", id(value))
-    return (a.dtype.str, a.shape, a.tobytes())
-
-
-def _normalize_params(p: Any) -> tuple[tuple, dict]:
-    """Circuit arguments as ``(args, kwargs)``: a dict is keyword arguments, a tuple
-    or list positional arguments, anything else a single positional argument."""
-    if isinstance(p, dict):
-        return (), dict(p)
-    if isinstance(p, (tuple, list)):
-        return tuple(p), {}
-    return (p,), {}
 
 
 def _device_errors() -> tuple[type[BaseException], ...]:
@@ -98,7 +70,7 @@ def _device_errors() -> tuple[type[BaseException], ...]:
     return tuple(errs)
 
 
-class PennyLaneDriver:
+class PennyLaneDriver(RecordStreamDriver):
     """Stream shadow or Bell batches from a PennyLane quantum function.
 
     Parameters
@@ -169,65 +141,18 @@ class PennyLaneDriver:
             raise ValueError("a PennyLane device is needed (pass device=..., or a QNode)")
         if not callable(qfunc):
             raise ValueError("qfunc must be a callable that applies PennyLane operations")
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
         if state not in ("auto", "density"):
             raise ValueError(f"state must be 'auto' or 'density'; got {state!r}")
         if shadow_method not in ("auto", "native", "rotations"):
             raise ValueError(f"shadow_method must be 'auto', 'native' or 'rotations'; got {shadow_method!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
-        if total is not None and (isinstance(total, bool) or not isinstance(total, (int, np.integer)) or total < 0):
-            raise ValueError(f"total must be a non-negative integer or None; got {total!r}")
-        if rate is not None and not (np.isfinite(rate) and rate > 0):
-            raise ValueError(f"rate must be a positive number of records per second or None; got {rate!r}")
-        if isinstance(seq0, bool) or not isinstance(seq0, (int, np.integer)) or seq0 < 0:
-            raise ValueError(f"seq0 must be a non-negative integer; got {seq0!r}")
+        super().__init__(kind=kind, mode=mode, params=params, batch_size=batch_size, total=total, rate=rate,
+                         realtime=realtime, seed=seed, source=source, seq0=seq0, time_origin=time_origin)
         self.qfunc = qfunc
         self.device = device
-        self.kind = kind
-        self.mode = mode
-        self.batch_size = int(batch_size)
-        self.total = None if total is None else int(total)
-        self.rate = None if rate is None else float(rate)
-        self.realtime = bool(realtime)
-        self.source = str(source)
-        self.seq = int(seq0)
-        self.time_origin = float(time_origin)
         self.state_method = state
         self.shadow_method = shadow_method
-        self._rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-        self._params: Any = params if callable(params) else _normalize_params(params)
         self._wires = None if wires is None else tuple(wires)
-        self._cache_key: Any = None
-        self._sampler: ShadowSampler | BellSampler | None = None
         self._native_ok: bool | None = None if shadow_method == "auto" else shadow_method == "native"
-        self._stop = False
-        self.produced = 0
-
-    # -- parameters -----------------------------------------------------------------
-    def set_params(self, *args: Any, **kwargs: Any) -> None:
-        """Change the circuit arguments; takes effect from the next batch.
-
-        ``set_params(0.3, w)`` sets positional arguments, ``set_params(theta=0.3)``
-        keyword arguments, and ``set_params(fn)`` with a single callable makes
-        them a function of stream time.
-        """
-        if len(args) == 1 and not kwargs and callable(args[0]):
-            self._params = args[0]
-        else:
-            self._params = (tuple(args), dict(kwargs))
-        log.debug("%s: parameters changed", self.source)
-
-    def stop(self) -> None:
-        """Finish the stream after the batch being produced (a clean end, no exception)."""
-        self._stop = True
-
-    def _args_at(self, t: float) -> tuple[tuple, dict]:
-        p = self._params
-        return _normalize_params(p(t)) if callable(p) else p
 
     # -- circuit pieces ----------------------------------------------------------------
     def _ops(self, args: tuple, kwargs: dict) -> list:
@@ -283,14 +208,8 @@ class PennyLaneDriver:
     # -- batch producers (run in a worker thread) ----------------------------------------
     def _make_batch(self, args: tuple, kwargs: dict, shots: int, seq: int, t: np.ndarray) -> ShadowBatch | BellBatch:
         if self.mode == "state":
-            key = (_freeze(args), _freeze(kwargs))
-            if self._sampler is None or key != self._cache_key:
-                ops = self._ops(args, kwargs)
-                st = self._compute_state(ops)
-                self._sampler = ShadowSampler(st) if self.kind == "shadow" else BellSampler(st)
-                self._cache_key = key
-                log.debug("%s: new %s state for seq %d", self.source, "density" if st.ndim == 2 else "pure", seq)
-            return self._sampler.sample(shots, self._rng, wires=self._wires, source=self.source, seq=seq, t=t)
+            key = (freeze(args), freeze(kwargs))
+            return self._state_batch(key, lambda: self._compute_state(self._ops(args, kwargs)), shots, seq, t)
         ops = self._ops(args, kwargs)
         if self.kind == "bell":
             return self._device_bell(ops, shots, seq, t)
@@ -314,13 +233,9 @@ class PennyLaneDriver:
         # draw every shot's bases, run one rotated circuit per distinct setting with as
         # many shots as drew it, and put the rows back in draw order (exactly i.i.d.)
         n = len(reg)
-        bases = self._rng.integers(0, 3, size=(shots, n), dtype=np.uint8)
-        settings, inverse = np.unique(bases, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        counts = np.bincount(inverse, minlength=len(settings))
-        order = np.argsort(inverse, kind="stable")  # shots grouped by setting
+        drawn = draw_settings(self._rng, shots, n)
         tapes = []
-        for s, count in zip(settings, counts):
+        for s, count in zip(drawn.settings, drawn.counts):
             rot = []
             for w, b in zip(reg, s):
                 if b == 0:  # X: H maps |+>, |-> to |0>, |1>
@@ -330,9 +245,7 @@ class PennyLaneDriver:
             tapes.append(qml.tape.QuantumScript(self._register_ops(ops) + rot, [qml.sample(wires=reg)], shots=int(count)))
         results = qml.execute(tapes, self.device)
         grouped = np.concatenate([np.asarray(r, dtype=np.uint8).reshape(-1, n) for r in results])
-        outcomes = np.empty((shots, n), dtype=np.uint8)
-        outcomes[order] = grouped
-        return ShadowBatch(bases, outcomes, wires=self._wires, source=self.source, seq=seq, t=t)
+        return ShadowBatch(drawn.bases, drawn.ungroup(grouped), wires=self._wires, source=self.source, seq=seq, t=t)
 
     def _device_bell(self, ops: list, shots: int, seq: int, t: np.ndarray) -> BellBatch:
         import pennylane as qml
@@ -360,76 +273,6 @@ class PennyLaneDriver:
         tape = qml.tape.QuantumScript(circ, [qml.sample(wires=slots)], shots=shots)
         samples = np.asarray(qml.execute([tape], self.device)[0]).reshape(shots, 2 * n)
         return BellBatch.from_interleaved(samples, wires=self._wires, source=self.source, seq=seq, t=t)
-
-    # -- streaming -------------------------------------------------------------------------
-    def __aiter__(self) -> AsyncIterator[ShadowBatch | BellBatch]:
-        return self.stream()
-
-    async def stream(self) -> AsyncIterator[ShadowBatch | BellBatch]:
-        """Yield batches until ``total`` records were produced or :meth:`stop` is called."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        virtual = 0.0  # stream time when the rate is honoured without sleeping
-        self._stop = False
-        log.info(
-            "%s: streaming %s batches (%s mode, batch %d, total %s, rate %s/s)",
-            self.source, self.kind, self.mode, self.batch_size, self.total, self.rate,
-        )
-        try:
-            while not self._stop and (self.total is None or self.produced < self.total):
-                shots = self.batch_size if self.total is None else min(self.batch_size, self.total - self.produced)
-                if self.rate is not None:
-                    now = virtual if not self.realtime else self.produced / self.rate
-                    t = self.time_origin + (self.produced + np.arange(shots)) / self.rate
-                else:
-                    now = loop.time() - start
-                    t = np.full(shots, self.time_origin + now)
-                args, kwargs = self._args_at(now)
-                batch = await asyncio.to_thread(self._make_batch, args, kwargs, shots, self.seq, t)
-                self.seq += 1
-                self.produced += shots
-                log.debug("%s: batch seq=%d T=%d", self.source, batch.seq, batch.T)
-                yield batch
-                if self.rate is not None:
-                    if self.realtime:
-                        delay = start + self.produced / self.rate - loop.time()
-                        if delay > 0:
-                            await asyncio.sleep(delay)
-                    else:
-                        virtual = self.produced / self.rate
-        finally:
-            log.info("%s: stream ended after %d records (next seq %d)", self.source, self.produced, self.seq)
-
-    def sample(self, shots: int, *args: Any, **kwargs: Any) -> ShadowBatch | BellBatch:
-        """One batch of ``shots`` records, synchronously (no event loop needed).
-
-        ``args``/``kwargs`` are the circuit's arguments for this batch (default:
-        the driver's ``params``); numbering (``seq``) and ``produced`` advance as
-        in the stream.
-        """
-        if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-            raise ValueError(f"shots must be a positive integer; got {shots!r}")
-        if not args and not kwargs:
-            args, kwargs = self._args_at(0.0)
-        t = self.time_origin + np.zeros(int(shots))
-        batch = self._make_batch(tuple(args), dict(kwargs), int(shots), self.seq, t)
-        self.seq += 1
-        self.produced += int(shots)
-        return batch
-
-    async def collect(self, batches: int | None = None) -> list[ShadowBatch | BellBatch]:
-        """Run the stream and return its batches (at most ``batches`` of them)."""
-        out: list = []
-        stream = self.stream()
-        try:
-            async for b in stream:
-                out.append(b)
-                if batches is not None and len(out) >= batches:
-                    break
-        finally:
-            await stream.aclose()
-        return out
-
 
 def sample_records(qnode: Any, shots: int, *args: Any, kind: str = "shadow", mode: str = "state", wires: Sequence[Any] | None = None,
                    seed: Any = None, device: Any = None, **kwargs: Any) -> ShadowBatch | BellBatch:
