@@ -41,6 +41,8 @@ Modules:
 * :mod:`~qsense.sims.telescope.array` - :class:`TelescopeArray` (positions,
   apertures, baselines, coherence and heralded photon state) and the layouts
   :func:`golomb_array`, :func:`demo_array`.
+* :mod:`~qsense.sims.telescope.stations` - real layouts by name (CHARA, VLTI;
+  table ``stations.toml`` with its sources): :func:`named_array`, :class:`StationLayout`.
 * :mod:`~qsense.sims.telescope.sky` - sky sources and their visibilities:
   :class:`Source`, :class:`PointSource`, :class:`BinaryStar`, :class:`UniformDisk`,
   :class:`GaussianSource`, :class:`ImageSource` (and :data:`MAS`, one
@@ -73,6 +75,7 @@ from .samplers import (
 )
 from .simulator import TelescopeSim
 from .sky import MAS, BinaryStar, GaussianSource, ImageSource, PointSource, Source, UniformDisk
+from .stations import StationLayout, UnknownArrayError, array_names, named_array
 
 __all__ = [
     "MAS",
@@ -82,15 +85,19 @@ __all__ = [
     "Photons",
     "PointSource",
     "Source",
+    "StationLayout",
     "TelescopeArray",
     "TelescopeBackend",
     "TelescopeCoherence",
     "TelescopeSim",
     "UniformDisk",
+    "UnknownArrayError",
+    "array_names",
     "as_extended_state",
     "bell_from_amplitudes",
     "demo_array",
     "golomb_array",
+    "named_array",
     "photons_of",
     "sample_single_excitation_bell",
     "sample_single_excitation_shadows",
