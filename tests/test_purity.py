@@ -90,8 +90,8 @@ def test_entropy_and_checkpoint():
 
 
 def test_bad_subsystems():
-    with pytest.raises(ValueError, match="limit"):
-        ShadowPurity([tuple(range(10))])
+    with pytest.raises(ValueError, match="limit is 16"):
+        ShadowPurity([tuple(range(17))])
     with pytest.raises(ValueError, match="repeats"):
         ShadowPurity([(0, 0)])
     est = ShadowPurity([(0, 5)])
