@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from qsense.estimators.bell import AllPauliSquares, BellEstimator, all_pauli_squares, pauli_square_labels
 from qsense.estimators.decoherence import T1T2, DecoherenceMismatchWarning, Dephasing, Depolarizing
+from qsense.estimators.derandomize import DesignError, derandomized_bases
 from qsense.estimators.purity import ShadowPurity
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
@@ -44,6 +45,8 @@ __all__ = [
     "Estimate",
     "shadow_expval",
     "matched_ratio_expval",
+    "derandomized_bases",
+    "DesignError",
     "all_pauli_squares",
     "AllPauliSquares",
     "pauli_square_labels",

@@ -55,6 +55,14 @@ class PauliTerm:
     ops: tuple[tuple[Hashable, str], ...]
     positional: bool = True
 
+    def __post_init__(self) -> None:
+        # a wire named twice ("X0 X0") is not a Pauli word of that weight: the
+        # kernels would count it as weight 2 and scale by 9 (2.97 for the identity)
+        wires = [w for w, _ in self.ops]
+        if len(set(wires)) != len(wires):
+            twice = next(w for w in wires if wires.count(w) > 1)
+            raise ValueError(f"Pauli term names wire {twice} twice")
+
     @property
     def weight(self) -> int:
         """Number of non-identity factors."""

@@ -65,6 +65,7 @@ from .sources import (
 )
 
 from .exact import exact_expval, exact_purity, exact_renyi2, exact_square
+from .designed import sample_in_bases
 
 __all__ = [
     "exact_expval",
@@ -72,6 +73,7 @@ __all__ = [
     "exact_purity",
     "exact_renyi2",
     "sample_shadows",
+    "sample_in_bases",
     "sample_bell",
     "sample_bell_pair",
     "ShadowSampler",

@@ -2,8 +2,12 @@
 (github.com/hsinyuan-huang/predicting-quantum-properties).
 
 * measurements: first line n; then one snapshot per line, ``B s B s ...`` for
-  wires 0..n-1 with B in {X, Y, Z} and s in {1, -1} (the eigenvalue);
-* observables: first line n; then ``k P q P q ...`` (k letters, 0-based wires);
+  wires 0..n-1 with B in {X, Y, Z} and s in {1, -1} (the eigenvalue; ``+1`` is
+  read as ``1``);
+* observables: first line n; then ``k P q P q ...`` (k letters, 0-based wires,
+  no wire twice), optionally followed by a positive weight, the relative number
+  of measurements the reference's derandomization (and
+  :func:`qsense.derandomized_bases`) plans for that observable;
 * subsystems: first line n; then ``size q1 q2 ...``.
 """
 
@@ -58,7 +62,7 @@ def read_measurements(path: str | os.PathLike, **kw) -> ShadowBatch:
         bad = letters[bases == 255][0]
         raise ValueError(f"{path}: unknown basis letter {bad!r} (use X, Y, Z)")
     outcomes = np.full(signs.shape, 255, dtype=np.int16)
-    outcomes[signs == "1"] = 0
+    outcomes[(signs == "1") | (signs == "+1")] = 0
     outcomes[signs == "-1"] = 1
     if (outcomes == 255).any():
         bad = signs[outcomes == 255][0]
@@ -79,37 +83,61 @@ def write_measurements(path: str | os.PathLike, batch: ShadowBatch) -> None:
             f.write(" ".join(row) + " \n")
 
 
-def read_observables(path: str | os.PathLike) -> tuple[int, list[PauliObservable]]:
-    """Read an observable file: returns (n, observables) with positional wires."""
+def read_observables(path: str | os.PathLike, *, with_weights: bool = False):
+    """Read an observable file: ``(n, observables)`` with positional wires, or
+    ``(n, observables, weights)`` (float64, 1 where a line has no weight) with
+    ``with_weights=True``.  Raises ``ValueError`` naming the line on bad input
+    (a wire given twice, a wire outside 0..n-1, a non-positive weight, ...)."""
     lines = _lines(path)
     n = _header(path, lines)
     out = []
-    for ln in lines[1:]:
+    weights = np.ones(len(lines) - 1)
+    for i, ln in enumerate(lines[1:]):
         tok = ln.split()
-        k = int(tok[0])
-        if len(tok) != 1 + 2 * k:
-            raise ValueError(f"{path}: line {ln!r} does not hold {k} (letter, wire) pairs")
+        try:
+            k = int(tok[0])
+        except ValueError:
+            raise ValueError(f"{path}: line {ln!r} must start with the number of Pauli letters") from None
+        if k < 0 or len(tok) not in (1 + 2 * k, 2 + 2 * k):
+            raise ValueError(f"{path}: line {ln!r} does not hold {k} (letter, wire) pairs and an optional weight")
         ops = []
-        for letter, q in zip(tok[1::2], tok[2::2]):
+        for letter, q in zip(tok[1 : 1 + 2 * k : 2], tok[2 : 2 + 2 * k : 2]):
             if letter not in _BASIS:
-                raise ValueError(f"{path}: unknown Pauli letter {letter!r}")
-            if not 0 <= int(q) < n:
-                raise ValueError(f"{path}: wire {q} outside 0..{n - 1}")
+                raise ValueError(f"{path}: unknown Pauli letter {letter!r} in line {ln!r}")
+            if not q.isdigit() or not 0 <= int(q) < n:
+                raise ValueError(f"{path}: wire {q!r} outside 0..{n - 1} in line {ln!r}")
             ops.append((int(q), letter))
+        if len({q for q, _ in ops}) != len(ops):
+            raise ValueError(f"{path}: line {ln!r} names a wire twice")
+        if len(tok) == 2 + 2 * k:
+            try:
+                weights[i] = float(tok[-1])
+            except ValueError:
+                raise ValueError(f"{path}: weight {tok[-1]!r} in line {ln!r} is not a number") from None
+            if not (np.isfinite(weights[i]) and weights[i] > 0):
+                raise ValueError(f"{path}: weight {tok[-1]!r} in line {ln!r} must be positive")
         term = PauliTerm(tuple(sorted(ops)), True)
         out.append(PauliObservable(((1.0, term),), str(term)))
-    return n, out
+    return (n, out, weights) if with_weights else (n, out)
 
 
-def write_observables(path: str | os.PathLike, n: int, observables: Iterable[PauliObservable]) -> None:
-    """Write single-term observables in the reference format."""
+def write_observables(
+    path: str | os.PathLike, n: int, observables: Iterable[PauliObservable], weights: Iterable[float] | None = None
+) -> None:
+    """Write single-term observables in the reference format (with a trailing
+    weight per line when ``weights`` are given)."""
+    obs = list(observables)
+    w = None if weights is None else [float(x) for x in weights]
+    if w is not None and len(w) != len(obs):
+        raise ValueError(f"weights must hold one number per observable ({len(obs)}); got {len(w)}")
     with open(path, "w") as f:
         f.write(f"{n}\n")
-        for o in observables:
+        for i, o in enumerate(obs):
             if len(o.terms) != 1:
                 raise ValueError("the reference format holds single Pauli words only")
             term = o.terms[0][1]
-            f.write(f"{term.weight} " + " ".join(f"{p} {w}" for w, p in term.ops) + "\n")
+            line = f"{term.weight} " + " ".join(f"{p} {w}" for w, p in term.ops)
+            f.write(line.rstrip() + (f" {w[i]!r}" if w is not None else "") + "\n")
 
 
 def read_subsystems(path: str | os.PathLike) -> tuple[int, list[tuple[int, ...]]]:
