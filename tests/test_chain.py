@@ -87,7 +87,7 @@ async def test_chain_into_an_in_process_daemon_folds_every_record_and_agrees_wit
 
 async def test_keyword_form_to_an_external_endpoint_with_an_in_process_estimator(rho3):
     cfg = {"inputs": {"zmq": [{"name": "in", "endpoint": "tcp://127.0.0.1:*"}]},
-           "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}]}
+           "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 3}]}
     est = ShadowEstimator(["Z0"])
     async with EstimationDaemon(cfg, resume=False) as daemon:
         chain = Chain(

@@ -376,6 +376,7 @@ endpoint = "tcp://127.0.0.1:*"
 name = "z"
 type = "shadow"
 observables = ["Z0"]
+wires = 3
 [archive]
 path = "{stored}"
 """)

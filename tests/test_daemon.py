@@ -69,6 +69,9 @@ def test_example_config_is_valid():
         ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[[inputs.zmq]]\nendpoint='localhost:5'", "inputs.zmq[0].endpoint"),
         ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[[inputs.zmq]]\nendpoint='tcp://127.0.0.1:5'\ncurve=true", "no [curve] table"),
         ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[[inputs.mqtt]]\ntopics=['a/#/b']", "invalid MQTT topic filter"),
+        # unpinned and fed from the network: any peer's first batch would fix its register (issue 12, item 5)
+        ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[[inputs.zmq]]\nendpoint='tcp://127.0.0.1:5'",
+         "estimators[0].wires: estimator 'a' is fed from network inputs and does not declare its wires"),
         ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[mqtt]\npassword='x'", "a password needs a username"),
         ("[[estimators]]\nname='a'\ntype='purity'\nsubsystems=[[0]]\n[checkpoint]\nperiod=-1\npath='x'", "checkpoint.period"),
         ("[[estimators]\nname='a'", "not valid TOML"),
@@ -94,7 +97,8 @@ def test_checkpoint_roundtrip_atomic_and_corruption_detected(tmp_path):
                     estimators={"e": EstimatorState("shadow", {"x": 1}, est.to_bytes())}, pub_seq=9)
     path = tmp_path / "sub" / "d.ckpt"
     write_checkpoint(path, ck)
-    assert [p.name for p in path.parent.iterdir()] == ["d.ckpt"]  # no temporary left behind
+    # no temporary left behind; the HMAC key was created next to it
+    assert sorted(p.name for p in path.parent.iterdir()) == ["d.ckpt", "d.ckpt.key"]
     back = read_checkpoint(path)
     assert back.sources == {"a": {"epoch": 5, "seq": 41}} and back.pub_seq == 9
     np.testing.assert_array_equal(ShadowEstimator.from_bytes(back.estimators["e"].state).estimate().values, est.estimate().values)
@@ -149,9 +153,9 @@ async def test_garbage_mixed_with_valid_data_changes_nothing(tmp_path):
         "daemon": {"publish_interval": 60},
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:*", "name": "in"}]},
         "estimators": [
-            {"name": "mom", "type": "shadow", "observables": OBS, "groups": 5},
-            {"name": "pur", "type": "purity", "subsystems": [[0], [1, 2]]},
-            {"name": "bell", "type": "bell", "observables": ["XX", "ZIZI"], "purity_subsystems": [[0, 1]]},
+            {"name": "mom", "type": "shadow", "observables": OBS, "groups": 5, "wires": 4},
+            {"name": "pur", "type": "purity", "subsystems": [[0], [1, 2]], "wires": 4},
+            {"name": "bell", "type": "bell", "observables": ["XX", "ZIZI"], "purity_subsystems": [[0, 1]], "wires": 4},
             {"name": "only-a", "type": "shadow", "observables": ["Z0"], "sources": ["a"], "wires": 4},
         ],
         "outputs": {"prometheus": {"port": 0}},
@@ -251,6 +255,7 @@ name = "mom"
 type = "shadow"
 observables = {json.dumps(OBS)}
 groups = 4
+wires = 4
 [outputs.zmq]
 endpoint = "tcp://127.0.0.1:*"
 snapshot_endpoint = "tcp://127.0.0.1:*"
@@ -461,6 +466,7 @@ curve = true
 name = "z"
 type = "shadow"
 observables = ["Z0"]
+wires = 4
 [outputs.zmq]
 endpoint = "tcp://127.0.0.1:*"
 snapshot_endpoint = "tcp://127.0.0.1:*"
@@ -496,7 +502,7 @@ authorized_keys = "authorized"
 def test_broker_config_reads_password_file_and_checks_tls_files(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
     (tmp_path / "ca.crt").write_text("not really a certificate")
-    doc = {"estimators": [{"name": "a", "type": "shadow", "observables": ["Z0"]}],
+    doc = {"estimators": [{"name": "a", "type": "shadow", "observables": ["Z0"], "wires": 1}],
            "inputs": {"mqtt": [{"topics": ["lab/#"]}]},
            "mqtt": {"username": "u", "password_file": "pw", "ca_file": "ca.crt", "port": 8883}}
     cfg = parse_config(doc, tmp_path)

@@ -41,8 +41,8 @@ def _config(tmp_path, **archive):
     return parse_config({
         "daemon": {"name": "arch", "publish_interval": 0.2, "drain_timeout": 2.0},
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
-        "estimators": [{"name": "obs", "type": "shadow", "observables": OBS},
-                       {"name": "ent", "type": "purity", "subsystems": [[0, 1]]}],
+        "estimators": [{"name": "obs", "type": "shadow", "observables": OBS, "wires": 4},
+                       {"name": "ent", "type": "purity", "subsystems": [[0, 1]], "wires": 4}],
         "checkpoint": {"path": str(tmp_path / "state.ckpt"), "period": 3600},
         "archive": {"path": str(tmp_path / "archive"), "commit_interval": 0.01, **archive},
     })
@@ -119,8 +119,8 @@ async def test_new_estimator_is_back_filled_from_the_archive(tmp_path):
         doc = {
             "daemon": {"name": "arch", "publish_interval": 0.2, "drain_timeout": 2.0},
             "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
-            "estimators": [{"name": "obs", "type": "shadow", "observables": OBS},
-                           {"name": "late", "type": "shadow", "observables": new_obs}],
+            "estimators": [{"name": "obs", "type": "shadow", "observables": OBS, "wires": 4},
+                           {"name": "late", "type": "shadow", "observables": new_obs, "wires": 4}],
             "checkpoint": {"path": str(tmp_path / "state.ckpt"), "period": 3600},
             "archive": {"path": str(tmp_path / "archive"), "commit_interval": 0.01},
         }
@@ -191,6 +191,7 @@ endpoint = "tcp://127.0.0.1:0"
 name = "a"
 type = "purity"
 subsystems = [[0]]
+wires = 4
 [archive]
 path = "{tmp_path / 'archive'}"
 """)
@@ -238,10 +239,12 @@ name = "in"
 name = "obs"
 type = "shadow"
 observables = {json.dumps(OBS)}
+wires = 4
 [[estimators]]
 name = "ent"
 type = "purity"
 subsystems = [[0, 1], [2]]
+wires = 4
 [checkpoint]
 path = "{tmp_path / 'state.ckpt'}"
 period = 0.25
@@ -384,7 +387,7 @@ async def test_archive_counters_reach_prometheus(tmp_path):
 
     doc = {
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
-        "estimators": [{"name": "obs", "type": "shadow", "observables": OBS}],
+        "estimators": [{"name": "obs", "type": "shadow", "observables": OBS, "wires": 4}],
         "outputs": {"prometheus": {"port": 0}},
         "archive": {"path": str(tmp_path / "archive"), "commit_interval": 0.01},
     }

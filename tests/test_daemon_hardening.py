@@ -77,7 +77,7 @@ def _mqtt_config(broker, **extra) -> dict:  # noqa: F811
     return {
         "daemon": {"name": "fuzz", "publish_interval": 5.0},
         "inputs": {"mqtt": [{"topics": ["lab/#"], "flush_interval": 0.02, "batch_size": 64, "name": "detectors"}]},
-        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 1}],
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "reconnect_min": 0.05, "reconnect_max": 0.5},
         **extra,
     }
@@ -199,7 +199,7 @@ def _write_toml(path: Path, doc: dict) -> Path:
 def _base_doc(tmp_path: Path) -> dict:
     return {
         "inputs.zmq": [{"endpoint": f"tcp://127.0.0.1:{_free_port()}", "name": "records"}],
-        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 1}],
         "outputs.zmq": {"endpoint": f"tcp://127.0.0.1:{_free_port()}", "snapshot_endpoint": f"tcp://127.0.0.1:{_free_port()}"},
     }
 
@@ -277,7 +277,7 @@ async def test_startup_failure_raises_daemon_error_within_2s(tmp_path, case):
     from qsense.streaming.config import CurveConfig, parse_config
 
     doc = {"inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "records"}]},
-           "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+           "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 1}],
            "outputs": {"zmq": {"endpoint": "tcp://127.0.0.1:0", "snapshot_endpoint": "tcp://127.0.0.1:0"}}}
     cfg = parse_config(doc)
     busy = None
@@ -311,7 +311,7 @@ def _zmq_config(tmp_path: Path, archive: bool, **daemon) -> dict:
     cfg = {
         "daemon": {"name": "trust", "publish_interval": 5.0, **daemon},
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
-        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 1}],
         "checkpoint": {"path": str(tmp_path / "d.ckpt"), "period": 60.0},
     }
     if archive:
@@ -387,8 +387,8 @@ def test_reset_source_flag_is_accepted(tmp_path):
 def _resume_doc(tmp_path: Path, observables: list[str], archive: bool = False) -> dict:
     doc = {
         "inputs.zmq": [{"endpoint": f"tcp://127.0.0.1:{_free_port()}", "name": "records"}],
-        "estimators": [{"name": "e", "type": "shadow", "observables": observables},
-                       {"name": "same", "type": "shadow", "observables": ["Z0"]}],
+        "estimators": [{"name": "e", "type": "shadow", "observables": observables, "wires": 1},
+                       {"name": "same", "type": "shadow", "observables": ["Z0"], "wires": 1}],
         "checkpoint": {"path": str(tmp_path / "c.ckpt"), "period": 3600},
     }
     if archive:
@@ -480,7 +480,7 @@ async def test_curve_binds_source_names_to_client_keys(tmp_path):
     doc = {
         "inputs.zmq": [{"name": "secure", "endpoint": "tcp://127.0.0.1:0", "curve": True},
                        {"name": "plain", "endpoint": "tcp://127.0.0.1:0"}],
-        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"]}],
+        "estimators": [{"name": "z", "type": "shadow", "observables": ["Z0"], "wires": 1}],
         "curve": {"server_secret_key": "server/server.key_secret", "authorized_keys": "authorized"},
         "curve.sources": {"victim": ["alice"]},
     }

@@ -160,7 +160,7 @@ def test_config_decoherence_key():
 
     from qsense.streaming.config import ConfigError, parse_config
 
-    base = "[[inputs.zmq]]\nendpoint='tcp://127.0.0.1:5555'\n[[estimators]]\nname='b'\ntype='bell'\nobservables=['ZZ']\n"
+    base = "[[inputs.zmq]]\nendpoint='tcp://127.0.0.1:5555'\n[[estimators]]\nname='b'\ntype='bell'\nobservables=['ZZ']\nwires=2\n"
     cfg = parse_config(tomllib.loads(base + "t2 = 0.001\ndecoherence = 'dephasing'\n")).estimators[0]
     assert cfg.decoherence == "dephasing" and cfg.fingerprint()["decoherence"] == "dephasing"
     # the default leaves the fingerprint of older checkpoints unchanged

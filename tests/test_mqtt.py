@@ -204,7 +204,7 @@ async def test_daemon_mqtt_in_and_retained_estimates_out(broker, tmp_path):  # n
     cfg = {
         "daemon": {"name": "lab", "publish_interval": 0.1},
         "inputs": {"mqtt": [{"topics": ["lab/+/events"], "flush_interval": 0.05, "batch_size": 1000}]},
-        "estimators": [{"name": "zz", "type": "shadow", "observables": ["Z0 Z1", "X0"]}],
+        "estimators": [{"name": "zz", "type": "shadow", "observables": ["Z0 Z1", "X0"], "wires": 2}],
         "outputs": {"mqtt": {"topic_prefix": "qsense/lab"}},
         "mqtt": {"host": "127.0.0.1", "port": broker.tls_port, "username": settings.username,
                  "password": settings.password, "ca_file": settings.ca_file, "reconnect_min": 0.05},

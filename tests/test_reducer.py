@@ -46,14 +46,14 @@ def _config(tmp_path, name, *, obs=OBS, archive=True, bell=False, inp="tcp://127
     raw = {
         "daemon": {"name": name, "publish_interval": 0.1, "drain_timeout": 1.0},
         "inputs": {"zmq": [{"endpoint": inp, "name": "in"}]},
-        "estimators": [{"name": "obs", "type": "shadow", "observables": obs},
-                       {"name": "ent", "type": "purity", "subsystems": [[0, 1], [2]]}],
+        "estimators": [{"name": "obs", "type": "shadow", "observables": obs, "wires": 4},
+                       {"name": "ent", "type": "purity", "subsystems": [[0, 1], [2]], "wires": 4}],
         "outputs": {"zmq": {"endpoint": pub, "snapshot_endpoint": snap}},
         "checkpoint": {"path": str(tmp_path / f"{name}.ckpt"), "period": 3600},
     }
     if bell:
         raw["estimators"].append({"name": "bell", "type": "bell", "observables": ["XX", "ZIZI"],
-                                  "purity_subsystems": [[0, 1]]})
+                                  "purity_subsystems": [[0, 1]], "wires": 4})
     if archive:
         raw["archive"] = {"path": str(tmp_path / f"{name}-archive"), "commit_interval": 0.005}
     return parse_config(raw)

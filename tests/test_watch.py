@@ -21,7 +21,7 @@ def _doc():
     return {
         "daemon": {"name": "watched", "publish_interval": 0.1},
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in"}]},
-        "estimators": [{"name": "zz", "type": "shadow", "observables": ["Z0 Z1", "X0"]}],
+        "estimators": [{"name": "zz", "type": "shadow", "observables": ["Z0 Z1", "X0"], "wires": 2}],
         "outputs": {"zmq": {"endpoint": "tcp://127.0.0.1:0", "snapshot_endpoint": "tcp://127.0.0.1:0"}},
     }
 
