@@ -53,7 +53,7 @@ from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import METHODS, ShadowEstimator
 from qsense.pauli import PauliObservable, parse_observable
 from qsense.records import BellBatch, ShadowBatch
-from qsense.streaming import reference
+from qsense.streaming import reference, reference_fast
 
 __all__ = ["UsageError", "add_arguments", "add_selection_arguments", "parse_observable_text", "parse_wires", "run", "selection"]
 
@@ -226,7 +226,7 @@ def _load(path: Path) -> ShadowBatch | BellBatch:
                         return ShadowBatch(bases=z[bases], outcomes=z[outcomes])
                 raise UsageError(f"{path}: holds {sorted(names)}; an .npz needs 'bases' and 'outcomes' (or PennyLane's "
                                  "'recipes' and 'bits') for shadows, or 'bell' (and optionally 'wait') for Bell records")
-        return reference.read_measurements(path)
+        return reference_fast.read_measurements(path)  # bytes to bit planes, bounded memory
     except UsageError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
