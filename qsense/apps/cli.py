@@ -15,7 +15,7 @@ from typing import Sequence
 
 from qsense import __version__
 
-from . import daemon, demo, estimate, record, reduce, replay, watch
+from . import daemon, demo, estimate, oifits, record, reduce, replay, watch
 
 #: sub-command name -> (module, one-line help); each module provides
 #: ``add_arguments(parser)`` and ``run(args) -> int``
@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[ModuleType, str]] = {
     "reduce": (reduce, "merge several daemons' estimator states (live shards) into one estimate stream"),
     "record": (record, "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)"),
     "replay": (replay, "send an archive's batches again, reliably, with their original (source, epoch, seq)"),
+    "oifits": (oifits, "a daemon's visibility estimates as an OIFITS2 file (--check: validate a file)"),
     "watch": (watch, "live view of a running daemon's estimates (snapshot, then updates; --json for scripts)"),
 }
 

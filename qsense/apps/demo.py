@@ -118,6 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archive", type=Path, metavar="DIR",
                         help="keep every record batch in a record archive at DIR (a new or empty directory) for later questions")
     parser.add_argument("--verbose", action="store_true", help="keep the pipeline's and daemon's INFO logs (default: warnings only)")
+    parser.add_argument("--array", metavar="NAME", help="a real layout instead of the demo's: chara, vlti-ut, vlti-small, "
+                        "vlti-medium, vlti-large, vlti-at, or SITE:ST1,ST2,... (overrides --telescopes and --scale)")
+    parser.add_argument("--oifits", action="store_true", help="also write OUT/visibilities.oifits (OIFITS2: OI_VIS, OI_VIS2)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -186,6 +189,14 @@ def _usage_error(message: str) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     if not args.duration > 0:
         _usage_error("--duration must be positive")
+    if getattr(args, "array", None):
+        from qsense.sims.telescope.stations import UnknownArrayError, named_array
+
+        try:
+            args._layout = named_array(args.array)
+        except UnknownArrayError as exc:
+            _usage_error(f"--array: {exc}")
+        args.telescopes = args._layout.M
     if args.telescopes < 2:
         _usage_error("need at least 2 telescopes")
     if not 0 <= args.pair_fraction <= 1:
@@ -324,7 +335,8 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
     t_start = time.perf_counter()
     M = int(args.telescopes)
     lam = args.wavelength * 1e-9
-    array = tel.TelescopeArray(tel.demo_array(M, scale=args.scale), lam)
+    layout = getattr(args, "_layout", None)
+    array = tel.TelescopeArray(layout.positions if layout is not None else tel.demo_array(M, scale=args.scale), lam)
     source = _make_source(args, tel)
     bin_time = 1e-9
     t2 = math.inf if args.t2 <= 0 else float(args.t2)
@@ -412,6 +424,11 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
     if not args.no_plot:
         result.files += _plots(args, sim, array, pairs, result)
     result.files.append(_write_json(args, array, pairs, result))
+    if getattr(args, "oifits", False) and (single is not None or double is not None):
+        from .oifits import export
+
+        result.files.append(export(args.out / "visibilities.oifits", array.positions, lam, single, double, layout=layout,
+                                   target=f"simulated {args.source}", int_time=args.duration))
     for f in result.files:
         print(f"wrote {f}")
     if getattr(args, "archive", None) is not None:
