@@ -115,6 +115,18 @@ def test_weights_change_the_allocation(tmp_path):
     assert len(qsense.derandomized_bases(obs, 40, n=n)) < len(bases) < len(qsense.derandomized_bases(obs, 120, n=n))
 
 
+def test_wire_labels_and_sums():
+    labelled = qsense.PauliObservable(((1.0, qsense.PauliTerm((("a", "X"), ("c", "Z")), positional=False)),), "X(a) Z(c)")
+    bases = qsense.derandomized_bases([labelled], 7, wires=["a", "b", "c"])
+    assert bases.shape == (7, 3)
+    assert design_counts(bases, ["X0 Z2"])[0] == 7
+    with pytest.raises(DesignError, match="wires"):
+        qsense.derandomized_bases([labelled], 10)
+    with pytest.raises(DesignError, match="not among"):
+        qsense.derandomized_bases([labelled], 10, wires=["a", "b"])
+
+
+@pytest.mark.slow  # imports PennyLane (seconds)
 def test_sums_and_pennylane_words():
     qml = pytest.importorskip("pennylane")
     bases = qsense.derandomized_bases([qml.X("a") @ qml.Z("c"), 0.5 * qml.Y("b") + qml.Z("a")], 10, wires=["a", "b", "c"])
@@ -260,3 +272,116 @@ def test_plus_one_outcomes_are_read(tmp_path):
     p.write_text("2\nX +2 Z -1\n")
     with pytest.raises(ValueError, match="1 or -1"):
         reference.read_measurements(p)
+
+
+# -- the online policy ---------------------------------------------------------------------
+
+from qsense.acquisition.scheduler import DerandomizedBasisPolicy, UniformBasisPolicy  # noqa: E402
+
+ONLINE_TARGETS = ["X0 Z1", "Z2 Z3", "X1 X4 Z5", "Z0 X2 X3", "X0 Z3 X4 Z5", "Z1 X2 Z4 X5", "X3 X5", "Z0 Z4 X5"]
+
+
+def run_until(policy, state, obs, eps, block=100, max_copies=40_000, seed=0):
+    """Copies measured until every target's matched error bar is within eps."""
+    rng = np.random.default_rng(seed)
+    est = qsense.ShadowEstimator(obs, method="matched")
+    T = 0
+    while T < max_copies:
+        batch = sims.sample_in_bases(state, policy.next_bases(block), rng)
+        policy.update(batch)
+        est.update(batch)
+        T += block
+        r = est.estimate()
+        if np.all(r.stderr <= eps):
+            return T, r
+    raise AssertionError(f"not converged after {max_copies} copies")
+
+
+def test_online_policy_reaches_the_targets_faster_than_uniform_bases():
+    state = sims.random_circuit_state(6, 4, seed=21)
+    exact = sims.exact_expval(state, ONLINE_TARGETS)
+    online = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.1, random_fraction=0.1, n=6, seed=1)
+    T_online, r = run_until(online, state, ONLINE_TARGETS, 0.1)
+    T_uniform, r_u = run_until(UniformBasisPolicy(6, seed=1), state, ONLINE_TARGETS, 0.1)
+    assert T_online * 4 < T_uniform, (T_online, T_uniform)
+    assert online.converged
+    np.testing.assert_allclose(online.estimate().values, r.values)
+    for res in (r, r_u):
+        assert np.all(np.abs(res.values - exact) < 4 * res.stderr + 1e-12)
+    assert online.counters["random"] + online.counters["designed"] == T_online
+    # a tenth of the slots is random; once the targets are covered the rest are too
+    assert online.counters["random"] >= 0.05 * T_online
+    assert online.counters["designed"] >= 0.5 * T_online
+
+
+def test_random_fraction_keeps_a_held_out_observable_estimable():
+    # the targets use only X and Z, so designed bases never measure Y0 Y1
+    state = sims.random_circuit_state(6, 4, seed=22)
+    held_out = "Y0 Y1"
+    exact = sims.exact_expval(state, held_out)[0]
+    for frac in (0.0, 0.3):
+        policy = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.03, random_fraction=frac, n=6, seed=2)
+        rng = np.random.default_rng(3)
+        batches = [sims.sample_in_bases(state, policy.next_bases(200), rng) for _ in range(10)]
+        for b in batches:
+            policy.update(b)
+        data = qsense.concatenate(batches)
+        hits = design_counts(data.bases, [held_out])[0]
+        if frac == 0.0:
+            assert hits == 0
+            continue
+        assert abs(hits - frac * 2000 / 9) < 5 * np.sqrt(frac * 2000 / 9)
+        est = qsense.ShadowEstimator([held_out], method="matched")
+        est.update(data)
+        r = est.estimate()
+        assert abs(r.values[0] - exact) < 4 * r.stderr[0]
+
+
+def test_online_error_bars_cover_exact_values():
+    state = sims.random_circuit_state(4, 3, seed=23)
+    obs = ["X0 Z1", "Z2 Z3", "Y1 X2 Z3", "X0 X1 X2 X3"]
+    exact = sims.exact_expval(state, obs)
+    z = []
+    for seed in range(60):
+        policy = DerandomizedBasisPolicy(obs, 0.1, random_fraction=0.1, n=4, seed=seed)
+        rng = np.random.default_rng(1000 + seed)
+        for _ in range(4):
+            policy.update(sims.sample_in_bases(state, policy.next_bases(60), rng))
+        r = policy.estimate()
+        z.append((r.values - exact) / r.stderr)
+    z = np.abs(np.concatenate(z))
+    assert abs(np.mean(z < 1) - 0.683) < 4 * np.sqrt(0.683 * 0.317 / z.size), np.mean(z < 1)
+    assert np.mean(z < 2) > 0.92
+
+
+def test_online_policy_without_feedback_covers_its_need_and_is_seeded():
+    a = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.2, random_fraction=0.0, n=6, seed=5)
+    need = a.needed()
+    assert (need == 1 + 25).all()
+    bases = a.next_bases(400)
+    assert (design_counts(bases, ONLINE_TARGETS) >= need).all()
+    b = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.2, random_fraction=0.3, n=6, seed=5)
+    c = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.2, random_fraction=0.3, n=6, seed=5)
+    np.testing.assert_array_equal(b.next_bases(50), c.next_bases(50))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"random_fraction": 1.5}, "random_fraction"),
+        ({"precision": -0.1}, "precision"),
+        ({"precision": [0.1, 0.2]}, "one per target"),
+        ({"min_hits": 1}, "min_hits"),
+    ],
+)
+def test_online_policy_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        DerandomizedBasisPolicy(ONLINE_TARGETS, **{"precision": 0.1, "n": 6, **kw})
+
+
+def test_online_policy_refuses_foreign_batches():
+    policy = DerandomizedBasisPolicy(ONLINE_TARGETS, 0.1, n=6)
+    with pytest.raises(ValueError, match="count"):
+        policy.next_bases(-1)
+    with pytest.raises(ValueError, match="qubits"):
+        policy.update(sims.sample_shadows(sims.ghz_state(3), 10, seed=1))

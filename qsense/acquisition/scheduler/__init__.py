@@ -34,11 +34,15 @@ Modules:
   scratch arrays and cap grid) and :class:`AdaptivePolicy`;
 * :mod:`.core` — the :class:`Scheduler` (``on_arrival``, ``on_block``,
   expiries, ``drain``) and what it returns: ``Item`` and :class:`BlockResult`.
+* :mod:`.derandomized` — basis policies for single-copy measurements:
+  :class:`DerandomizedBasisPolicy` (online derandomization towards the
+  targets' precision) and :class:`UniformBasisPolicy`.
 """
 
 # Item is re-exported for qsense.acquisition.pipeline but, as before the split, left out of __all__
 from .adaptive import AdaptivePolicy, plan_adaptive
 from .core import BlockResult, Item, Scheduler  # noqa: F401
+from .derandomized import DerandomizedBasisPolicy, UniformBasisPolicy
 from .plans import Plan, PlanContext, TargetCost
 from .policies import POLICIES, BellPolicy, FixedPolicy, Policy, ShadowPolicy, make_policy
 
@@ -56,4 +60,6 @@ __all__ = [
     "Scheduler",
     "BlockResult",
     "POLICIES",
+    "DerandomizedBasisPolicy",
+    "UniformBasisPolicy",
 ]
