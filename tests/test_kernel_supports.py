@@ -141,3 +141,16 @@ def test_threads_setting_is_validated(restore):
             K.set_threads(bad)
     K.set_threads(3)
     assert K.get_threads() == 3
+
+
+@pytest.mark.parametrize("T,n", [(0, 3), (1, 1), (63, 4), (64, 16), (100_001, 16), (3000, 130)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compiled_packer_equals_packing(restore, T, n, threads):
+    """The packer the batch path uses gives qsense.packing's planes bit for bit (padding included)."""
+    rng = np.random.default_rng(T + n)
+    bases = rng.integers(0, 3, (T, n), dtype=np.uint8)
+    outcomes = rng.integers(0, 2, (T, n), dtype=np.uint8)
+    K.set_threads(threads)
+    got = K.pack_tables(bases, outcomes)
+    np.testing.assert_array_equal(got, packing.pack_shadow(bases, outcomes))
+    packing.check_shadow_planes(got, T)

@@ -16,7 +16,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["count_terms_jit", "count_supports_jit"]
+__all__ = ["count_terms_jit", "count_supports_jit", "pack_shadow_jit"]
 
 
 @intrinsic
@@ -130,3 +130,39 @@ def count_supports_jit(rows, signs, items, grp_start, grp_k, grp_sign, term_matc
                 j = term_id[i]
                 part_m[r, j] += np.int64(m)
                 part_o[r, j] += np.int64(o)
+
+
+@njit(cache=True, nogil=True)
+def pack_shadow_jit(bases, outcomes, planes, w0, w1):
+    """Words ``w0:w1`` of the shadow bit planes (layout of :mod:`qsense.packing`) from
+    uint8 (T, n) tables with valid values, padding bits left 0 (the caller sets them).
+
+    Reads each record's n bytes once, contiguously, and ORs its bits into 3n word
+    accumulators (the loop over qubits vectorises); about 2x NumPy's transpose +
+    ``packbits`` per core, and word ranges can be packed by several threads.
+    """
+    T, n = bases.shape
+    a0 = np.zeros(n, np.uint64)
+    a1 = np.zeros(n, np.uint64)
+    a2 = np.zeros(n, np.uint64)
+    one = np.uint64(1)
+    for w in range(w0, w1):
+        lo = w * 64
+        hi = min(T, lo + 64)
+        for q in range(n):
+            a0[q] = 0
+            a1[q] = 0
+            a2[q] = 0
+        for j in range(hi - lo):
+            sh = np.uint64(j)
+            b = bases[lo + j]
+            o = outcomes[lo + j]
+            for q in range(n):
+                c = np.uint64(b[q])
+                a0[q] |= (c & one) << sh
+                a1[q] |= (c >> one) << sh
+                a2[q] |= np.uint64(o[q]) << sh
+        for q in range(n):
+            planes[0, q, w] = a0[q]
+            planes[1, q, w] = a1[q]
+            planes[2, q, w] = a2[q]
