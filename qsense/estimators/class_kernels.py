@@ -148,7 +148,7 @@ class ClassCounts:
         if k.ndim != 1 or c.shape != k.shape or not np.issubdtype(k.dtype, np.integer) or not np.issubdtype(c.dtype, np.integer):
             raise ValueError("class counts must be two aligned 1-D integer arrays")
         if k.size and (k.min() < 0 or k.max() >= 6**m or np.any(np.diff(k) <= 0) or c.min() <= 0):
-            raise ValueError("class keys must be sorted, unique and in 0..6^m - 1 with positive counts")
+            raise ValueError("class counts: keys must be sorted, unique and in 0..6^m - 1 with positive counts")
         out._keys, out._counts = k.astype(np.int64), c.astype(np.int64)
         return out
 

@@ -322,7 +322,7 @@ class ShadowPurity:
         est.wires = None if meta["wires"] is None else wires_from_json(meta["wires"])
         for i, s in enumerate(est.subsystems):
             m = len(s)
-            if f"h{i}" in z:
+            if f"h{i}" in z.files:
                 stored = z[f"h{i}"]
                 if stored.shape != (6**m,) or not np.issubdtype(stored.dtype, np.integer) or (stored.size and stored.min() < 0):
                     raise ValueError("checkpoint histogram does not match its subsystem")
@@ -332,7 +332,7 @@ class ShadowPurity:
                     est._counts[i] = ClassCounts.from_arrays(m, nz.astype(np.int64), stored[nz])
                 else:
                     est._counts[i] = stored
-            elif f"k{i}" in z and f"c{i}" in z:
+            elif f"k{i}" in z.files and f"c{i}" in z.files:
                 counts = ClassCounts.from_arrays(m, z[f"k{i}"], z[f"c{i}"])
                 est._counts[i] = counts if isinstance(est._counts[i], ClassCounts) else counts.dense()
             else:
