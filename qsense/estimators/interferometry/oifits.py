@@ -24,22 +24,24 @@ from __future__ import annotations
 
 import math
 import time as _time
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .results import SquaredVisibilityEstimate, VisibilityEstimate
 
 __all__ = [
-    "OIFITSError",
-    "OIFITSData",
     "REQUIRED",
-    "write_oifits",
-    "read_oifits",
+    "OIFITSData",
+    "OIFITSError",
     "check_oifits",
+    "read_oifits",
     "validate_oifits",
+    "write_oifits",
 ]
 
 
@@ -157,10 +159,8 @@ def _mjd_now() -> float:
 
 
 def _iso(mjd: float) -> str:
-    secs = (float(mjd) - 40587.0) * 86400.0
-    whole = math.floor(secs)
-    frac = secs - whole
-    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(whole)) + f"{frac:.3f}"[1:]
+    whole, ms = divmod(round((float(mjd) - 40587.0) * 86400000.0), 1000)
+    return _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime(whole)) + f".{ms:03d}"
 
 
 def _pairs_of(est: Any, M: int) -> np.ndarray:
@@ -443,12 +443,19 @@ def _open(path: str | Path) -> Any:
     if not p.is_file():
         raise OIFITSError(f"{p}: no such file")
     try:
-        # no memmap: a header that claims more data than the file holds fails here, not on first access
-        hdul = fits.open(p, memmap=False, lazy_load_hdus=False)
-        for h in hdul:
-            _ = h.data  # force every table to be read and checked against its header
-    except Exception as exc:  # astropy raises OSError, ValueError, TypeError, ... on hostile bytes
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # no memmap: a header that claims more data than the file holds fails here, not on first access
+            hdul = fits.open(p, memmap=False, lazy_load_hdus=False)
+            for h in hdul:
+                _ = h.data  # force every table to be read and checked against its header
+    except Exception as exc:  # noqa: BLE001 - astropy raises OSError, ValueError, TypeError, ... on hostile bytes
         raise OIFITSError(f"{p}: not a readable FITS file ({type(exc).__name__}: {_one_line(exc)})") from None
+    short = [w for w in caught if "truncated" in str(w.message)]
+    if short:
+        # astropy pads a truncated table with zeros and only warns: those zeros would be read as data
+        hdul.close()
+        raise OIFITSError(f"{p}: truncated ({_one_line(short[0].message)})")
     return hdul
 
 
@@ -500,7 +507,7 @@ def _data_table(h: Any, waves: dict[str, np.ndarray], where: str) -> tuple[np.nd
     flag = _per_channel(_col(h, "FLAG", where), n, w, "FLAG", where).astype(bool)
     uu = (u[:, None] / lam[None, :]).reshape(-1)
     vv = (v[:, None] / lam[None, :]).reshape(-1)
-    rep = lambda a: np.repeat(a, w, axis=0)  # noqa: E731
+    rep = lambda a: np.repeat(a, w, axis=0)
     return np.stack([uu, vv], axis=1), np.tile(lam, n), rep(sta), rep(mjd), flag.reshape(-1)
 
 
@@ -670,9 +677,9 @@ def _check_table(h: Any, arrays: dict, waves: dict, target_ids: set[int]) -> lis
             width = int(np.prod(np.asarray(h.data[name]).shape[1:], dtype=np.int64)) if len(h.data) else nwave
             if width != nwave:
                 probs.append(f"{where}: column {name} holds {width} channels; INSNAME has NWAVE = {nwave}")
-        if name == "STA_INDEX" and h.name != "OI_ARRAY" and len(h.data):
-            if np.asarray(h.data[name]).reshape(len(h.data), -1).shape[1] != 2:
-                probs.append(f"{where}: STA_INDEX must hold 2 stations per row")
+        if (name == "STA_INDEX" and h.name != "OI_ARRAY" and len(h.data)
+                and np.asarray(h.data[name]).reshape(len(h.data), -1).shape[1] != 2):
+            probs.append(f"{where}: STA_INDEX must hold 2 stations per row")
         if name == "STAXYZ" and len(h.data) and np.asarray(h.data[name]).reshape(len(h.data), -1).shape[1] != 3:
             probs.append(f"{where}: STAXYZ must hold 3 coordinates per row")
     if h.name == "OI_ARRAY" and str(h.header.get("FRAME", "")).strip().upper() not in ("GEOCENTRIC", "SKY"):
