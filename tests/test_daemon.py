@@ -501,6 +501,7 @@ authorized_keys = "authorized"
 
 def test_broker_config_reads_password_file_and_checks_tls_files(tmp_path):
     (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)  # a secret readable by others is refused
     (tmp_path / "ca.crt").write_text("not really a certificate")
     doc = {"estimators": [{"name": "a", "type": "shadow", "observables": ["Z0"], "wires": 1}],
            "inputs": {"mqtt": [{"topics": ["lab/#"]}]},

@@ -8,7 +8,10 @@ maps every configuration or start-up failure to one line on stderr and exit 2
 (a checkpointed estimator of another configuration included, unless
 ``--reset-estimators``/``--allow-config-change``).  What was resumed from a
 checkpoint is always said on stderr; ``--reset-source`` is the operator reset
-of a source's sequence state.
+of a source's sequence state.  A checkpoint that fails authentication or
+validation is moved aside and the start fails (exit 2) unless
+``--fresh-on-bad-checkpoint``; one of the earlier unsigned format needs
+``--trust-unsigned-checkpoint`` once.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reset-source", action="append", default=[], metavar="NAME",
                         help="forget the sequence state of source NAME at start (repeatable), e.g. one silenced by a "
                              "forged sequence number; see docs/daemon.md, trust model")
+    parser.add_argument("--fresh-on-bad-checkpoint", action="store_true",
+                        help="if the checkpoint is refused (MAC mismatch, corrupt, inconsistent with the configuration), "
+                             "move it aside to <path>.refused-<UTC time> and start from zero instead of exiting 2")
+    parser.add_argument("--trust-unsigned-checkpoint", action="store_true",
+                        help="accept once a checkpoint of the earlier unauthenticated format (QSCKPT01); it is still "
+                             "validated, and the next checkpoint written is signed with the key file")
     parser.add_argument("--ready-file", metavar="PATH",
                         help="once running, write a JSON file with the pid and the bound endpoints (for supervisors/tests)")
 
@@ -54,6 +63,8 @@ async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
     reset = [n.strip() for arg in args.reset_estimators for n in arg.split(",") if n.strip()]
     daemon = EstimationDaemon(cfg, resume=not args.no_resume, reset_sources=args.reset_source, reset_estimators=reset,
                               allow_config_change=args.allow_config_change)
+    daemon.fresh_on_bad_checkpoint = args.fresh_on_bad_checkpoint
+    daemon.trust_unsigned_checkpoint = args.trust_unsigned_checkpoint
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.request_stop)

@@ -28,7 +28,7 @@ exercised by ``examples/daemon_config.toml``::
                       reconnect_min, reconnect_max
     [curve]           server_secret_key, authorized_keys
     [curve.sources]   source name = [client key names in authorized_keys]
-    [checkpoint]      path, period
+    [checkpoint]      path, period, key_file (HMAC key; default <path>.key, created 0600)
     [archive]         path, fsync = "group" | "batch", commit_interval,
                       segment_mb, segment_seconds, retention_gb,
                       retention_days, capacity_gb
@@ -37,6 +37,8 @@ exercised by ``examples/daemon_config.toml``::
 from __future__ import annotations
 
 import math
+import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,8 +189,12 @@ class CurveConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
+    """``[checkpoint]``: where state is written every ``period`` seconds, signed with the key in ``key_file``."""
+
     path: Path
     period: float = 10.0
+    #: the HMAC key authenticating the checkpoint (None: ``<path>.key``, created 0600 on first use)
+    key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -327,8 +333,15 @@ def _int_in(lo: int, hi: int | None = None, what: str = "an integer") -> Callabl
     return check
 
 
-#: ZeroMQ high-water marks are C ints: a larger value would fail only when the socket is made
-_HWM = _int_in(1, 2**31 - 1, "a number of messages")
+#: ZeroMQ high-water marks: each queued message may be up to max_message_bytes, so a bound keeps memory sane
+_HWM = _int_in(1, 1_000_000, "a number of messages")
+#: transports an endpoint may use
+_ZMQ_SCHEMES = ("tcp", "ipc", "inproc", "ws", "wss")
+#: the documented ranges (docs/daemon.md, configuration reference)
+MAX_GROUPS = 10_000
+MAX_OBSERVABLES = 65_536
+#: a configuration file larger than this is refused before it is read
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def _positive_int(v: Any) -> int:
@@ -341,6 +354,36 @@ def _seconds(v: Any, allow_zero: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise _Bad(f"expected a {'non-negative' if allow_zero else 'positive'} number of seconds, got {_show(v)}")
     return float(v)
+
+
+def _seconds_in(lo: float, hi: float) -> Callable[[Any], float]:
+    """A number of seconds in ``lo..hi`` (``lo`` = 0 allows zero)."""
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise _Bad(f"expected a number of seconds in {lo:g}..{hi:g}, got {_show(v)}")
+        return float(v)
+
+    return check
+
+
+def _number_in(lo: float, hi: float, what: str) -> Callable[[Any], float]:
+    """A number in ``lo..hi`` (for sizes given in MB/GB and the like)."""
+
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            raise _Bad(f"expected {what} in {lo:g}..{hi:g}, got {_show(v)}")
+        return float(v)
+
+    return check
+
+
+def _cpu_count() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _positive_number(v: Any) -> float:
@@ -379,8 +422,14 @@ def _wires(v: Any) -> tuple:
 
 def _endpoint(v: Any) -> str:
     s = _string(v)
-    if "://" not in s:
-        raise _Bad(f"expected a ZeroMQ endpoint such as 'tcp://127.0.0.1:5555', got {_show(v)}")
+    scheme, sep, rest = s.partition("://")
+    if not sep or scheme not in _ZMQ_SCHEMES or not rest or len(s) > 1024:
+        raise _Bad(f"expected a ZeroMQ endpoint such as 'tcp://127.0.0.1:5555' ({', '.join(_ZMQ_SCHEMES)}), got {_show(v)}")
+    if scheme in ("tcp", "ws", "wss"):
+        host, colon, port = rest.split("/", 1)[0].rpartition(":")
+        # '*' and 0: any free port (bind); libzmq would otherwise fail only when the socket is made
+        if not colon or not host or not (port in ("*", "!") or (port.isdigit() and 0 <= int(port) <= 65535)):
+            raise _Bad(f"expected host:port with a port in 1..65535 (or * for any free port), got {_show(v)}")
     return s
 
 
@@ -415,7 +464,8 @@ def _zmq_input(t: _Table, i: int) -> ZmqInputConfig:
         endpoint=t.get("endpoint", _endpoint, required=True),
         bind=t.get("bind", _bool, True),
         hwm=t.get("hwm", _HWM, 64),
-        max_message_bytes=t.get("max_message_bytes", _positive_int, 256 * 1024 * 1024),
+        max_message_bytes=t.get("max_message_bytes", _int_in(1024, 1 << 30, "a number of bytes (1 KiB .. 1 GiB)"),
+                                 256 * 1024 * 1024),
         curve=t.get("curve", _bool, False),
         name=t.get("name", _string, f"zmq{i}"),
     )
@@ -428,9 +478,9 @@ def _mqtt_input(t: _Table, i: int) -> MqttInputConfig:
         topics=t.get("topics", lambda v: tuple(_topic_filter(x) for x in _strings(v)), required=True),
         qos=t.get("qos", _int_in(0, 2, "a QoS level"), 1),
         kind=t.get("kind", _choice("shadow", "bell"), "shadow"),
-        batch_size=t.get("batch_size", _positive_int, 4096),
-        flush_interval=t.get("flush_interval", _seconds, 0.1),
-        max_queued_batches=t.get("max_queued_batches", _positive_int, 256),
+        batch_size=t.get("batch_size", _int_in(1, 1 << 20, "a number of records"), 4096),
+        flush_interval=t.get("flush_interval", _seconds_in(0.001, 3600), 0.1),
+        max_queued_batches=t.get("max_queued_batches", _int_in(1, 65_536, "a number of batches"), 256),
         max_payload_bytes=t.get("max_payload_bytes", _int_in(64, 256 << 20, "a number of bytes (64 .. 256 MiB)"), 1 << 20),
         name=t.get("name", _string, f"mqtt{i}"),
     )
@@ -449,6 +499,8 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
                           "wires": t.get("wires", _wires, None)}
     if typ in ("shadow", "bell"):
         obs = t.get("observables", _strings, required=(typ == "shadow")) if typ == "shadow" else t.get("observables", _strings, ())
+        if len(obs) > MAX_OBSERVABLES:
+            t.fail(f"{len(obs)} observables; at most {MAX_OBSERVABLES}", "observables")
         for o in obs:
             try:
                 parse_observable(o)
@@ -456,10 +508,11 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
                 t.fail(f"observable {o!r}: {exc}", "observables")
         kw["observables"] = obs
     if typ == "shadow":
-        kw["groups"] = t.get("groups", _positive_int, 1)
+        # estimate() is O(groups x observables): 10**9 groups took 23.7 s and 6.3 GB
+        kw["groups"] = t.get("groups", _int_in(1, MAX_GROUPS, "a positive integer"), 1)
         kw["method"] = t.get("method", _choice("mean", "matched"), "mean")
     elif typ == "bell":
-        kw["t2"] = t.get("t2", _seconds, None)
+        kw["t2"] = t.get("t2", _seconds_in(1e-12, 1e9), None)
         # "t1t2" needs a T1, which has no key yet: build BellEstimator(decoherence=T1T2(...)) in code
         kw["decoherence"] = t.get("decoherence", _choice("depolarizing", "dephasing"), "depolarizing")
         if kw["decoherence"] != "depolarizing" and kw["t2"] is None:
@@ -486,11 +539,13 @@ def _estimator(t: _Table, i: int) -> EstimatorConfig:
 
 
 def _broker(t: _Table) -> BrokerConfig:
-    password = t.get("password", _string, None)
+    password = t.get("password", _secret, None)
     if t.has("password_file"):
         if password is not None:
             t.fail("give password or password_file, not both")
         pw_path = t.get("password_file", t.path_value)
+        if (why := _private_file_problem(pw_path, "password file")) is not None:
+            t.fail(why, "password_file")
         try:
             password = pw_path.read_text().strip()
         except OSError as exc:
@@ -508,8 +563,8 @@ def _broker(t: _Table) -> BrokerConfig:
         tls_insecure=t.get("tls_insecure", _bool, False),
         client_id=t.get("client_id", _string, None),
         keepalive=t.get("keepalive", _int_in(5, 3600, "seconds"), 30),
-        reconnect_min=t.get("reconnect_min", _seconds, 0.2),
-        reconnect_max=t.get("reconnect_max", _seconds, 10.0),
+        reconnect_min=t.get("reconnect_min", _seconds_in(0.01, 3600), 0.2),
+        reconnect_max=t.get("reconnect_max", _seconds_in(0.01, 3600), 10.0),
     )
     if c.password is not None and c.username is None:
         t.fail("a password needs a username")
@@ -520,6 +575,20 @@ def _broker(t: _Table) -> BrokerConfig:
             t.fail(f"file {f} does not exist")
     t.done()
     return c
+
+
+def _secret(v: Any) -> str:
+    """A non-empty string; the message never shows the value (a mistyped password must not reach a log)."""
+    if not isinstance(v, str) or not v:
+        raise _Bad(f"expected a non-empty string (got a {type(v).__name__}; value not shown)")
+    return v
+
+
+def _private_file_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` may not hold a secret (missing, not a regular file, group/world accessible), or None."""
+    from .checkpoint import private_file_problem
+
+    return private_file_problem(path, what)
 
 
 def _string_list(v: Any) -> list[str]:
@@ -549,10 +618,11 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
     d = top.sub("daemon")
     if d is not None:
         kw["name"] = d.get("name", _topic_name, "qsense")
-        kw["publish_interval"] = d.get("publish_interval", _seconds, 1.0)
-        kw["drain_timeout"] = d.get("drain_timeout", lambda v: _seconds(v, allow_zero=True), 5.0)
+        kw["publish_interval"] = d.get("publish_interval", _seconds_in(0.001, 86400), 1.0)
+        kw["drain_timeout"] = d.get("drain_timeout", _seconds_in(0, 3600), 5.0)
         kw["coalesce_records"] = d.get("coalesce_records", _int_in(1, 1 << 24, "a number of records"), 65536)
-        kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, 64, "a number of threads"), None)
+        # more counting threads than cores only adds contention
+        kw["kernel_threads"] = d.get("kernel_threads", _int_in(1, _cpu_count(), "a number of threads (at most the cores)"), None)
         kw["max_seq_jump"] = d.get("max_seq_jump", _int_in(0, 2**63, "a number of batches (0: unbounded)"), 1_000_000) or None
         kw["max_sources"] = d.get("max_sources", _int_in(1, 1_000_000, "a number of sources"), 1024)
         kw["max_peers"] = d.get("max_peers", _int_in(1, 65_536, "a number of peers"), 256)
@@ -617,6 +687,8 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         )
         if not kw["curve"].server_secret_key.is_file():
             c.fail(f"{kw['curve'].server_secret_key} does not exist", "server_secret_key")
+        if (why := _private_file_problem(kw["curve"].server_secret_key, "secret key file")) is not None:
+            c.fail(why, "server_secret_key")
         if (why := _secret_key_problem(kw["curve"].server_secret_key)) is not None:
             c.fail(why, "server_secret_key")
         if not kw["curve"].authorized_keys.is_dir():
@@ -642,21 +714,27 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
     ck = top.sub("checkpoint")
     if ck is not None:
         kw["checkpoint"] = CheckpointConfig(
-            path=ck.get("path", ck.path_value, required=True), period=ck.get("period", _seconds, 10.0)
+            path=ck.get("path", ck.path_value, required=True), period=ck.get("period", _seconds_in(0.1, 86400), 10.0),
+            key_file=ck.get("key_file", ck.path_value, None),
         )
+        kf = kw["checkpoint"].key_file
+        if kf is not None and kf.exists() and (why := _private_file_problem(kf, "checkpoint key file")) is not None:
+            ck.fail(why, "key_file")
+        if kw["checkpoint"].path.is_dir():
+            ck.fail(f"{kw['checkpoint'].path} is a directory", "path")
         ck.done()
     ar = top.sub("archive")
     if ar is not None:
-        size = lambda unit: (lambda v: int(_positive_number(v) * unit))  # noqa: E731
+        size = lambda unit, lo, hi: (lambda v: int(_number_in(lo, hi, "a size")(v) * unit))  # noqa: E731
         kw["archive"] = ArchiveConfig(
             path=ar.get("path", ar.path_value, required=True),
             fsync=ar.get("fsync", _choice("group", "batch"), "group"),
             commit_interval=ar.get("commit_interval", lambda v: _seconds(v, allow_zero=True), 0.05),
-            segment_bytes=ar.get("segment_mb", size(1 << 20), 256 << 20),
-            segment_seconds=ar.get("segment_seconds", _seconds, 3600.0),
-            retention_bytes=ar.get("retention_gb", size(1 << 30), None),
-            retention_seconds=ar.get("retention_days", lambda v: _seconds(v) * 86400.0, None),
-            capacity_bytes=ar.get("capacity_gb", size(1 << 30), None),
+            segment_bytes=ar.get("segment_mb", size(1 << 20, 0.01, 65536), 256 << 20),
+            segment_seconds=ar.get("segment_seconds", _seconds_in(1, 30 * 86400), 3600.0),
+            retention_bytes=ar.get("retention_gb", size(1 << 30, 0.001, 1 << 20), None),
+            retention_seconds=ar.get("retention_days", lambda v: _number_in(0.0001, 36500, "a number of days")(v) * 86400.0, None),
+            capacity_bytes=ar.get("capacity_gb", size(1 << 30, 0.001, 1 << 20), None),
         )
         if (kw["archive"].retention_bytes or kw["archive"].retention_seconds) and top.sub("checkpoint") is None:
             ar.fail("retention needs a [checkpoint]: a restart without one rebuilds the estimates from the whole archive, "
@@ -675,9 +753,20 @@ def load_config(path: str | Path) -> DaemonConfig:
     """Read and validate a TOML config file (raises :class:`ConfigError`)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        # O_NONBLOCK: a FIFO must not hang the start; fstat before reading: /dev/zero, a directory or a huge
+        # file is refused without reading it
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{p}: not a regular file")
+            if st.st_size > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{p}: {st.st_size} bytes; a config file may have at most {MAX_CONFIG_BYTES}")
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read the config file: {exc}") from None
+        raise ConfigError(f"{p}: cannot read the config file: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{p}: more than {MAX_CONFIG_BYTES} bytes; refused")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -753,8 +753,8 @@ class EstimationDaemon:
             if cfg.kernel_threads is not None and cfg.kernel_threads != kernels.get_threads():
                 # process-wide: the counting kernels of every estimator use them
                 kernels.set_threads(cfg.kernel_threads)
-            if cfg.checkpoint is not None and self.resume:
-                self._restore(cfg.checkpoint.path)
+            if cfg.checkpoint is not None:  # also without resume: the key signs every checkpoint written
+                self._restore(cfg.checkpoint)
             if cfg.archive is not None:
                 self._open_archive()
                 self._replay()
@@ -852,8 +852,27 @@ class EstimationDaemon:
         self._started_ok = True
         log.info("daemon %r running: %s", self.name, ", ".join(f"{k}={v}" for k, v in self.endpoints.items()) or "in-process only")
 
-    def _restore(self, path: Path) -> None:
-        ckpt = read_checkpoint(path)  # CheckpointError propagates: refuse to start on a corrupt file
+    #: ``qsense daemon --fresh-on-bad-checkpoint``: a refused checkpoint (forged, corrupt, inconsistent) is moved
+    #: aside and the daemon starts from zero; by default it is moved aside and :meth:`start` raises CheckpointError
+    fresh_on_bad_checkpoint: bool = False
+    #: ``qsense daemon --trust-unsigned-checkpoint``: accept (once) a checkpoint of the earlier unauthenticated format
+    trust_unsigned_checkpoint: bool = False
+
+    def _restore(self, ck: Any) -> None:
+        """Ready the checkpoint file (key, stale temporaries); when resuming, validate
+        the checkpoint completely -- MAC, schema, every estimator state against its
+        configuration, the sequence marks -- and only then adopt it."""
+        from qsense.estimators.serial import configuration
+
+        from .checkpoint import CheckpointFile
+
+        path = ck.path
+        store = CheckpointFile(path, ck.key_file, fresh_on_bad=self.fresh_on_bad_checkpoint,
+                               trust_unsigned=self.trust_unsigned_checkpoint)
+        store.remove_temporaries()
+        if not self.resume:
+            return
+        ckpt = store.load()  # a refused file is moved aside: CheckpointError, or None with fresh_on_bad_checkpoint
         if ckpt is None:
             log.info("no checkpoint at %s; starting fresh", path)
             return
@@ -878,10 +897,42 @@ class EstimationDaemon:
             names = ",".join(n for n, _ in refused)
             raise DaemonError(f"checkpoint {path}: {'; '.join(w for _, w in refused)}; refusing to resume it: --reset-estimators {names} starts "
                               f"it from zero (--allow-config-change: every changed one), --no-resume ignores the checkpoint")
+
+        def checked(slot: EstimatorSlot, st: EstimatorState) -> Any:
+            try:
+                est = type(slot.est).from_bytes(st.state)
+            except ValueError as exc:
+                raise CheckpointError(f"estimator {slot.name!r}: unusable state: {exc}") from None
+            # the fingerprint is only what the writer claims: the state itself must hold the configured
+            # observables, groups, subsystems ... (else a kept fingerprint would publish whatever the state holds)
+            want, got = configuration(slot._make()), configuration(est)
+            if got != want:
+                keys = ", ".join(k for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k))
+                raise CheckpointError(f"estimator {slot.name!r}: the state's {keys} differ from the configuration "
+                                      "although its fingerprint matches (forged or inconsistent checkpoint)")
+            wires = getattr(est, "wires", None)
+            if slot.cfg.wires is not None and wires is not None and tuple(wires) != tuple(slot.cfg.wires):
+                raise CheckpointError(f"estimator {slot.name!r}: the state is bound to wires {_short(tuple(wires))}, "
+                                      f"configured {_short(slot.cfg.wires)}")
+            return est
+
+        states: dict[str, Any] = {}
+        try:
+            for slot in self.slots:
+                st = ckpt.estimators.get(slot.name)
+                if st is not None and slot.name not in self.reset_estimators and slot.changes(st) is None:
+                    states[slot.name] = checked(slot, st)
+            try:  # on a scratch tracker first: a refused checkpoint leaves the real one untouched
+                SequenceTracker(logging.getLogger("qsense.sequence"), max_seq_jump=self.config.max_seq_jump).restore(ckpt.sources)
+            except ValueError as exc:
+                raise CheckpointError(f"sources: {exc}") from None
+        except CheckpointError as exc:
+            store.refuse(str(exc))  # raises unless fresh_on_bad_checkpoint
+            log.info("no usable checkpoint at %s; starting fresh", path)
+            return
         for slot in self.slots:
-            st = ckpt.estimators.get(slot.name)
-            if st is not None and slot.name not in self.reset_estimators:
-                slot.restore(st)
+            if slot.name in states:
+                slot.est, slot.restored = states[slot.name], True
         self.tracker.restore(ckpt.sources)
         self.resumed_from = ckpt
         self.folded_pos = ckpt.archive_pos

@@ -9,6 +9,7 @@ with any other key completes no handshake and so gets nothing.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,20 @@ class CurveClientKeys:
 
 
 def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
-    """Create ``NAME.key`` (public) and ``NAME.key_secret`` in ``directory`` with
-    ``zmq.auth.create_certificates``; returns both paths."""
+    """Create ``NAME.key`` (public) and ``NAME.key_secret`` (mode 0600) in ``directory``
+    with ``zmq.auth.create_certificates``; returns both paths."""
     import zmq.auth
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    secret_path = d / f"{name}.key_secret"
+    # the secret file exists with mode 0600 before the key is written into it (zmq would create it 0644 under
+    # the usual umask, readable by every local user for good); O_NOFOLLOW: never write a secret through a link
+    fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on open: make it private too
+    finally:
+        os.close(fd)
     public, secret = zmq.auth.create_certificates(str(d), name)
     return Path(public), Path(secret)
 
