@@ -221,7 +221,7 @@ class QiskitDriver(RecordStreamDriver):
             self._prepared = self._check_circuit(circuit)
             # bad parameters fail here, not in the first batch
             if not callable(self._params):
-                self._values(self._prepared, *self._params[0], **self._params[1])
+                self._values(self._prepared, *self._params)
 
     # -- inputs ------------------------------------------------------------------------------
     def _classify_backend(self, backend: Any) -> tuple[Any, str]:
@@ -314,7 +314,7 @@ class QiskitDriver(RecordStreamDriver):
         """The register: qubit indices of the circuit, wire 0 first (known after the first batch for callables)."""
         return self._reg
 
-    def _values(self, circ: Any, *args: Any, **kwargs: Any) -> np.ndarray:
+    def _values(self, circ: Any, args: tuple, kwargs: dict) -> np.ndarray:
         """Values of ``circ.parameters``, in that order, from the given arguments."""
         from qiskit.circuit import ParameterVector
 
@@ -361,7 +361,7 @@ class QiskitDriver(RecordStreamDriver):
     def _program(self, args: tuple, kwargs: dict) -> tuple[Any, np.ndarray, Any, Any]:
         """``(circuit, values, state key, template key)`` for one batch's arguments."""
         if self._static:
-            vals = self._values(self._prepared, *args, **kwargs)
+            vals = self._values(self._prepared, args, kwargs)
             return self._prepared, vals, ("values", vals.tobytes()), "static"
         key = (freeze(args), freeze(kwargs))
         circ = self._built.get(key)
