@@ -31,6 +31,10 @@ walk the wires in order keeping one branch per distinct prefix with its shot
 count; at each wire the counts split over bases (binomials of 1/3, 1/2) and
 outcomes (binomial of the Born marginal (1 + <sigma_b>)/2), and each non-empty
 child carries the (unnormalised) post-measurement state of the remaining wires.
+Statevectors go through the compiled version of this walk in
+:mod:`qsense.sims.pure_tree` (bases drawn first and sorted, one uniform per shot
+and wire, real/imaginary planes, Z children as views; about 20x faster than
+the NumPy tree at n = 20); density matrices through the NumPy tree below.
 This produces the exact multinomial counts of complete (bases, bits) strings;
 the records are those strings repeated by their counts and randomly permuted,
 which is exactly an i.i.d. sequence.  Work per wire is at most
@@ -571,8 +575,11 @@ class ShadowSampler:
     (6^n <= ``TABLE_SHOTS_FACTOR`` x shots so far, and 6^n <=
     :data:`TABLE_MAX_CLASSES`), the 6^n class table and its cumulative sums, so
     that a stream of small batches costs O(shots) each.  Otherwise each call
-    runs the bounded-memory prefix tree.  ``method`` forces ``"table"`` or
-    ``"tree"``.
+    runs the prefix tree: for a statevector the compiled one of
+    :mod:`qsense.sims.pure_tree` (two state-sized float64 planes and work
+    buffers beyond the state, kept between calls; ``budget`` does not apply),
+    for a density matrix the NumPy tree bounded by ``budget`` complex numbers.
+    ``method`` forces ``"table"`` or ``"tree"``.
     """
 
     def __init__(self, state: Any, *, method: str = "auto", budget: int = TREE_BUDGET) -> None:
@@ -584,6 +591,7 @@ class ShadowSampler:
         self.method = method
         self.budget = int(budget)
         self._table: _Categorical | None = None
+        self._pure: Any = None  # the compiled statevector tree (qsense.sims.pure_tree), built on first use
         self._asked = 0
 
     def _use_table(self, shots: int) -> bool:
@@ -621,6 +629,12 @@ class ShadowSampler:
 
             _run_split(fill, shots, rng)
             return bases, outcomes
+        if not self.density:
+            if self._pure is None:
+                from .pure_tree import PureShadowTree  # compiled (numba) on first use
+
+                self._pure = PureShadowTree(self.state)
+            return self._pure.sample(shots, rng)
         tree = _Tree(n, self.density, rng, self.budget)
         bcode, ocode, counts = tree.run(self.state, shots)
         order = rng.permutation(shots)
