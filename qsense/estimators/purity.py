@@ -272,7 +272,9 @@ class ShadowPurity:
 
     def merge(self, other: "ShadowPurity") -> "ShadowPurity":
         """Fold in another estimator's class counts (equals updating with both data sets)."""
-        if not isinstance(other, ShadowPurity) or other.spec != self.spec or (
+        if not isinstance(other, ShadowPurity) or other.method != self.method:
+            raise ValueError("cannot merge purity estimators of different methods")
+        if other.spec != self.spec or (
             other.subsystems != self.subsystems and other.subsystems and self.subsystems
         ):
             raise ValueError("cannot merge purity estimators of different subsystems")
