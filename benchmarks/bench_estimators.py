@@ -2,6 +2,14 @@
 
 Runs, in one process on identical data:
 
+0. The counting kernel at T=100,000, n=16, 1,000 random 2-local Paulis:
+   ``ShadowEstimator.update`` on one batch (from bit planes, from uint8 tables;
+   2 threads and 1), ten streamed batches, and the previous per-term kernel
+   side by side, then a **roofline line**: the machine's measured memory
+   bandwidth (large ``np.copyto``) and word-operation rate (the kernel's inner
+   loop, AND + AND + 2 popcounts + 2 adds, on L1-resident words, all cores),
+   the word-operations and DRAM bytes per obs x snapshot our kernel needs, and
+   how close the measured rate is to the ceiling they imply.
 1. T=100,000 snapshots, n=16, 1,000 random 2-local Paulis: qsense
    (``ShadowEstimator.update`` streaming in 10 batches, and the batch form
    ``shadow_expval``) against ``qml.ClassicalShadow.expval``.  PennyLane builds a
@@ -12,7 +20,7 @@ Runs, in one process on identical data:
    of 100,000 through ``ShadowEstimator`` (groups=10): time and peak RSS.
 3. Two-copy: ``BellEstimator`` and ``all_pauli_squares`` throughput.
 
-Usage: ``python benchmarks/bench_estimators.py [--quick]``
+Usage: ``python benchmarks/bench_estimators.py [--quick] [--only-kernel]``
 """
 
 from __future__ import annotations
@@ -55,6 +63,144 @@ def best_of(fn, repeat: int = 3) -> float:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+def _peak_word_ops(threads: int) -> float:
+    """Word-operations per second of the kernel's inner loop on L1-resident words
+    (x = a & b; m += popcount(x); o += popcount(x & p): 6 ops per word), ``threads``
+    threads side by side (numba, nogil)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from numba import njit
+
+    from qsense.estimators._jit import _popcount64
+
+    @njit(nogil=True, cache=False)
+    def loop(a, b, p, reps):
+        m = np.uint64(0)
+        o = np.uint64(0)
+        for _ in range(reps):
+            for w in range(a.shape[0]):
+                x = a[w] & b[w]
+                m += _popcount64(x)
+                o += _popcount64(x & p[w])
+        return m + o
+
+    rng = np.random.default_rng(1)
+    arrs = [rng.integers(0, 2**63, 256, dtype=np.uint64) for _ in range(3)]
+    loop(*arrs, 1)
+    reps = 40_000
+    with ThreadPoolExecutor(threads) as pool:
+        best = np.inf
+        for _ in range(3):
+            t0 = time.perf_counter()
+            list(pool.map(lambda _: loop(*arrs, reps), range(threads)))
+            best = min(best, time.perf_counter() - t0)
+    return 6.0 * 256 * reps * threads / best
+
+
+def _memory_bandwidth() -> float:
+    """Bytes per second (read + write) of a 256 MiB np.copyto, best of 3."""
+    src = np.ones(1 << 25, dtype=np.float64)
+    dst = np.empty_like(src)
+    t = best_of(lambda: np.copyto(dst, src), 3)
+    return 2.0 * src.nbytes / t
+
+
+def part0(T: int, n: int, M: int, rng: np.random.Generator) -> dict:
+    import qsense
+    from qsense.estimators import kernels as K
+    from qsense.estimators.supports import support_groups
+
+    bases = rng.integers(0, 3, (T, n), dtype=np.uint8)
+    bits = rng.integers(0, 2, (T, n), dtype=np.uint8)
+    tables = qsense.ShadowBatch(bases, bits)
+    planes = qsense.ShadowBatch.from_packed(qsense.ShadowBatch(bases, bits).packed(), T)
+    words = random_paulis(rng, n, M, 2, 2)
+    proto = qsense.ShadowEstimator(words)
+    proto._bind(tables.wires)
+    table = proto._table
+
+    def fresh():
+        e = qsense.ShadowEstimator.__new__(qsense.ShadowEstimator)
+        e.__dict__.update(proto.__dict__)
+        e._matched = np.zeros((0, table.M), dtype=np.int64)
+        e._odd = np.zeros((0, table.M), dtype=np.int64)
+        e._counts = np.zeros(0, dtype=np.int64)
+        return e
+
+    def one(batch):
+        e = fresh()
+        e.update(batch)
+        return e
+
+    parts = [tables[lo : lo + T // 10] for lo in range(0, T, T // 10)]
+
+    def streamed():
+        e = fresh()
+        for b in parts:
+            e.update(b)
+        return e
+
+    threads = K.get_threads()
+    out = {"T": T, "n": n, "M": M, "distinct": table.M, "threads": threads}
+    for _ in range(2):  # compile and warm the buffers
+        one(planes), one(tables), streamed()
+    out["planes_s"] = best_of(lambda: one(planes), 7)
+    out["tables_s"] = best_of(lambda: one(tables), 7)
+    out["stream_s"] = best_of(streamed, 5)
+    ref = one(planes).estimate().values
+    K.set_threads(1)
+    out["planes1_s"] = best_of(lambda: one(planes), 7)
+    out["tables1_s"] = best_of(lambda: one(tables), 7)
+    # the previous kernel: one fused pass per term (count_terms_jit), terms split over the threads
+    K.set_threads(threads)
+    keep = K._count_shadow
+    K._count_shadow = lambda rows, signs, table, n, mi, si, ws: K.count_terms(rows, signs, mi, si, ws)
+    try:
+        one(planes)
+        out["old_planes_s"] = best_of(lambda: one(planes), 7)
+        old_vals = one(planes).estimate().values
+    finally:
+        K._count_shadow = keep
+    out["maxdiff_old"] = float(np.max(np.abs(old_vals - ref)))
+    # roofline
+    mi, si = K._term_indices(table, n, sign_letter_rows=False)
+    g = support_groups(table, mi, si, valid_row=3 * n, zero_row=n)
+    W = T / 64.0
+    ops = 6.0 * table.M * W + float(g.k.sum()) * W  # term words + parity words (one XOR/copy each)
+    dram = 8.0 * 3 * n * W  # the planes, read once (rows and parities stay in L1/L2 per chunk)
+    out["supports"] = g.S
+    out["ops_per_os"] = ops / (M * T)
+    out["bytes_per_os"] = dram / (M * T)
+    out["peak_ops"] = _peak_word_ops(threads)
+    out["peak_ops1"] = _peak_word_ops(1)
+    out["bandwidth"] = _memory_bandwidth()
+    out["ceiling"] = min(out["peak_ops"] / out["ops_per_os"], out["bandwidth"] / out["bytes_per_os"])
+    return out
+
+
+def print_part0(r: dict) -> None:
+    import os
+
+    thr = lambda t: r["T"] * r["M"] / t
+    print("## 0. Counting kernel")
+    print(f"T={r['T']:,}, n={r['n']}, M={r['M']} random 2-local Paulis ({r['distinct']} distinct terms on {r['supports']} supports); "
+          f"threads={r['threads']}; load {os.getloadavg()[0]:.2f}")
+    print("| ShadowEstimator.update (bound) | seconds | obs x snapshots / s | vs previous kernel |")
+    print("|---|---|---|---|")
+    print(f"| previous per-term kernel, from planes, {r['threads']} threads | {r['old_planes_s'] * 1e3:.2f} ms | {thr(r['old_planes_s']):.3e} | 1 |")
+    for key, label in (("planes_s", f"support kernel, from planes, {r['threads']} threads"),
+                       ("planes1_s", "support kernel, from planes, 1 thread"),
+                       ("tables_s", f"support kernel, from uint8 tables (packing included), {r['threads']} threads"),
+                       ("tables1_s", "support kernel, from uint8 tables, 1 thread"),
+                       ("stream_s", f"support kernel, 10 streamed table batches of {r['T'] // 10:,}, {r['threads']} threads")):
+        print(f"| {label} | {r[key] * 1e3:.2f} ms | {thr(r[key]):.3e} | {r['old_planes_s'] / r[key]:.2f}x |")
+    print(f"max |support - previous| over the values: {r['maxdiff_old']:.1e}")
+    achieved = thr(r["planes_s"])
+    print(f"roofline: {r['ops_per_os']:.4f} word-ops and {r['bytes_per_os']:.5f} DRAM bytes per obs x snapshot; "
+          f"machine: {r['peak_ops']:.3e} word-ops/s ({r['threads']} threads; {r['peak_ops1']:.3e} on 1), "
+          f"{r['bandwidth'] / 1e9:.1f} GB/s copy bandwidth -> ceiling {r['ceiling']:.3e} obs x snapshots/s "
+          f"(compute-bound); from planes we reach {achieved:.3e} = {100 * achieved / r['ceiling']:.0f} % of it")
 
 
 def part1(T: int, n: int, M: int, pl_obs: int, rng: np.random.Generator) -> dict:
@@ -150,9 +296,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
     ap.add_argument("--pl-obs", type=int, default=40, help="observables PennyLane is timed on")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only-kernel", action="store_true", help="part 0 only")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     q = args.quick
+    print_part0(part0(20_000 if q else 100_000, 16, 200 if q else 1000, rng))
+    if args.only_kernel:
+        return
+    print()
     r1 = part1(20_000 if q else 100_000, 16, 200 if q else 1000, 8 if q else args.pl_obs, rng)
     print("## 1. Shadow Pauli expectations vs PennyLane ClassicalShadow.expval")
     print(f"T={r1['T']}, n={r1['n']}, M={r1['M']} random 2-local Paulis (PennyLane timed on {r1['pl_obs']})")

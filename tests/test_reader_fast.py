@@ -144,3 +144,31 @@ def test_cli_reads_with_the_fast_reader_and_exits_2_on_bad_files(tmp_path, capsy
     assert main(["estimate", str(bad), "-o", "X0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "line 3, column 13" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_parallel_parts_join_exactly_and_report_file_line_numbers(tmp_path, monkeypatch, threads):
+    """Bodies split over threads (forced here with a tiny part size): parts whose
+    snapshot counts are not multiples of 64 join by word shifts to the same planes,
+    and an error in a later part names its line in the whole file."""
+    import qsense.streaming.reference_fast as RF
+
+    monkeypatch.setattr(RF, "PARALLEL_BYTES", 200)
+    rng = np.random.default_rng(threads)
+    T, n = 997, 5
+    bases = rng.integers(0, 3, (T, n), dtype=np.uint8)
+    outcomes = rng.integers(0, 2, (T, n), dtype=np.uint8)
+    p = tmp_path / "m.txt"
+    p.write_bytes(_text(rng, bases, outcomes, "empty"))
+    got = read_measurements(p, threads=threads, chunk_bytes=333)
+    np.testing.assert_array_equal(got.packed(), qsense.ShadowBatch(bases, outcomes).packed())
+    lines = p.read_bytes().split(b"\n")
+    bad = len(lines) * 3 // 4  # a line in a later part (0-based index)
+    while not lines[bad].strip():
+        bad += 1
+    lines[bad] = lines[bad].replace(b"Z", b"W", 1).replace(b"X", b"W", 1).replace(b"Y", b"W", 1)
+    p.write_bytes(b"\n".join(lines))
+    with pytest.raises(MeasurementFileError, match=rf"line {bad + 1}, column \d+: expected a basis letter"):
+        read_measurements(p, threads=threads)
+    with pytest.raises(MeasurementFileError, match=rf"line {bad + 1}, column \d+: expected a basis letter"):
+        read_measurements(p, threads=1)

@@ -28,7 +28,7 @@ import numpy as np
 from qsense import packing
 from qsense.records import ShadowBatch
 
-__all__ = ["MeasurementFileError", "read_measurements", "read_measurements_tokens", "CHUNK_BYTES"]
+__all__ = ["MeasurementFileError", "read_measurements", "read_measurements_tokens", "CHUNK_BYTES", "PARALLEL_BYTES"]
 
 #: Bytes read and scanned per step (the buffer is reused).
 CHUNK_BYTES = 1 << 24
@@ -98,47 +98,139 @@ def _error(path: str, status: int, n: int, line: int, col: int, byte: int, rest:
     return MeasurementFileError(f"{where}: more snapshots than the file size allows (internal error)")
 
 
-def read_measurements(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, **kw) -> ShadowBatch:
+#: Bodies larger than this are split over threads (each part at least this large).
+PARALLEL_BYTES = 32 << 20
+
+
+class _Part:
+    """One byte range of the body, scanned on its own: its planes (snapshot 0 = the
+    range's first), snapshot and line counts, or the error it met."""
+
+    def __init__(self, start: int, end: int) -> None:
+        self.start, self.end = start, end
+        self.planes: np.ndarray | None = None
+        self.t = 0
+        self.lines = 0
+        self.error: tuple | None = None  # (status, local line, col, byte, rest of the line)
+
+
+def _scan_part(path: str, part: _Part, n: int, chunk_bytes: int) -> _Part:
+    from ._reference_scan import OK, scan_measurements
+
+    # a snapshot line holds at least n "B s" tokens and n separators: >= 4n bytes
+    t_max = (part.end - part.start) // (4 * n) + 1
+    planes = np.zeros((packing.SHADOW_PLANES, n, packing.n_words(t_max)), dtype=np.uint64)
+    # a line may be as long as 8n bytes plus blanks; a chunk must hold at least one
+    buf = np.empty(max(int(chunk_bytes), 16 * n + 4096), dtype=np.uint8)
+    view = memoryview(buf)
+    held = 0  # bytes of an unfinished line carried over from the previous chunk
+    t = line = 0
+    left = part.end - part.start
+    with open(path, "rb", buffering=0) as f:
+        f.seek(part.start)
+        while True:
+            got = f.readinto(view[held : held + min(left, buf.shape[0] - held)]) if left else 0
+            left -= got
+            final = not got
+            L = held + got
+            status, used, t, line, col, byte = scan_measurements(buf, L, final, n, planes, t, line)
+            if status != OK:
+                part.error = (status, line, col, byte, bytes(buf[used + max(col, 1) - 1 : min(L, used + col + 63)]))
+                return part
+            if final:
+                break
+            held = L - used
+            if held == buf.shape[0]:
+                part.error = (-1, line + 1, buf.shape[0], 0, b"")
+                return part
+            buf[:held] = buf[used:L]
+    part.planes, part.t, part.lines = planes, t, line
+    return part
+
+
+def _split(path: str, start: int, end: int, parts: int) -> list[_Part]:
+    """``parts`` byte ranges of ``[start, end)``, each ending just after a newline."""
+    cuts = [start]
+    with open(path, "rb") as f:
+        for i in range(1, parts):
+            guess = start + (end - start) * i // parts
+            if guess <= cuts[-1]:
+                continue
+            f.seek(guess)
+            rest = f.readline()  # up to and including the next newline
+            cut = guess + len(rest)
+            if cut < end:
+                cuts.append(cut)
+    cuts.append(end)
+    return [_Part(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a] or [_Part(start, end)]
+
+
+def _join(parts: list[_Part], n: int) -> tuple[np.ndarray, int]:
+    """The parts' planes end to end: part i shifted by the snapshots before it."""
+    T = sum(p.t for p in parts)
+    if len(parts) == 1:
+        W = packing.n_words(T)
+        planes = parts[0].planes
+        return (np.ascontiguousarray(planes[:, :, :W]) if W != planes.shape[2] else planes), T
+    out = np.zeros((packing.SHADOW_PLANES, n, packing.n_words(T)), dtype=np.uint64)
+    t0 = 0
+    for p in parts:
+        w = packing.n_words(p.t)
+        src = p.planes[:, :, :w]
+        p.planes = None
+        w0, r = divmod(t0, 64)
+        if r == 0:
+            out[:, :, w0 : w0 + w] = src
+        else:  # bits beyond p.t are 0 in src, so ORing whole words is exact
+            out[:, :, w0 : w0 + w] |= src << np.uint64(r)
+            hi = src >> np.uint64(64 - r)
+            m = min(w, out.shape[2] - w0 - 1)
+            out[:, :, w0 + 1 : w0 + 1 + m] |= hi[:, :, :m]
+        t0 += p.t
+    return out, T
+
+
+def read_measurements(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES, threads: int | None = None, **kw) -> ShadowBatch:
     """Read a reference measurement file into a :class:`ShadowBatch` backed by bit planes.
 
+    Files with a body over :data:`PARALLEL_BYTES` are split at line ends into
+    ``threads`` parts scanned side by side (default: the counting kernels'
+    :func:`~qsense.estimators.kernels.get_threads`), then joined by word shifts.
     ``kw`` goes to :meth:`ShadowBatch.from_packed` (``wires``, ``source``, ...).
     Raises :class:`MeasurementFileError` naming the line for malformed contents,
     ``OSError`` when the file cannot be read.
     """
     try:
-        from ._reference_scan import OK, scan_measurements  # numba: imported on first read
+        from . import _reference_scan  # noqa: F401 -- numba: imported on first read
     except ImportError:  # pragma: no cover - numba is a dependency
         return read_measurements_tokens(path, **kw)
     name = str(path)
     size = os.path.getsize(path)
     with open(path, "rb", buffering=0) as f:
-        n, line, offset = _header(name, f)
-        f.seek(offset)
-        # a snapshot line holds at least n "B s" tokens and n separators: >= 4n bytes
-        t_max = (size - offset) // (4 * n) + 1
-        planes = np.zeros((packing.SHADOW_PLANES, n, packing.n_words(t_max)), dtype=np.uint64)
-        # a line may be as long as 8n bytes plus blanks; a chunk must hold at least one
-        buf = np.empty(max(int(chunk_bytes), 16 * n + 4096), dtype=np.uint8)
-        view = memoryview(buf)
-        held = 0  # bytes of an unfinished line carried over from the previous chunk
-        t = 0
-        while True:
-            got = f.readinto(view[held:])
-            final = not got
-            L = held + (got or 0)
-            status, used, t, line, col, byte = scan_measurements(buf, L, final, n, planes, t, line)
-            if status != OK:
-                rest = bytes(buf[used + max(col, 1) - 1 : min(L, used + col + 63)])
-                raise _error(name, status, n, line, col, byte, rest)
-            if final:
-                break
-            held = L - used
-            if held == buf.shape[0]:
-                raise MeasurementFileError(f"{name}: line {line + 1}: longer than {buf.shape[0]} bytes (n={n} needs about {8 * n})")
-            buf[:held] = buf[used:L]
-    W = packing.n_words(t)
-    out = np.ascontiguousarray(planes[:, :, :W]) if W != planes.shape[2] else planes
-    del planes
+        n, head_lines, offset = _header(name, f)
+    if threads is None:
+        from qsense.estimators.kernels import get_threads
+
+        threads = get_threads()
+    k = max(1, min(int(threads), (size - offset) // PARALLEL_BYTES))
+    parts = _split(name, offset, size, k)
+    if len(parts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(parts), thread_name_prefix="qsense-read") as pool:
+            parts = list(pool.map(lambda p: _scan_part(name, p, n, chunk_bytes), parts))
+    else:
+        parts = [_scan_part(name, parts[0], n, chunk_bytes)]
+    before = head_lines
+    for p in parts:  # the first error in file order, with its line number in the file
+        if p.error is not None:
+            status, line, col, byte, rest = p.error
+            if status == -1:
+                raise MeasurementFileError(f"{name}: line {before + line}: longer than {col} bytes (n={n} needs about {8 * n})")
+            raise _error(name, status, n, before + line, col, byte, rest)
+        before += p.lines
+    out, t = _join(parts, n)
+    del parts
     if t % 64:  # padding records: basis code 11 (no basis), outcome 0
         pad = ~packing.valid_words(t)[-1]
         out[0, :, -1] |= pad
