@@ -385,3 +385,21 @@ def test_online_policy_refuses_foreign_batches():
         policy.next_bases(-1)
     with pytest.raises(ValueError, match="qubits"):
         policy.update(sims.sample_shadows(sims.ghz_state(3), 10, seed=1))
+
+
+def test_online_policy_needs_fewer_copies_for_targets_near_one():
+    # |<P>| = 0.9: the matched error sqrt((1 - v^2)/m) needs ~5x fewer matches than the
+    # worst case v = 0 the offline design must assume
+    n = 6
+    rho = 0.9 * sims.to_density_matrix(sims.ghz_state(n)) + 0.1 * np.eye(2**n) / 2**n
+    targets = ["Z0 Z1", "Z1 Z2", "Z2 Z3", "Z3 Z4", "Z4 Z5", "Z0 Z5", "X0 X1 X2 X3 X4 X5", "Y0 Y1 X2 X3 X4 X5"]
+    policy = DerandomizedBasisPolicy(targets, 0.05, random_fraction=0.1, n=n, seed=0)
+    rng = np.random.default_rng(0)
+    T = 0
+    while not policy.converged:
+        policy.update(sims.sample_in_bases(rho, policy.next_bases(50), rng))
+        T += 50
+    offline = len(qsense.derandomized_bases(targets, 401, n=n))
+    assert T < offline / 2, (T, offline)
+    r = policy.estimate()
+    assert np.all(np.abs(r.values - sims.exact_expval(rho, targets)) < 4 * r.stderr)
