@@ -161,6 +161,12 @@ class QiskitDriver(RecordStreamDriver):
         How circuits are transpiled for a ``BackendV2`` (a preset pass manager
         of this level, seeded by ``seed``); ``pass_manager`` replaces it and is
         also applied for samplers (e.g. ISA circuits for a runtime sampler).
+    pad_shots:
+        Device-mode shadows: run all basis settings of a batch as one parameter
+        sweep at the largest setting's shot count, each setting keeping its first
+        shots (``None``: on simulators -- Aer, ``StatevectorSampler`` -- where
+        one sweep is much cheaper than many pubs), or, ``False``, one pub per
+        distinct count so that no shot is wasted (other backends).
     """
 
     def __init__(
@@ -184,6 +190,7 @@ class QiskitDriver(RecordStreamDriver):
         shadow_method: str = "auto",
         optimization_level: int = 1,
         pass_manager: Any = None,
+        pad_shots: bool | None = None,
     ) -> None:
         qiskit = _qiskit()
         if state not in ("auto", "density"):
@@ -215,6 +222,11 @@ class QiskitDriver(RecordStreamDriver):
         self._templates: dict[Any, _Template] = {}
         self.backend, self._backend_kind = self._classify_backend(backend)
         self._user_pm = pass_manager
+        if pad_shots is None:
+            from qiskit.primitives import StatevectorSampler
+
+            pad_shots = self._backend_kind == "aer" or isinstance(self.backend, StatevectorSampler)
+        self._pad = bool(pad_shots)
         self._pm: Any = None
         self.jobs = 0  # jobs submitted (device mode) or state computations (state mode)
         if self._static:
@@ -563,14 +575,21 @@ class QiskitDriver(RecordStreamDriver):
         table[:, tpl.user_cols] = vals[tpl.user_idx]
         basis = drawn.settings[:, tpl.rot_qubit]  # (S, rotation columns)
         table[:, tpl.rot_cols] = np.where(tpl.rot_is_theta, _THETA[basis], _LAMBDA[basis])
-        # settings drawn equally often share one pub (one parameter sweep): fewer, larger pubs
-        start = np.cumsum(drawn.counts) - drawn.counts
-        groups = [(int(c), np.flatnonzero(drawn.counts == c)) for c in np.unique(drawn.counts)]
-        results = self._run([(tpl.circuit, table[idx], c) for c, idx in groups])
-        grouped = np.empty((shots, n), np.uint8)
-        for (c, idx), bits in zip(groups, results):
-            rows = (start[idx][:, None] + np.arange(c)).reshape(-1)
-            grouped[rows] = bits.reshape(len(idx) * c, n)
+        if self._pad:
+            # a simulator: one parameter sweep over all settings at the largest count; setting s
+            # keeps its first counts[s] shots (i.i.d. like all of them), the rest cost only sampling
+            m = int(drawn.counts.max())
+            bits = self._run([(tpl.circuit, table, m)])[0].reshape(S, m, n)
+            grouped = bits[np.arange(m)[None, :] < drawn.counts[:, None]]
+        else:
+            # a device: no shot is wasted; settings drawn equally often share one pub
+            start = np.cumsum(drawn.counts) - drawn.counts
+            groups = [(int(c), np.flatnonzero(drawn.counts == c)) for c in np.unique(drawn.counts)]
+            results = self._run([(tpl.circuit, table[idx], c) for c, idx in groups])
+            grouped = np.empty((shots, n), np.uint8)
+            for (c, idx), bits in zip(groups, results):
+                rows = (start[idx][:, None] + np.arange(c)).reshape(-1)
+                grouped[rows] = bits.reshape(len(idx) * c, n)
         return ShadowBatch(drawn.bases, drawn.ungroup(grouped), wires=self._reg, source=self.source, seq=seq, t=t)
 
     def _device_bell(self, tpl: _Template, vals: np.ndarray, shots: int, seq: int, t: np.ndarray) -> BellBatch:

@@ -29,6 +29,12 @@ THETA = Parameter("theta")
 warnings.filterwarnings("ignore", message=".*has no QubitProperties.*")
 
 
+def aer(**options) -> AerSimulator:
+    """An AerSimulator on one thread: the test machine's cores are shared, and Aer's
+    thread pool oversubscribes them (5-10x slower on many small experiments)."""
+    return AerSimulator(max_parallel_threads=1, **options)
+
+
 def prep_circuit() -> QuantumCircuit:
     qc = QuantumCircuit(3)
     qc.ry(THETA, 0)
@@ -78,10 +84,10 @@ def consistent(a, sa, b, sb=0.0, z=4.5):
 
 BACKENDS = {
     "info": ("state", lambda: None),
-    "aer-state": ("state", lambda: AerSimulator()),
+    "aer-state": ("state", lambda: aer()),
     "statevector-sampler": ("device", lambda: StatevectorSampler()),
-    "aer": ("device", lambda: AerSimulator()),
-    "aer-sampler": ("device", lambda: AerSamplerV2()),
+    "aer": ("device", lambda: aer()),
+    "aer-sampler": ("device", lambda: AerSamplerV2(options={"backend_options": {"max_parallel_threads": 1}})),
     "generic-backend": ("device", lambda: GenericBackendV2(6, noise_info=False, seed=4)),
 }
 
@@ -123,7 +129,7 @@ def test_state_mode_states_are_exact_and_wire_ordered():
     bound = prep_circuit().assign_parameters([0.7])
     rho = DensityMatrix(bound)
     psi = Statevector(bound)
-    for backend in (None, AerSimulator()):
+    for backend in (None, aer()):
         drv = QiskitDriver(prep_circuit(), backend, params=(0.7,), seed=1)
         drv.sample(10)
         st = drv._sampler.state
@@ -155,7 +161,7 @@ def noise_model(errors: dict) -> NoiseModel:
 def test_noisy_aer_state_mode_is_the_exact_noisy_state():
     bound = prep_circuit().assign_parameters([0.9])
     ref = noisy_rho(bound, NOISE)
-    drv = QiskitDriver(prep_circuit(), AerSimulator(noise_model=noise_model(NOISE)), params=(0.9,), seed=1)
+    drv = QiskitDriver(prep_circuit(), aer(noise_model=noise_model(NOISE)), params=(0.9,), seed=1)
     drv.sample(10)
     assert drv._sampler.density
     np.testing.assert_allclose(drv._sampler.state, ref.reverse_qargs().data, atol=1e-9)
@@ -167,7 +173,7 @@ def test_noisy_shadows_match_the_noisy_channel(mode):
     bound = prep_circuit().assign_parameters([0.9])
     exact = exact_values(noisy_rho(bound, NOISE))
     ideal = exact_values(DensityMatrix(bound))
-    backend = AerSimulator(noise_model=noise_model(NOISE))
+    backend = aer(noise_model=noise_model(NOISE))
     drv = QiskitDriver(prep_circuit(), backend, mode=mode, params={THETA: 0.9}, batch_size=6000, total=18_000, seed=5)
     r = shadow_estimate(qsense.concatenate(asyncio.run(drv.collect())))
     assert consistent(r.values, r.stderr, exact), (r.values, exact)
@@ -182,7 +188,7 @@ def test_noisy_bell_purity_matches_the_noisy_channel(mode):
     bound = prep_circuit().assign_parameters([0.9])
     rho = noisy_rho(bound, errors)
     exact = np.r_[exact_values(rho) ** 2, rho.purity().real]
-    backend = AerSimulator(noise_model=noise_model(errors))
+    backend = aer(noise_model=noise_model(errors))
     drv = QiskitDriver(prep_circuit(), backend, kind="bell", mode=mode, params=(0.9,), batch_size=6000, total=12_000, seed=6)
     v, s = bell_estimate(qsense.concatenate(asyncio.run(drv.collect())))
     assert consistent(v, s, exact), (v, exact)
@@ -210,12 +216,12 @@ def test_ancilla_register_in_device_mode():
     red = partial_trace(DensityMatrix(bound), [1])  # little-endian in [0, 2]: label "AB" = A on 2, B on 0
     labels = ["ZZ", "XY", "ZI", "IZ", "YX"]
     exact = np.array([red.expectation_value(SparsePauliOp(lab)).real for lab in labels])
-    drv = QiskitDriver(prep_circuit(), AerSimulator(), wires=[2, 0], mode="device", params=(1.1,), batch_size=8000, total=16_000, seed=7)
+    drv = QiskitDriver(prep_circuit(), aer(), wires=[2, 0], mode="device", params=(1.1,), batch_size=8000, total=16_000, seed=7)
     b = qsense.concatenate(asyncio.run(drv.collect()))
     assert b.wires == (2, 0) and b.n == 2
     r = shadow_estimate(b, labels)
     assert consistent(r.values, r.stderr, exact), (r.values, exact)
-    pairs = QiskitDriver(prep_circuit(), AerSimulator(), wires=[2, 0], kind="bell", mode="device", params=(1.1,), seed=8).sample(6000)
+    pairs = QiskitDriver(prep_circuit(), aer(), wires=[2, 0], kind="bell", mode="device", params=(1.1,), seed=8).sample(6000)
     v, s = bell_estimate(pairs, labels)
     assert consistent(v, s, np.r_[exact**2, red.purity().real])
 
@@ -228,7 +234,7 @@ def test_wide_ghz_device_and_small_batches():
     qc.h(0)
     for q in range(n - 1):
         qc.cx(q, q + 1)
-    drv = QiskitDriver(qc, AerSimulator(), mode="device", batch_size=1500, total=1500, seed=9)
+    drv = QiskitDriver(qc, aer(), mode="device", batch_size=1500, total=1500, seed=9)
     b = qsense.concatenate(asyncio.run(drv.collect()))
     assert len(np.unique(b.bases, axis=0)) > 1300 and drv.jobs == 1
     r = shadow_estimate(b, ["Z0 Z7", "Z3 Z4", "Z5"])
@@ -247,7 +253,7 @@ def test_set_params_mid_stream_by_name_and_by_parameter():
     theta = Parameter("theta")
     qc = QuantumCircuit(1)
     qc.rx(theta, 0)
-    for mode, backend in (("state", None), ("device", AerSimulator())):
+    for mode, backend in (("state", None), ("device", aer())):
         drv = QiskitDriver(qc, backend, mode=mode, params={"theta": 0.0}, batch_size=300, total=2700, seed=7, source="flip", seq0=10)
         seen = []
 
@@ -270,7 +276,7 @@ def test_params_as_function_of_time_and_parameter_vectors():
     qc = QuantumCircuit(2)
     qc.rx(vec[0], 0)
     qc.rx(vec[1], 1)
-    drv = QiskitDriver(qc, AerSimulator(), mode="device",
+    drv = QiskitDriver(qc, aer(), mode="device",
                        params=lambda t: {vec: [0.0, math.pi] if t < 1.0 else [math.pi, 0.0]},
                        batch_size=250, total=2000, rate=1000.0, realtime=False, seed=1)
     b = qsense.concatenate(asyncio.run(drv.collect()))
@@ -323,7 +329,7 @@ async def test_rate_limit_and_cancellation_leave_no_tasks():
 
 def test_seeded_runs_reproduce_and_batches_differ():
     qc = prep_circuit()
-    runs = [QiskitDriver(qc, AerSimulator(), kind="bell", mode="device", params=(0.4,), seed=11) for _ in range(2)]
+    runs = [QiskitDriver(qc, aer(), kind="bell", mode="device", params=(0.4,), seed=11) for _ in range(2)]
     a1, a2 = runs[0].sample(500), runs[0].sample(500)
     b1 = runs[1].sample(500)
     assert np.array_equal(a1.outcomes, b1.outcomes)  # same seed, same records
@@ -344,7 +350,7 @@ def test_plugin_and_sample_records():
     b = sample_records(ghz, 20_000, seed=1)
     r = shadow_estimate(b, ["XXX", "Z0 Z1", "YYX"])
     assert consistent(r.values, r.stderr, [1.0, 1.0, -1.0])
-    pairs = sample_records(prep_circuit(), 4000, {"theta": 0.3}, kind="bell", mode="device", backend=AerSimulator(), seed=2)
+    pairs = sample_records(prep_circuit(), 4000, {"theta": 0.3}, kind="bell", mode="device", backend=aer(), seed=2)
     assert isinstance(pairs, qsense.BellBatch) and pairs.T == 4000
 
 
@@ -394,7 +400,7 @@ def test_bad_input_is_one_clear_error():
 def test_backend_failures_surface_as_one_line():
     qc = QuantumCircuit(1)
     qc.append(Gate("mystery", 1, []), [0])  # no definition: nothing can run it
-    for mode, backend in (("device", AerSimulator()), ("device", StatevectorSampler()), ("state", None)):
+    for mode, backend in (("device", aer()), ("device", StatevectorSampler()), ("state", None)):
         drv = QiskitDriver(qc, backend, mode=mode, seed=1)
         err = one_line_error(QiskitBackendError, lambda: drv.sample(10), "mystery|could not simulate")
         assert isinstance(err.__cause__, Exception)
