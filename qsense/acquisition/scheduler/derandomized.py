@@ -4,11 +4,11 @@
 :func:`qsense.derandomized_bases`: before each block of measurements it asks
 every target how many matched snapshots it still needs for its precision,
 
-    need_l = max(min_hits, 1 + ceil(var_l / eps_l^2)),   var_l = max(1 - v_l^2, 1 / m_l)
+    need_l = max(min_hits, 1 + ceil(4 p_l (1 - p_l) / eps_l^2)),   p_l = (m_l (1 + v_l) / 2 + 1) / (m_l + 2)
 
-(the matched-ratio estimator's error is sqrt((1 - v^2) / (m - 1)) after m
-matches; v_l is the current estimate once m_l >= min_hits, else 0, the worst
-case), and fixes the block's bases by the same conditional-expectation loop,
+(the matched-ratio estimator's error is sqrt(4p(1 - p) / (m - 1)) after m
+matches, p its smoothed fraction of +1 outcomes; v_l is the current estimate
+once m_l >= min_hits, else p_l = 1/2, the worst case), and fixes the block's bases by the same conditional-expectation loop,
 with each target's weight proportional to its need.  A fraction
 ``random_fraction`` of the bases is drawn uniformly at random instead, so the
 data still answer questions nobody asked yet (a held-out word of weight k is
@@ -150,8 +150,9 @@ class DerandomizedBasisPolicy:
         """Matched snapshots each target needs for its precision (int64 (L,))."""
         m = self.received
         v, _ = self._received()
-        v = np.where(m >= self.min_hits, v, 0.0)
-        var = np.maximum(1.0 - v**2, 1.0 / np.maximum(m, 1))
+        # the matched estimator's smoothed +1 fraction (its error bar's); v = 0 until min_hits
+        p = np.where(m >= self.min_hits, (m * (1.0 + v) / 2.0 + 1.0) / (m + 2.0), 0.5)
+        var = 4.0 * p * (1.0 - p)
         return np.maximum(self.min_hits, 1 + np.ceil(var / self.precision**2)).astype(np.int64)
 
     @property
