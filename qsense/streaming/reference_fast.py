@@ -86,15 +86,15 @@ def _error(path: str, status: int, n: int, line: int, col: int, byte: int, rest:
 
     where = f"{path}: line {line}, column {col}"
     if status == S.BAD_LETTER:
-        return MeasurementFileError(f"{where}: expected a basis letter X, Y or Z followed by a blank; got {_describe(byte)}")
+        return MeasurementFileError(f"{where}: unknown basis letter {_describe(byte)} (use X, Y or Z, then a blank)")
     if status == S.BAD_OUTCOME:
-        return MeasurementFileError(f"{where}: outcome must be 1, +1 or -1; got {_token(rest)}")
+        return MeasurementFileError(f"{where}: outcome must be 1 or -1 (or +1); got {_token(rest)}")
     if status == S.MISSING_OUTCOME:
-        return MeasurementFileError(f"{where}: a basis letter without its outcome")
+        return MeasurementFileError(f"{where}: a basis letter without its outcome (an odd number of tokens)")
     if status == S.TOO_MANY:
-        return MeasurementFileError(f"{where}: more than n={n} (basis, outcome) pairs on the line")
+        return MeasurementFileError(f"{where}: more than {2 * n} tokens (n={n} basis, outcome pairs) on the line")
     if status == S.TOO_FEW:
-        return MeasurementFileError(f"{path}: line {line}: {byte} (basis, outcome) pairs; the header says n={n}")
+        return MeasurementFileError(f"{path}: line {line}: {2 * byte} tokens ({byte} basis, outcome pairs); n={n} needs {2 * n}")
     return MeasurementFileError(f"{where}: more snapshots than the file size allows (internal error)")
 
 
@@ -262,10 +262,10 @@ def read_measurements_tokens(path: str | os.PathLike, **kw) -> ShadowBatch:
     for k, v in _BASIS.items():
         bases[letters == k] = v
     if (bases == 255).any():
-        raise MeasurementFileError(f"{path}: unknown basis letter {letters[bases == 255][0]!r} (use X, Y, Z)")
+        raise MeasurementFileError(f"{path}: unknown basis letter {letters[bases == 255][0]!r} (use X, Y or Z)")
     outcomes = np.full(signs.shape, 255, dtype=np.int16)
     outcomes[(signs == "1") | (signs == "+1")] = 0
     outcomes[signs == "-1"] = 1
     if (outcomes == 255).any():
-        raise MeasurementFileError(f"{path}: outcome must be 1, +1 or -1; got {signs[outcomes == 255][0]!r}")
+        raise MeasurementFileError(f"{path}: outcome must be 1 or -1 (or +1); got {signs[outcomes == 255][0]!r}")
     return ShadowBatch(bases=bases.astype(np.uint8), outcomes=outcomes.astype(np.uint8), **kw)
