@@ -188,6 +188,40 @@ def test_binary_position_angle_survives_export_and_fit_from_the_file(tmp_path, p
     assert abs((wrong["position_angle"][0] - p0) % 360.0 - 180.0) < 1.0
 
 
+def test_cross_pair_correlations_travel_in_oi_corr(tmp_path):
+    src = BinaryStar(3.0 * MAS, math.radians(60.0), 0.5)
+    sim = _sim(src, M=6, seed=7)
+    single = _single(sim, 20000)
+    assert single.full_cov is not None
+    f = write_oifits(tmp_path / "c.oifits", sim.array.positions, LAM, single)
+    with fits.open(f) as h:
+        c, v = h["OI_CORR"], h["OI_VIS"]
+        assert c.header["OI_REVN"] == 1 and c.header["NDATA"] == 30 and v.header["CORRNAME"] == c.header["CORRNAME"]
+        assert list(v.data["CORRINDX_RVIS"]) == list(range(1, 16)) and list(v.data["CORRINDX_IVIS"]) == list(range(16, 31))
+        # the stored coefficients are the estimator's correlations
+        sd = np.sqrt(np.diag(single.full_cov))
+        R = single.full_cov / np.outer(sd, sd)
+        assert np.allclose(c.data["CORR"], R[c.data["IINDX"] - 1, c.data["JINDX"] - 1])
+        assert len(c.data) > 50  # pairs sharing a telescope are correlated
+    assert check_oifits(f) == []
+    d = read_oifits(f)
+    flip = np.diag(np.r_[np.ones(15), -np.ones(15)])  # qsense's Im is minus the file's IVIS
+    assert np.allclose(d.vis_cov, flip @ single.full_cov @ flip, rtol=1e-9, atol=1e-15)
+    mem = fit_binary(sim.array.uv(single.pairs), single.values, single.stderr, cov=single.full_cov)
+    disk = fit_binary(d.uv, d.vis, d.vis_err, cov=d.vis_cov)
+    assert np.allclose(disk.stderr, mem.stderr, rtol=1e-4) and abs(disk["position_angle"][0] - mem["position_angle"][0]) < 0.01
+    # without correlations the file has no OI_CORR and the reader none either
+    g = write_oifits(tmp_path / "n.oifits", sim.array.positions, LAM, single, correlations=False)
+    assert read_oifits(g).vis_cov is None
+    # a hostile OI_CORR: indices outside NDATA
+    with fits.open(f) as h:
+        bad = h["OI_CORR"].copy()
+        bad.data["IINDX"][0] = 999
+        fits.HDUList([x.copy() for x in h if x.name != "OI_CORR"] + [bad]).writeto(tmp_path / "bad.oifits")
+    with pytest.raises(OIFITSError, match="IINDX/JINDX outside 1..NDATA = 30"):
+        read_oifits(tmp_path / "bad.oifits")
+
+
 def test_squared_visibilities_round_trip_and_fit(tmp_path):
     src = BinaryStar(3.0 * MAS, math.radians(60.0), 0.5)
     sim = _sim(src, M=6, seed=6)

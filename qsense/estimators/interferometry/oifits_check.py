@@ -20,7 +20,7 @@ def check_oifits(path: str | Path) -> list[str]:
     the presence of OI_TARGET, OI_ARRAY, OI_WAVELENGTH and at least one data
     table; every table's required keywords, columns, column types and units
     (:data:`REQUIRED`); per-channel widths against the referenced OI_WAVELENGTH;
-    and the cross references (ARRNAME, INSNAME, TARGET_ID, STA_INDEX).  A file
+    and the cross references (ARRNAME, INSNAME, CORRNAME, TARGET_ID, STA_INDEX).  A file
     that is not FITS at all raises :class:`OIFITSError`.
     """
     probs: list[str] = []
@@ -39,23 +39,24 @@ def check_oifits(path: str | Path) -> list[str]:
             probs.append("no data table (OI_VIS, OI_VIS2, OI_T3 or OI_FLUX)")
         arrays = {str(h.header.get("ARRNAME", "")).strip(): h for h in hdul if h.name == "OI_ARRAY"}
         waves = {str(h.header.get("INSNAME", "")).strip(): h for h in hdul if h.name == "OI_WAVELENGTH"}
+        corrs = {str(h.header.get("CORRNAME", "")).strip() for h in hdul if h.name == "OI_CORR"}
         target_ids: set[int] = set()
         for h in hdul:
             if h.name == "OI_TARGET" and "TARGET_ID" in h.columns.names:
                 target_ids |= {int(i) for i in h.data["TARGET_ID"]}
         for h in hdul[1:]:
             if h.name in REQUIRED:
-                probs += _check_table(h, arrays, waves, target_ids)
+                probs += _check_table(h, arrays, waves, corrs, target_ids)
     return probs
 
 
-def _check_table(h: Any, arrays: dict, waves: dict, target_ids: set[int]) -> list[str]:
+def _check_table(h: Any, arrays: dict, waves: dict, corrs: set[str], target_ids: set[int]) -> list[str]:
     spec = REQUIRED[h.name]
     where = h.name + (f" {h.header['INSNAME']!r}" if "INSNAME" in h.header and h.name != "OI_WAVELENGTH" else "")
     probs = [f"{where}: missing keyword {k}" for k in spec["keywords"] if k not in h.header]
-    revn = h.header.get("OI_REVN")
-    if revn is not None and revn != 2:
-        probs.append(f"{where}: OI_REVN must be 2 for OIFITS2; got {revn!r}")
+    revn, want = h.header.get("OI_REVN"), spec.get("revn", 2)
+    if revn is not None and revn != want:
+        probs.append(f"{where}: OI_REVN must be {want} for OIFITS2; got {revn!r}")
     cols = {c.name: c for c in h.columns}
     nwave = None
     if h.name in ("OI_VIS", "OI_VIS2"):
@@ -64,6 +65,9 @@ def _check_table(h: Any, arrays: dict, waves: dict, target_ids: set[int]) -> lis
             probs.append(f"{where}: INSNAME {ins!r} matches no OI_WAVELENGTH table")
         else:
             nwave = len(waves[ins].data)
+        corr = h.header.get("CORRNAME")
+        if corr is not None and str(corr).strip() not in corrs:
+            probs.append(f"{where}: CORRNAME {str(corr).strip()!r} matches no OI_CORR table")
         if arr not in arrays:
             probs.append(f"{where}: ARRNAME {arr!r} matches no OI_ARRAY table")
         elif "STA_INDEX" in cols and "STA_INDEX" in arrays[arr].columns.names:

@@ -27,8 +27,10 @@ class OIFITSData:
     ``vis2_sta_index``, ``vis2_mjd``.  ``stations`` maps STA_INDEX to
     ``(station name, East m, North m)`` where the file's OI_ARRAY gives them;
     ``targets`` maps TARGET_ID to its name; ``header`` is the primary header
-    as a dict.  Feed ``fit_binary(d.uv, d.vis, d.vis_err, kind="complex")`` or
-    ``fit_binary(d.uv2, d.vis2, d.vis2_err, kind="squared")``.
+    as a dict.  ``vis_cov`` (2N, 2N) is the covariance of ``[Re vis..., Im
+    vis...]`` when the file's OI_CORR gives the correlations of RVIS/IVIS (else
+    None).  Feed ``fit_binary(d.uv, d.vis, d.vis_err, kind="complex",
+    cov=d.vis_cov)`` or ``fit_binary(d.uv2, d.vis2, d.vis2_err, kind="squared")``.
     """
 
     uv: np.ndarray
@@ -47,6 +49,11 @@ class OIFITSData:
     targets: dict[int, str] = field(default_factory=dict)
     header: dict[str, Any] = field(default_factory=dict)
     flagged: int = 0
+    vis_cov: np.ndarray | None = None
+
+
+#: OI_CORR is read into a dense (2N, 2N) covariance only up to this many complex data
+MAX_CORRELATED = 1200
 
 
 def _col(hdu: Any, name: str, where: str) -> np.ndarray:
@@ -118,7 +125,13 @@ def read_oifits(path: str | Path) -> OIFITSData:
             n, w = len(h.data), lam.size // max(len(h.data), 1)
             cols = h.columns.names
             if h.name == "OI_VIS":
+                corr = (None, None, None)
                 if all(c in cols for c in ("RVIS", "IVIS", "RVISERR", "IVISERR")):
+                    if "CORRNAME" in h.header and all(c in cols for c in ("CORRINDX_RVIS", "CORRINDX_IVIS")):
+                        step = np.arange(w, dtype=np.int64)
+                        ir = (_col(h, "CORRINDX_RVIS", where).astype(np.int64).reshape(n, 1) + step).reshape(-1)
+                        ii = (_col(h, "CORRINDX_IVIS", where).astype(np.int64).reshape(n, 1) + step).reshape(-1)
+                        corr = (str(h.header["CORRNAME"]).strip(), ir, ii)
                     re = _per_channel(_col(h, "RVIS", where), n, w, "RVIS", where).astype(np.float64).reshape(-1)
                     im = _per_channel(_col(h, "IVIS", where), n, w, "IVIS", where).astype(np.float64).reshape(-1)
                     er = _per_channel(_col(h, "RVISERR", where), n, w, "RVISERR", where).astype(np.float64).reshape(-1)
@@ -137,7 +150,8 @@ def read_oifits(path: str | Path) -> OIFITSData:
                 flagged += int((~good).sum())
                 # the file holds int I e^{-2 pi i u.s}; qsense's gamma is its conjugate at the same u
                 vis_parts.append((uv[good], (re - 1j * im)[good], np.stack([er, ei], axis=1)[good], lam[good],
-                                  sta[good], mjd[good]))
+                                  sta[good], mjd[good],
+                                  (corr[0], None if corr[1] is None else corr[1][good], None if corr[2] is None else corr[2][good])))
             else:
                 d = _per_channel(_col(h, "VIS2DATA", where), n, w, "VIS2DATA", where).astype(np.float64).reshape(-1)
                 e = _per_channel(_col(h, "VIS2ERR", where), n, w, "VIS2ERR", where).astype(np.float64).reshape(-1)
@@ -152,6 +166,7 @@ def read_oifits(path: str | Path) -> OIFITSData:
             if h.name == "OI_TARGET" and "TARGET_ID" in h.columns.names and "TARGET" in h.columns.names:
                 targets.update({int(i): str(t).strip() for i, t in zip(h.data["TARGET_ID"], h.data["TARGET"])})
         header = {k: v for k, v in hdul[0].header.items() if k not in ("COMMENT", "HISTORY", "")}
+        vis_cov = _covariance(hdul, vis_parts, where)
 
     def cat(parts: list[tuple], i: int, shape: tuple, dtype: Any) -> np.ndarray:
         return np.concatenate([p[i] for p in parts]) if parts else np.zeros(shape, dtype)
@@ -161,8 +176,65 @@ def read_oifits(path: str | Path) -> OIFITSData:
         cat(vis_parts, 3, (0,), float), cat(vis_parts, 4, (0, 2), np.int64), cat(vis_parts, 5, (0,), float),
         cat(vis2_parts, 0, (0, 2), float), cat(vis2_parts, 1, (0,), float), cat(vis2_parts, 2, (0,), float),
         cat(vis2_parts, 3, (0,), float), cat(vis2_parts, 4, (0, 2), np.int64), cat(vis2_parts, 5, (0,), float),
-        stations, targets, header, flagged,
+        stations, targets, header, flagged, vis_cov,
     )
+
+
+def _corr_tables(hdul: Any, where: str) -> dict[str, tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+    """CORRNAME -> (NDATA, IINDX, JINDX, CORR) of every OI_CORR table, checked."""
+    out = {}
+    for h in hdul:
+        if h.name != "OI_CORR":
+            continue
+        name = str(h.header.get("CORRNAME", "")).strip()
+        nd = h.header.get("NDATA")
+        if not isinstance(nd, int) or not 0 < nd <= 10**7:
+            raise OIFITSError(f"{where}: OI_CORR {name!r}: NDATA must be a positive integer; got {nd!r}")
+        i = _col(h, "IINDX", where).astype(np.int64).reshape(-1)
+        j = _col(h, "JINDX", where).astype(np.int64).reshape(-1)
+        c = _col(h, "CORR", where).astype(np.float64).reshape(-1)
+        if i.size and (min(i.min(), j.min()) < 1 or max(i.max(), j.max()) > nd):
+            raise OIFITSError(f"{where}: OI_CORR {name!r}: IINDX/JINDX outside 1..NDATA = {nd}")
+        if not np.all(np.isfinite(c) & (np.abs(c) <= 1.0 + 1e-9)):
+            raise OIFITSError(f"{where}: OI_CORR {name!r}: CORR must be correlation coefficients in [-1, 1]")
+        out[name] = (nd, i, j, c)
+    return out
+
+
+def _covariance(hdul: Any, parts: list[tuple], where: str) -> np.ndarray | None:
+    """(2N, 2N) covariance of [Re..., Im...] of the kept complex data, from OI_CORR (None without correlations)."""
+    if not any(p[6][0] is not None for p in parts):
+        return None
+    corrs = _corr_tables(hdul, where)
+    err = np.concatenate([p[2] for p in parts])
+    N = len(err)
+    if N > MAX_CORRELATED:
+        return None
+    sd = np.concatenate([err[:, 0], err[:, 1]])
+    # qsense's Im is minus the file's IVIS: flip the sign of every Re-Im correlation
+    sign = np.concatenate([np.ones(N), -np.ones(N)])
+    C = np.diag(sd**2)
+    lo = 0
+    for p in parts:
+        name, ir, ii = p[6]
+        k = len(p[2])
+        if name is not None and k:
+            if name not in corrs:
+                raise OIFITSError(f"{where}: OI_VIS refers to CORRNAME {name!r}, which no OI_CORR table defines")
+            nd, i, j, c = corrs[name]
+            if min(ir.min(), ii.min()) < 1 or max(ir.max(), ii.max()) > nd:
+                raise OIFITSError(f"{where}: CORRINDX_RVIS/IVIS outside 1..NDATA = {nd} of OI_CORR {name!r}")
+            pos = np.full(nd + 1, -1, dtype=np.int64)
+            g = np.arange(lo, lo + k)
+            pos[ir], pos[ii] = g, N + g
+            a, b = pos[i], pos[j]
+            ok = (a >= 0) & (b >= 0) & (a != b)
+            a, b, r = a[ok], b[ok], c[ok]
+            v = r * sd[a] * sd[b] * sign[a] * sign[b]
+            C[a, b] = v
+            C[b, a] = v
+        lo += k
+    return C
 
 
 def _stations(hdul: Any) -> dict[int, tuple[str, float, float]]:

@@ -24,6 +24,7 @@ PRIMARY_KEYWORDS = ("ORIGIN", "DATE", "DATE-OBS", "CONTENT", "TELESCOP", "INSTRU
 
 #: Per table: required header keywords and required columns ``name -> (TFORM type letter, unit)``;
 #: a unit of None means the column has none.  Data columns of per-channel quantities are NWAVE wide.
+#: ``revn``: the table's OI_REVN in OIFITS2 (2 unless given; OI_CORR is new in version 2, revision 1).
 REQUIRED: dict[str, dict[str, Any]] = {
     "OI_TARGET": {
         "keywords": ("OI_REVN",),
@@ -41,6 +42,11 @@ REQUIRED: dict[str, dict[str, Any]] = {
             "TEL_NAME": ("A", None), "STA_NAME": ("A", None), "STA_INDEX": ("I", None),
             "DIAMETER": ("E", "m"), "STAXYZ": ("D", "m"),
         },
+    },
+    "OI_CORR": {
+        "keywords": ("OI_REVN", "CORRNAME", "NDATA"),
+        "columns": {"IINDX": ("J", None), "JINDX": ("J", None), "CORR": ("D", None)},
+        "revn": 1,
     },
     "OI_WAVELENGTH": {
         "keywords": ("OI_REVN", "INSNAME"),
@@ -128,11 +134,12 @@ def _open(path: str | Path) -> Any:
                 _ = h.data  # force every table to be read and checked against its header
     except Exception as exc:  # noqa: BLE001 - astropy raises OSError, ValueError, TypeError, ... on hostile bytes
         raise OIFITSError(f"{p}: not a readable FITS file ({type(exc).__name__}: {_one_line(exc)})") from None
-    short = [w for w in caught if "truncated" in str(w.message)]
+    short = [w for w in caught if "truncated" in str(w.message) or "corrupted" in str(w.message)]
     if short:
-        # astropy pads a truncated table with zeros and only warns: those zeros would be read as data
+        # astropy only warns: it pads a truncated table with zeros (read as data) or drops a
+        # broken trailing HDU (its data silently missing)
         hdul.close()
-        raise OIFITSError(f"{p}: truncated ({_one_line(short[0].message)})")
+        raise OIFITSError(f"{p}: truncated or corrupted ({_one_line(short[0].message)})")
     return hdul
 
 

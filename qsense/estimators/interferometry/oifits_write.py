@@ -74,6 +74,7 @@ def write_oifits(
     instrume: str = "QSENSE",
     observer: str = "qsense",
     insmode: str = "single-copy shadows + two-copy Bell",
+    correlations: bool = True,
     overwrite: bool = True,
 ) -> Path:
     """Write visibilities as an OIFITS2 file; returns its path.
@@ -93,6 +94,13 @@ def write_oifits(
     North, 0).  The target: ``target`` name at ``ra``/``dec`` (deg, J2000).
     Time: ``mjd`` (the middle of the observation, default now) and ``int_time``
     (s), the same for every row; TIME (deprecated by OIFITS2) is 0.
+
+    Correlations: when ``vis.full_cov`` is set (the cross-pair covariance of
+    ``[Re V_1..Re V_P, Im V_1..Im V_P]``) and ``correlations`` is True, an
+    OI_CORR table (``CORRNAME = 'QSENSE_VIS'``) holds its correlation
+    coefficients and OI_VIS points at it (``CORRINDX_RVIS = p + 1``,
+    ``CORRINDX_IVIS = P + p + 1`` for row p), so a reader can rebuild it from
+    the errors and fit with the full covariance.
     """
     fits = _fits()
     if vis is None and vis2 is None:
@@ -129,7 +137,10 @@ def write_oifits(
     hdus.append(wl)
     common = {"DATE-OBS": date_obs, "ARRNAME": arrname, "INSNAME": insname}
     if vis is not None:
-        hdus.append(_vis_hdu(fits, pos, _pairs_of(vis, M), vis, mjd, int_time, common))
+        corr = _corr_hdu(fits, vis.full_cov, "QSENSE_VIS") if correlations and vis.full_cov is not None else None
+        hdus.append(_vis_hdu(fits, pos, _pairs_of(vis, M), vis, mjd, int_time, common, corr is not None))
+        if corr is not None:
+            hdus.append(corr)
     if vis2 is not None:
         p2 = _pairs_of(vis2, M)
         hdus.append(_vis2_hdu(fits, pos, p2, np.asarray(vis2.values, float), np.asarray(vis2.stderr, float), mjd, int_time, common))
@@ -241,7 +252,27 @@ def _headed(hdu: Any, common: dict) -> Any:
     return hdu
 
 
-def _vis_hdu(fits, pos, pairs, vis: VisibilityEstimate, mjd, int_time, common) -> Any:
+def _corr_hdu(fits, full: np.ndarray, name: str) -> Any | None:
+    """OI_CORR of a covariance matrix: its off-diagonal correlation coefficients, 1-based indices (None if unusable)."""
+    C = np.asarray(full, dtype=np.float64)
+    sd = np.sqrt(np.diag(C))
+    if C.ndim != 2 or C.shape[0] != C.shape[1] or not np.all(np.isfinite(C)) or np.any(~(sd > 0)):
+        return None
+    i, j = np.triu_indices(len(C), 1)
+    r = C[i, j] / (sd[i] * sd[j])
+    keep = r != 0.0  # OI_CORR lists the non-zero elements only
+    hdu = fits.BinTableHDU.from_columns([
+        fits.Column("IINDX", "1J", array=(i[keep] + 1).astype(np.int32)),
+        fits.Column("JINDX", "1J", array=(j[keep] + 1).astype(np.int32)),
+        fits.Column("CORR", "1D", array=np.clip(r[keep], -1.0, 1.0)),
+    ], name="OI_CORR")
+    hdu.header["OI_REVN"] = 1
+    hdu.header["CORRNAME"] = name
+    hdu.header["NDATA"] = len(C)
+    return hdu
+
+
+def _vis_hdu(fits, pos, pairs, vis: VisibilityEstimate, mjd, int_time, common, correlated: bool = False) -> Any:
     v = np.asarray(vis.values, dtype=np.complex128)
     err = vis.stderr
     amp_err, phi_err = vis.amplitude_err, np.degrees(vis.phase_err)
@@ -257,7 +288,14 @@ def _vis_hdu(fits, pos, pairs, vis: VisibilityEstimate, mjd, int_time, common) -
         fits.Column("IVISERR", "1D", array=err[:, 1]),
         fits.Column("FLAG", "1L", array=bad),
     ]
+    P = len(pairs)
+    if correlated:
+        # full_cov orders [Re_1..Re_P, Im_1..Im_P]: row p's RVIS is datum p + 1, its IVIS datum P + p + 1
+        cols += [fits.Column("CORRINDX_RVIS", "1J", array=np.arange(1, P + 1, dtype=np.int32)),
+                 fits.Column("CORRINDX_IVIS", "1J", array=np.arange(P + 1, 2 * P + 1, dtype=np.int32))]
     hdu = _headed(fits.BinTableHDU.from_columns(cols, name="OI_VIS"), common)
+    if correlated:
+        hdu.header["CORRNAME"] = "QSENSE_VIS"
     hdu.header["AMPTYP"] = "absolute"
     hdu.header["PHITYP"] = "absolute"
     return hdu
