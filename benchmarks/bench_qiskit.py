@@ -35,10 +35,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
 
 #: "wall" (perf_counter) or "cpu" (process_time: all of this process's threads, Aer's
 #: included); on a shared machine the CPU seconds are the steadier measure

@@ -44,7 +44,8 @@ flight finishes in its thread and is discarded).
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ from qsense.records import BellBatch, ShadowBatch
 
 from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
 
-__all__ = ["PennyLaneDriver", "sample_records", "MODES", "KINDS"]
+__all__ = ["KINDS", "MODES", "PennyLaneDriver", "sample_records"]
 
 log = logging.getLogger(__name__)
 

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ from qsense.records import BellBatch, ShadowBatch
 
 from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
 
-__all__ = ["QiskitDriver", "QiskitDriverError", "QiskitBackendError", "sample_records", "MODES", "KINDS"]
+__all__ = ["KINDS", "MODES", "QiskitBackendError", "QiskitDriver", "QiskitDriverError", "sample_records"]
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,8 @@ class QiskitDriver(RecordStreamDriver):
 
     # -- inputs ------------------------------------------------------------------------------
     def _classify_backend(self, backend: Any) -> tuple[Any, str]:
-        from qiskit.providers import BackendV2
         from qiskit.primitives import BaseSamplerV2, StatevectorSampler
+        from qiskit.providers import BackendV2
 
         Aer = _aer_simulator_type()
         if self.mode == "state":
@@ -300,6 +301,8 @@ class QiskitDriver(RecordStreamDriver):
         return clean
 
     def _register(self, circ: Any) -> tuple[int, ...]:
+        from qiskit.circuit.exceptions import CircuitError
+
         N = circ.num_qubits
         if self._wires_arg is None:
             return tuple(range(N))
@@ -312,7 +315,7 @@ class QiskitDriver(RecordStreamDriver):
             else:
                 try:
                     idx = circ.find_bit(w).index
-                except Exception:
+                except (CircuitError, TypeError, AttributeError):
                     raise QiskitDriverError(f"wires entry {w!r} is neither a qubit index nor a qubit of the circuit") from None
             reg.append(idx)
         if not reg:
@@ -522,6 +525,7 @@ class QiskitDriver(RecordStreamDriver):
         self.jobs += 1
         if self._backend_kind == "aer":
             return self._aer_state(bound)
+        from qiskit.exceptions import QiskitError
         from qiskit.quantum_info import DensityMatrix, Statevector, partial_trace
 
         reg, N = list(self._reg), bound.num_qubits
@@ -531,7 +535,7 @@ class QiskitDriver(RecordStreamDriver):
                 try:
                     psi = np.asarray(Statevector(bound).data)
                     return _wire_order(psi, N, reg)
-                except Exception:  # not unitary (reset, channels): the density-matrix path handles it
+                except QiskitError:  # not unitary (reset, channels): the density-matrix path handles it
                     log.debug("%s: circuit is not unitary; computing its density matrix", self.source)
             rho = DensityMatrix(bound)
             others = [q for q in range(N) if q not in reg]

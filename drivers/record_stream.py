@@ -21,15 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
 from qsense.sims.samplers import BellSampler, ShadowSampler
 
-__all__ = ["RecordStreamDriver", "Settings", "draw_settings", "freeze", "normalize_params", "MODES", "KINDS"]
+__all__ = ["KINDS", "MODES", "RecordStreamDriver", "Settings", "draw_settings", "freeze", "normalize_params"]
 
 log = logging.getLogger(__name__)
 

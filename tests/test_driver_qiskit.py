@@ -257,7 +257,7 @@ def test_set_params_mid_stream_by_name_and_by_parameter():
         drv = QiskitDriver(qc, backend, mode=mode, params={"theta": 0.0}, batch_size=300, total=2700, seed=7, source="flip", seq0=10)
         seen = []
 
-        async def consume():
+        async def consume(drv=drv, seen=seen):
             async for b in drv:
                 z = b.outcomes[b.bases[:, 0] == 2, 0]
                 seen.append((b.seq, b.source, int(z.min()), int(z.max())))
@@ -381,7 +381,7 @@ def test_bad_input_is_one_clear_error():
     one_line_error(E, lambda: QiskitDriver(qc, AerSamplerV2(seed=3), mode="device", params=(0.1,)), "fixed seed")
     one_line_error(E, lambda: QiskitDriver(qc, None, shadow_method="native", params=(0.1,)), "no native")
     for key, value in (("kind", "x"), ("mode", "x"), ("batch_size", 0), ("total", -1), ("rate", 0.0), ("seq0", -2), ("state", "x")):
-        one_line_error(E, lambda: QiskitDriver(qc, None, params=(0.1,), **{key: value}), key)
+        one_line_error(E, lambda key=key, value=value: QiskitDriver(qc, None, params=(0.1,), **{key: value}), key)
     # width: two copies of 3 qubits do not fit on 5
     small = GenericBackendV2(5, noise_info=False, seed=1)
     drv = QiskitDriver(qc, small, kind="bell", mode="device", params=(0.1,))
@@ -402,5 +402,5 @@ def test_backend_failures_surface_as_one_line():
     qc.append(Gate("mystery", 1, []), [0])  # no definition: nothing can run it
     for mode, backend in (("device", aer()), ("device", StatevectorSampler()), ("state", None)):
         drv = QiskitDriver(qc, backend, mode=mode, seed=1)
-        err = one_line_error(QiskitBackendError, lambda: drv.sample(10), "mystery|could not simulate")
+        err = one_line_error(QiskitBackendError, lambda drv=drv: drv.sample(10), "mystery|could not simulate")
         assert isinstance(err.__cause__, Exception)
