@@ -497,6 +497,7 @@ def test_qsense_oifits_bad_input_is_one_line_exit_2(tmp_path, capsys):
         ([str(f), "--array", "keck", "--wavelength", "800"], "known arrays"),
         ([str(f), "--wavelength", "800"], "--array NAME or --positions"),
         ([str(f), "--array", "vlti-ut", "--wavelength", "800"], "array has 4 telescopes"),
+        ([str(f), "--array", "vlti-at", "--wavelength", "800"], "(6 telescopes), but the array has 30"),
         ([str(tmp_path / "none.json"), "--array", "chara", "--wavelength", "800"], "no such file"),
     ]
     (tmp_path / "junk.json").write_text("{not json")

@@ -201,6 +201,9 @@ def visibilities_from_body(body: dict, M: int, dark: float = 0.0) -> VisibilityE
     where = f"estimator {body.get('estimator', '?')!r}"
     est = body["estimates"]
     pairs = _pairs(est, M, where)
+    zs = sorted(int(m.group(1)) for k in est if (m := _Z.match(k)))
+    if zs and zs[-1] + 1 != M:
+        raise ValueError(f"{where}: holds Z0..Z{zs[-1]} ({zs[-1] + 1} telescopes), but the array has {M} telescopes")
     count = int(body.get("count") or 0)
     if count < 2:
         raise ValueError(f"{where}: needs at least 2 snapshots; has {count}")
