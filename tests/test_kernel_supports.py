@@ -154,3 +154,21 @@ def test_compiled_packer_equals_packing(restore, T, n, threads):
     got = K.pack_tables(bases, outcomes)
     np.testing.assert_array_equal(got, packing.pack_shadow(bases, outcomes))
     packing.check_shadow_planes(got, T)
+
+
+def test_forked_child_counts_with_its_own_threads(restore):
+    """A process forked after the worker pool started (multiprocessing's default on
+    Linux) counts large work without hanging on the parent's pool."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(12)
+    T, n = 100_000, 8
+    b = qsense.ShadowBatch(rng.integers(0, 3, (T, n), dtype=np.uint8), rng.integers(0, 2, (T, n), dtype=np.uint8))
+    words = _words(rng, n, 300, 2)
+    K.set_threads(2)
+    want = qsense.shadow_expval(b, words)  # starts the pool in this process
+    assert K._pool is not None
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(qsense.shadow_expval, (b, words)).get(timeout=60)
+    np.testing.assert_array_equal(got, want)

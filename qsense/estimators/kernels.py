@@ -206,6 +206,18 @@ def set_threads(n: int) -> None:
         _threads = n
 
 
+def _forget_pool_in_child() -> None:
+    """A forked child has none of the parent's worker threads: a pool inherited from
+    the parent would queue work that no thread ever runs (a hang), so start afresh."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _get_pool():
     """The worker pool of :func:`set_threads` (created on first large job), or None for one thread."""
     global _pool
