@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from qsense import ShadowBatch, ShadowPurity, sims
-from qsense.estimators.class_kernels import ClassCounts, class_keys, pair_row_sums
+from qsense.estimators.class_kernels import ClassCounts, class_keys, pair_row_sums, pauli_row_sums
 from qsense.estimators.purity import _G, MAX_SUBSYSTEM, _apply, class_kernel, u_statistic, window_subsystems
 from qsense.estimators.serial import dump_npz
 from qsense.sims import exact
@@ -30,7 +30,7 @@ def dense_reference(b: ShadowBatch, sub) -> tuple[float, float]:
     keys = class_keys(2 * b.bases[:, sub].astype(np.int64) + b.outcomes[:, sub])
     h = np.bincount(keys, minlength=6**m).astype(np.float64)
     nz = np.flatnonzero(h)
-    return u_statistic(h[nz], _apply(h, _G, m)[nz], _apply(h, _G**2, m)[nz], 5.0**m, b.T)
+    return u_statistic(h[nz], _apply(h, _G, m)[nz], float(h[nz] @ _apply(h, _G**2, m)[nz]), 5.0**m, b.T)
 
 
 def random_batch(T: int, n: int, seed: int) -> ShadowBatch:
@@ -47,7 +47,8 @@ def test_sparse_pair_kernel_equals_the_dense_histogram_path(m):
     sub = list(range(9 - m, 9))
     counts = ClassCounts(m)
     counts.add_keys(class_keys(2 * b.bases[:, sub].astype(np.int64) + b.outcomes[:, sub]))
-    sparse = u_statistic(*pair_row_sums(counts), 5.0**m, b.T)
+    hh, r1, r2 = pair_row_sums(counts)
+    sparse = u_statistic(hh, r1, float(hh @ r2), 5.0**m, b.T)
     dense = dense_reference(b, sub)
     np.testing.assert_allclose(sparse, dense, rtol=1e-10, atol=1e-12)
     est = ShadowPurity([sub])
@@ -55,6 +56,12 @@ def test_sparse_pair_kernel_equals_the_dense_histogram_path(m):
     est.update(b[700:])
     p = est.purity()
     np.testing.assert_allclose([p.values[0], p.stderr[0]], dense, rtol=1e-10, atol=1e-12)
+    # the Pauli route: the same value and G h, an error bar within sampling noise
+    hp, r1p, hr2p = pauli_row_sums(counts)
+    np.testing.assert_allclose(r1p, r1, rtol=1e-10, atol=1e-9 * np.abs(r1).max())
+    pauli = u_statistic(hp, r1p, hr2p, 5.0**m, b.T)
+    assert pauli[0] == pytest.approx(dense[0], rel=1e-10, abs=1e-12)
+    assert pauli[1] == pytest.approx(dense[1], rel=0.1)
 
 
 @pytest.mark.parametrize("m", [12, 16])

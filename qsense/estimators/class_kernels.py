@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ClassCounts", "class_keys", "decode_keys", "pair_row_sums", "MAX_KEY_QUBITS"]
+__all__ = ["ClassCounts", "class_keys", "decode_keys", "pair_row_sums", "pauli_row_sums", "MAX_KEY_QUBITS", "PAULI_ROUTE_MAX"]
 
 #: 6^24 < 2^63: base-6 keys of up to 24 qubits fit an int64
 MAX_KEY_QUBITS = 24
@@ -273,3 +273,108 @@ def pair_row_sums(counts: ClassCounts, g: np.ndarray | None = None) -> tuple[np.
                 k = np.prod(g[np.arange(m), classes[i][None, :], classes], axis=1)
                 r1[i], r2[i] = h @ k, h @ (k * k)
     return h, r1, r2
+
+
+#: the Pauli route scatters into two dense 4^m arrays; beyond 4^10 (8 MB each) every
+#: scatter is a cache miss and the route is slower than the pair kernel (measured 37 s at m = 12)
+PAULI_ROUTE_MAX = 10
+
+
+def _pauli_sums_loop(basis, bit, h, m, S, n):
+    # every class adds its 2^m matched Paulis, enumerated in Gray-code order so that
+    # each step toggles one qubit of the support (Huang's reference does the same)
+    C = h.size
+    for c in range(C):
+        enc = 0
+        sign = 1.0
+        scale = 1.0
+        w = h[c]
+        S[0] += w
+        n[0] += w
+        prev = 0
+        for b in range(1, 1 << m):
+            g = b ^ (b >> 1)
+            i = 0
+            diff = g ^ prev
+            while (diff >> i) & 1 == 0:
+                i += 1
+            prev = g
+            place = 4 ** (m - 1 - i)
+            sgn = 1.0 - 2.0 * bit[c, i]
+            if (g >> i) & 1:
+                enc += (basis[c, i] + 1) * place
+                scale *= 3.0
+            else:
+                enc -= (basis[c, i] + 1) * place
+                scale /= 3.0
+            sign *= sgn
+            S[enc] += w * sign * scale
+            n[enc] += w
+
+
+def _pauli_rows_loop(basis, bit, m, S, r1):
+    C = basis.shape[0]
+    for c in range(C):
+        enc = 0
+        sign = 1.0
+        scale = 1.0
+        acc = S[0]
+        prev = 0
+        for b in range(1, 1 << m):
+            g = b ^ (b >> 1)
+            i = 0
+            diff = g ^ prev
+            while (diff >> i) & 1 == 0:
+                i += 1
+            prev = g
+            place = 4 ** (m - 1 - i)
+            if (g >> i) & 1:
+                enc += (basis[c, i] + 1) * place
+                scale *= 3.0
+            else:
+                enc -= (basis[c, i] + 1) * place
+                scale /= 3.0
+            sign *= 1.0 - 2.0 * bit[c, i]
+            acc += sign * scale * S[enc]
+        r1[c] = acc / 2.0**m
+
+
+if njit is not None:
+    _pauli_sums = njit(cache=True, nogil=True)(_pauli_sums_loop)
+    _pauli_rows = njit(cache=True, nogil=True)(_pauli_rows_loop)
+else:  # pragma: no cover
+    _pauli_sums, _pauli_rows = _pauli_sums_loop, _pauli_rows_loop
+
+
+def pauli_row_sums(counts: ClassCounts) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(h, r1, hr2)`` by the Pauli route, O(C 2^m + 4^m) instead of O(C^2) (m <= 10).
+
+    The kernel is ``K(c, d) = 2^-m sum_P x_c(P) x_d(P)`` (x the 3^|P|-weighted
+    snapshot estimate), so ``r1[c] = 2^-m sum_{P matched by c} x_c(P) S_P`` with
+    the Pauli sums S_P: exact.  ``hr2`` stands for ``h . (G^2 h)``, which has no
+    such factorisation; it is replaced by an unbiased estimate of the same
+    expectation, ``E[K^2] = 7^m sum_P 14^-|P| tr(P rho)^2``, from the per-Pauli
+    U-statistics (S_P^2 - 9^|P| n_P): the error bar's zeta2 term then differs
+    from the pair path's by sampling noise only.
+    """
+    m = counts.m
+    if m > PAULI_ROUTE_MAX:
+        raise ValueError(f"the Pauli route holds 4^m sums; m = {m} exceeds {PAULI_ROUTE_MAX}")
+    h = counts.counts.astype(np.float64)
+    classes = decode_keys(counts.keys, m)
+    basis = np.ascontiguousarray(classes // 2)
+    bit = np.ascontiguousarray(classes % 2)
+    S = np.zeros(4**m)
+    n = np.zeros(4**m)
+    _pauli_sums(basis, bit, h, m, S, n)
+    r1 = np.empty(h.size)
+    _pauli_rows(basis, bit, m, S, r1)
+    weight = np.zeros(4**m, dtype=np.int64)
+    idx = np.arange(4**m, dtype=np.int64)
+    for _ in range(m):
+        weight += (idx % 4 != 0)
+        idx //= 4
+    N = h.sum()
+    w = 7.0 ** (m - weight) * 0.5**weight
+    hr2 = float(w @ (S * S - 9.0**weight * n)) + 25.0**m * N
+    return h, r1, hr2

@@ -15,9 +15,13 @@ Two ways to hold and evaluate h, chosen per subsystem:
 * sparse (larger |A|, up to :data:`MAX_SUBSYSTEM`): only the C distinct classes
   seen (:class:`~qsense.estimators.class_kernels.ClassCounts`, memory O(C),
   C <= min(N, 6^|A|)) and G h on them by the closed-form pair kernel
-  (:func:`~qsense.estimators.class_kernels.pair_row_sums`, O(C^2 / 2) pairs);
-  up to |A| = 9 the histogram is scattered back to dense when that is cheaper.
-  Both give the same number (equal to rounding where both run).
+  (:func:`~qsense.estimators.class_kernels.pair_row_sums`, O(C^2 / 2) pairs) or,
+  when cheaper (|A| <= 10, 2^|A| << C), through the Pauli sums of the classes
+  (:func:`~qsense.estimators.class_kernels.pauli_row_sums`, O(C 2^|A|)); up to
+  |A| = 9 the histogram is scattered back to dense when that is cheaper still.
+  All give the same value (to rounding); the Pauli route's error bar uses an
+  equally unbiased estimate of the kernel's second moment, so it differs from
+  the others' by sampling noise (a few per cent).
 
 This is the same number as the per-Pauli form sum_P (S_P^2 - Q_P) / (2^|A| N(N-1)),
 without enumerating 4^|A| Paulis.
@@ -41,7 +45,7 @@ import numpy as np
 from qsense import packing
 from qsense.records import ShadowBatch
 
-from .class_kernels import ClassCounts, class_keys, pair_row_sums
+from .class_kernels import PAULI_ROUTE_MAX, ClassCounts, class_keys, pair_row_sums, pauli_row_sums
 from .result import Estimate, renyi2_from_purity
 from .serial import checked_state, counts_array, dump_npz, load_npz, meta_int, wires_from_json, wires_to_json
 from .shadow import _as_batch
@@ -106,15 +110,16 @@ def _parse_windows(spec: str) -> list[int]:
     return sizes
 
 
-def u_statistic(h: np.ndarray, r1: np.ndarray, r2: np.ndarray, diag: float, N: int) -> tuple[float, float]:
+def u_statistic(h: np.ndarray, r1: np.ndarray, hr2: float, diag: float, N: int) -> tuple[float, float]:
     """Value and standard error of the pair U-statistic from class counts h, the row
-    sums r1 = G h and r2 = G^2 h on the same classes, and the kernel's diagonal."""
+    sums r1 = G h on the same classes, ``hr2 = h . (G^2 h)`` (G^2 elementwise) and the
+    kernel's diagonal."""
     pairs = N * (N - 1.0)
     u = (h @ r1 - diag * N) / pairs
     # conditional mean of the kernel for a snapshot of each class
     h1 = (r1 - diag) / (N - 1.0)
     zeta1_plugin = float(h @ (h1 - u) ** 2) / N
-    second = (h @ r2 - diag**2 * N) / pairs
+    second = (hr2 - diag**2 * N) / pairs
     zeta2 = max(second - u * u, 0.0)
     # each h1 is itself a mean over N-1 partners, so the plug-in spread
     # carries (zeta2 - zeta1)/(N-1) of noise on top of zeta1; remove it
@@ -226,18 +231,26 @@ class ShadowPurity:
         nz = np.flatnonzero(h)
         return ClassCounts.from_arrays(m, nz.astype(np.int64), h[nz])
 
-    def _row_sums(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(h, G h, G^2 h) on the classes present, by the cheaper of the two paths."""
+    def _row_sums(self, index: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(h, G h, h . G^2 h) on the classes present, by the cheapest of three paths:
+        the dense contractions (O(|A| 6^(|A|+1))), the Pauli route (O(C 2^|A|), cache
+        friendly up to |A| = 10) or the pair kernel (O(C^2 / 2))."""
         h = self._counts[index]
         m = len(self.subsystems[index])
         if isinstance(h, ClassCounts):
             C = h.distinct
-            if m > _DENSE_EVAL_MAX or C * C / 2.0 < m * 6.0 ** (m + 1):
-                return pair_row_sums(h)
+            pair = C * C / 2.0
+            pauli = 8.0 * C * 2.0**m if m <= PAULI_ROUTE_MAX else math.inf
+            dense = m * 6.0 ** (m + 1) if m <= _DENSE_EVAL_MAX else math.inf
+            if pauli < min(pair, dense):
+                return pauli_row_sums(h)
+            if pair <= dense:
+                hh, r1, r2 = pair_row_sums(h)
+                return hh, r1, float(hh @ r2)
             h = h.dense()
         nz = np.flatnonzero(h)
         hf = h.astype(np.float64)
-        return hf[nz], _apply(hf, _G, m)[nz], _apply(hf, _G**2, m)[nz]
+        return hf[nz], _apply(hf, _G, m)[nz], float(hf[nz] @ _apply(hf, _G**2, m)[nz])
 
     def purity(self) -> Estimate:
         """Unbiased tr(rho_A^2) per subsystem with standard errors (U-statistic

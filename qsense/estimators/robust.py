@@ -267,12 +267,13 @@ def _apply_axes(h: np.ndarray, gs: np.ndarray) -> np.ndarray:
     return v.reshape(-1)
 
 
-def _row_sums(counts: ClassCounts, gs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _row_sums(counts: ClassCounts, gs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     if counts.m <= DENSE_MAX:
         h = counts.dense().astype(np.float64)
         nz = np.flatnonzero(h)
-        return h[nz], _apply_axes(h, gs)[nz], _apply_axes(h, gs**2)[nz]
-    return pair_row_sums(counts, gs)
+        return h[nz], _apply_axes(h, gs)[nz], float(h[nz] @ _apply_axes(h, gs**2)[nz])
+    h, r1, r2 = pair_row_sums(counts, gs)
+    return h, r1, float(h @ r2)
 
 
 def robust_purity(purity: ShadowPurity, calibration: NoiseCalibration) -> Estimate:
