@@ -66,7 +66,11 @@ class StationLayout:
 
 @lru_cache(maxsize=1)
 def _table() -> dict[str, Any]:
-    text = resources.files(__package__).joinpath("stations.toml").read_text(encoding="utf-8")
+    try:
+        text = resources.files(__package__).joinpath("stations.toml").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        # package data left out of the installation (pyproject's [tool.setuptools.package-data])
+        raise UnknownArrayError("the station table stations.toml is missing from this qsense installation") from None
     return tomllib.loads(text)
 
 
