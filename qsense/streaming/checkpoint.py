@@ -140,20 +140,7 @@ def load_key(key_file: str | Path, create: bool = True) -> bytes:
     :class:`CheckpointError` if it is unreadable, malformed or not private."""
     p = Path(key_file)
     if create and not os.path.lexists(p):
-        p.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            # O_EXCL: two daemons starting at once cannot both create it; mode 0600 from the first byte on
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise CheckpointError(f"checkpoint key file {p}: cannot create it: {exc.strerror or exc}") from None
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_bytes(_KEY_BYTES).hex() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            log.info("created checkpoint key file %s", p)
+        _create_key(p)
     if (why := private_file_problem(p, "checkpoint key file")) is not None:
         raise CheckpointError(why)
     try:
@@ -174,6 +161,34 @@ def key_file_for(path: str | Path) -> Path:
     """The key file checkpoint ``path`` is signed with: the one a :class:`CheckpointFile` configured, else ``<path>.key``."""
     p = Path(path)
     return _KEY_FILES.get(p.absolute(), default_key_file(p))
+
+
+def _create_key(p: Path) -> None:
+    """Write a new random key to ``p``, never over an existing file, never half-written.
+
+    The key goes into a temporary (O_EXCL, mode 0600 from the first byte on),
+    is fsync-ed, then hard-linked to its name: a ``kill -9`` in between leaves
+    no empty key file behind, and of two daemons racing, one key wins."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_bytes(_KEY_BYTES).hex() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)
+            log.info("created checkpoint key file %s", p)
+        except FileExistsError:
+            pass  # another process made it first: use theirs
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint key file {p}: cannot create it: {exc.strerror or exc}") from None
+    finally:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 def _key_for(path: Path, create: bool) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .estimates import encode_body
@@ -50,7 +50,8 @@ class MqttSettings:
     host: str = "127.0.0.1"
     port: int = 1883
     username: str | None = None
-    password: str | None = None
+    #: never in repr(): a settings object that reaches a log or an error message must not carry the password
+    password: str | None = field(default=None, repr=False)
     tls: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
