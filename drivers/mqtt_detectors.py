@@ -35,11 +35,12 @@ epoch) when it closes a batch.  Do not mix the two on one source.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import msgspec
 import numpy as np
@@ -57,12 +58,19 @@ __all__ = [
     "batch_json",
     "binary_payload",
     "MAX_PAYLOAD_BYTES",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "INLINE_PARSE_BYTES",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Larger MQTT payloads are refused (and counted) before parsing.
+#: Larger MQTT payloads are refused (and counted) before parsing, whatever the source's own limit.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+#: :class:`MqttDetectorSource`'s default limit (``[[inputs.mqtt]] max_payload_bytes``): larger messages are
+#: dropped and counted (reason ``too_large``); a detector sends events in many small messages, not one huge one
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
+#: messages up to this size are parsed on the event loop; larger ones in a worker thread
+INLINE_PARSE_BYTES = 64 * 1024
 _LETTERS = {"X": 0, "Y": 1, "Z": 2}
 
 
@@ -292,6 +300,9 @@ class MqttDetectorSource:
     max_queued_batches:
         batches waiting for the consumer; beyond that new batches are dropped
         (MQTT cannot slow the publisher down) and counted in ``dropped_records``.
+    max_payload_bytes:
+        larger messages are dropped and counted (``invalid["too_large"]``);
+        messages over :data:`INLINE_PARSE_BYTES` are parsed in a worker thread.
 
     Use as ``async with MqttDetectorSource(...) as src: async for item in src: ...``
     (items are :class:`DetectorBatch`), or :meth:`start` / :meth:`get` / :meth:`close`.
@@ -307,6 +318,7 @@ class MqttDetectorSource:
         batch_size: int = 4096,
         flush_interval: float = 0.1,
         max_queued_batches: int = 256,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         name: str = "mqtt",
     ) -> None:
         if kind not in ("shadow", "bell"):
@@ -319,6 +331,7 @@ class MqttDetectorSource:
         self.kind = kind
         self.batch_size = int(batch_size)
         self.flush_interval = float(flush_interval)
+        self.max_payload_bytes = int(max_payload_bytes)
         self.name = name
         self.epoch = random.getrandbits(62) + 1
         # counters (read by the daemon's metrics)
@@ -433,7 +446,8 @@ class MqttDetectorSource:
                     self._subscribed.set()
                     log.info("%s: subscribed to %s on %s", self.name, ", ".join(self.topics), self.settings.describe())
                     async for msg in client.messages:
-                        self.handle(bytes(msg.payload) if not isinstance(msg.payload, bytes) else msg.payload, msg.topic.value)
+                        await self.receive(bytes(msg.payload) if not isinstance(msg.payload, bytes) else msg.payload,
+                                           msg.topic.value)
             except aiomqtt.MqttError as exc:
                 self.reconnects += 1
                 delay = backoff.next()
@@ -450,12 +464,38 @@ class MqttDetectorSource:
             self._flush(force=False)
 
     def handle(self, payload: bytes | str, topic: str) -> None:
-        """Process one message (also usable without a broker, e.g. for replay)."""
+        """Process one message (also usable without a broker, e.g. for replay); parses on the calling thread."""
+        if (payload := self._admit(payload, topic)) is not None:
+            with self._guard(topic):
+                self._take(parse_payload(payload, topic, self.kind))
+
+    async def receive(self, payload: bytes | str, topic: str) -> None:
+        """:meth:`handle` for the event loop: a message over :data:`INLINE_PARSE_BYTES` is parsed in a
+        worker thread, so a large JSON document never stalls ZeroMQ ingestion, publishing or checkpoints
+        (messages stay in order: the next one waits for this one)."""
+        if (payload := self._admit(payload, topic)) is None:
+            return
+        if len(payload) <= INLINE_PARSE_BYTES:
+            with self._guard(topic):
+                self._take(parse_payload(payload, topic, self.kind))
+            return
+        with self._guard(topic):
+            self._take(await asyncio.to_thread(parse_payload, payload, topic, self.kind))
+
+    def _admit(self, payload: bytes | str, topic: str) -> bytes | None:
         self.messages += 1
         if isinstance(payload, str):
             payload = payload.encode()
+        if len(payload) > self.max_payload_bytes:
+            self._invalid("too_large", topic, f"{len(payload)} bytes, more than max_payload_bytes = {self.max_payload_bytes}")
+            return None
+        return payload
+
+    @contextlib.contextmanager
+    def _guard(self, topic: str) -> Iterator[None]:
+        """Any exception from one message is counted by reason and logged (throttled); ingestion goes on."""
         try:
-            self._handle(payload, topic)
+            yield
         except PayloadError as exc:
             self._invalid(exc.reason, topic, str(exc))
         except RecursionError:  # JSON nested too deep for the decoder or our checks
@@ -467,8 +507,7 @@ class MqttDetectorSource:
         self.invalid[reason] = self.invalid.get(reason, 0) + 1
         self._log.log(logging.WARNING, reason, "%s: invalid message on %s (%s): %s", self.name, topic, reason, what[:300])
 
-    def _handle(self, payload: bytes, topic: str) -> None:
-        p = parse_payload(payload, topic, self.kind)
+    def _take(self, p: _Parsed) -> None:
         if p.batch is not None:
             # keep per-source order: loose events of this source go first
             self._flush(force=True, source=p.source)

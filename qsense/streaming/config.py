@@ -756,6 +756,17 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
         ar.done()
     top.done()
     # no inputs at all is legal: in-process users feed EstimationDaemon.ingest()
+    if zin or min_:
+        # an unpinned estimator binds to the register of the first batch it folds: from a network input that
+        # would let any peer's one-record batch fix it (and the checkpoint keep it) -- unless only CURVE-bound
+        # sources can reach it
+        bound_sources = {src for src, _ in kw["curve"].sources} if kw.get("curve") is not None else set()
+        for i, e in enumerate(ests):
+            if e.wires is None and not (e.sources and set(e.sources) <= bound_sources):
+                top.fail(f"estimator {e.name!r} is fed from network inputs and does not declare its wires; add e.g. "
+                         "wires = 4 (qubits 0..3) or wires = [0, 1, 2], or restrict its sources to names bound in "
+                         "[curve.sources] (otherwise the first batch any peer sends fixes its register)",
+                         f"estimators[{i}].wires")
     return DaemonConfig(**kw, source_file=None)
 
 

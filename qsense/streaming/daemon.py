@@ -45,6 +45,7 @@ import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
+import numpy as np
 import zmq
 import zmq.asyncio
 
@@ -58,7 +59,7 @@ from qsense.records import BellBatch, ShadowBatch, concatenate
 from .archive import ArchiveError, ArchiveWriter, open_archive
 from .checkpoint import Checkpoint, CheckpointError, EstimatorState, read_checkpoint, write_checkpoint
 from .config import ConfigError, DaemonConfig, EstimatorConfig, load_config, parse_config
-from .metrics import DaemonMetrics, MetricsServer
+from .metrics import DaemonMetrics, MetricsServer, top_sources
 from .transport import (
     Backoff,
     CurveServerKeys,
@@ -71,6 +72,7 @@ from .transport import (
     start_authenticator,
     supervise,
 )
+from .transport.connections import ConnectionMonitor, PeerLimit
 from .transport.curve import public_key_id
 
 __all__ = ["EstimationDaemon", "EstimatorSlot", "DaemonError", "estimate_body", "make_estimator"]
@@ -79,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: Batches smaller than this are joined into one estimator update (up to this many records).
 JOIN_BELOW_RECORDS = 16384
+#: Sources listed by name in the status body (the others are summed in "other_sources").
+STATUS_SOURCES = 256
 #: Batches stored but not yet durable before the inputs wait for a commit.
 MAX_PENDING_BATCHES = 1024
 #: Recently folded batches kept in memory, so a back-filled estimator catches
@@ -286,7 +290,8 @@ class EstimationDaemon:
         self.reset_sources = tuple(reset_sources)
         self.reset_estimators = frozenset(reset_estimators)
         self.allow_config_change = allow_config_change
-        self.tracker = SequenceTracker(logging.getLogger("qsense.sequence"), max_seq_jump=config.max_seq_jump)
+        self.tracker = SequenceTracker(logging.getLogger("qsense.sequence"), max_seq_jump=config.max_seq_jump,
+                                       max_sources=config.max_sources)
         self.slots = [EstimatorSlot(c) for c in config.estimators]
         self.metrics = DaemonMetrics(self.stats)
         self.endpoints: dict[str, Any] = {}
@@ -321,7 +326,9 @@ class EstimationDaemon:
                                                  "commit_seconds": 0.0, "sync_failures": 0, "replayed": 0, "acks": 0}
         #: admitted, waiting for the next commit: (batch, epoch, ack, key)
         self._staged: list[tuple[ShadowBatch | BellBatch, int, Any, tuple]] = []
-        self._inflight: set[tuple] = set()
+        #: staged or being committed (not yet folded): key -> the batch's bytes (counted against byte_budget)
+        self._inflight: dict[tuple, int] = {}
+        self._held_bytes = 0
         #: stored but not yet fsync-ed (a failed fsync): (pos, staged item), folded and acknowledged after the next one
         self._unsynced: list[tuple[int, tuple]] = []
         self._store_lock = threading.Lock()  # keys staged or being committed (duplicates of these wait)
@@ -334,6 +341,11 @@ class EstimationDaemon:
         self._archive_log = ThrottledLog(log)
         #: input name -> times its task died and was restarted
         self.task_restarts: dict[str, int] = {}
+        #: times the inputs stopped reading because byte_budget bytes were held (back-pressure)
+        self.budget_waits = 0
+        #: connected record peers of all ZeroMQ inputs together (max_peers), and each input's socket monitor
+        self._peer_limit = PeerLimit(config.max_peers)
+        self._monitors: list[ConnectionMonitor] = []
         #: [curve.sources]: source -> the client key ids (z85) that may send under its name
         self._source_keys: dict[str, frozenset[str]] = {}
         #: source -> batches refused because the sender's key may not use that name
@@ -370,14 +382,14 @@ class EstimationDaemon:
             try:
                 positions, synced = self._store([(b, e) for b, e, _, _ in group])
             except ArchiveError:
-                self._inflight.difference_update(key for _, _, _, key in group)
+                self._release(key for _, _, _, key in group)
                 raise
-            self._inflight.difference_update(key for _, _, _, key in group[len(positions):])
+            self._release(key for _, _, _, key in group[len(positions):])
             self._unsynced.extend(zip(positions, group))
             if not synced:
                 raise ArchiveError(f"archive {self.archive.path}: fsync failed; the batches are stored but not durable")
             done, self._unsynced = self._unsynced, []
-            self._inflight.difference_update(key for _, (_, _, _, key) in done)
+            self._release(key for _, (_, _, _, key) in done)
             self._complete_commit(done)
             if len(positions) < len(group):
                 self.archive_counts["refused"] += len(group) - len(positions)
@@ -429,7 +441,7 @@ class EstimationDaemon:
         assert self.archive is not None
         new = []
         for batch, epoch, ack in items:
-            if self.tracker.observe(batch.source, batch.seq, epoch, batch.T) is SeqVerdict.REFUSED:
+            if self.tracker.observe(batch.source, batch.seq, epoch, batch.T).refused:
                 # refused before it is stored: a forged seq must reach neither the archive nor a checkpoint;
                 # not acknowledged either (counted in the source's "refused")
                 continue
@@ -439,7 +451,7 @@ class EstimationDaemon:
                 if ack is not None:
                     self._dup_acks.append((ack, key))
                 continue
-            self._inflight.add(key)
+            self._hold(key, batch_bytes(batch))
             new.append((batch, int(epoch), ack, key))
         self._staged.extend(new)
         if self._staged or self._dup_acks:
@@ -472,7 +484,7 @@ class EstimationDaemon:
                 self._archive_log.log(logging.ERROR, "refused", "archive cannot store %d batch(es) (%s); not acknowledging "
                                       "them: senders keep and resend them", len(group), exc)
             stored, refused = group[: len(positions)], group[len(positions):]
-            self._inflight.difference_update(key for _, _, _, key in refused)
+            self._release(key for _, _, _, key in refused)
             if refused:
                 self.archive_counts["refused"] += len(refused)
                 if stored:
@@ -481,7 +493,7 @@ class EstimationDaemon:
             self._unsynced.extend(zip(positions, stored))
             if synced:
                 done, self._unsynced = self._unsynced, []
-                self._inflight.difference_update(key for _, (_, _, _, key) in done)
+                self._release(key for _, (_, _, _, key) in done)
                 self._complete_commit(done)
             elif self._unsynced:
                 # stored but the fsync failed: not durable, so neither folded nor acknowledged; the next commit retries
@@ -563,10 +575,21 @@ class EstimationDaemon:
             await self._commit()
 
     async def _wait_commit_room(self) -> None:
-        """Back-pressure on the inputs while too much is stored but not yet durable."""
-        while len(self._inflight) >= MAX_PENDING_BATCHES:
+        """Back-pressure on the inputs while too much is stored but not yet durable (batches or bytes)."""
+        while len(self._inflight) >= MAX_PENDING_BATCHES or self._held_bytes >= self.config.byte_budget:
+            if self._held_bytes >= self.config.byte_budget:
+                self.budget_waits += 1
             self._commit_wanted.set()
+            self._committed.clear()
             await self._committed.wait()
+
+    def _hold(self, key: tuple, nbytes: int) -> None:
+        self._inflight[key] = nbytes
+        self._held_bytes += nbytes
+
+    def _release(self, keys: Iterable[tuple]) -> None:
+        for key in keys:
+            self._held_bytes -= self._inflight.pop(key, 0)
 
     def _open_archive(self) -> None:
         ac = self.config.archive
@@ -715,8 +738,10 @@ class EstimationDaemon:
 
     def stats(self) -> dict[str, Any]:
         """All counters (the Prometheus collector and the status message read this)."""
+        conns = {m.name: dict(m.counts) for m in self._monitors}
         zin = {
-            r.name: {"messages": r.received_messages, "bytes": r.received_bytes, "malformed": dict(r.malformed)}
+            r.name: {"messages": r.received_messages, "bytes": r.received_bytes, "malformed": dict(r.malformed),
+                     "connections": conns.get(r.name, {})}
             for r in self._receivers
         }
         mq = {s.name: s.stats() for s in self._mqtt_sources}
@@ -735,6 +760,11 @@ class EstimationDaemon:
             "published": dict(self.published),
             "task_restarts": dict(self.task_restarts),
             "refused_identity": dict(self._refused_identity),
+            "limits": {"sources": len(self.tracker.sources), "max_sources": self.config.max_sources,
+                       "refused_sources": self.tracker.refused_sources,
+                       "peers": self._peer_limit.connected, "max_peers": self.config.max_peers,
+                       "held_bytes": self._held_bytes, "byte_budget": self.config.byte_budget,
+                       "budget_waits": self.budget_waits},
             "mqtt_clients": clients,
             "checkpoint": dict(self.checkpoints) if self.config.checkpoint else {},
             "archive": ({**self.archive.stats(), **self.archive_counts, "folded_pos": self.folded_pos,
@@ -790,6 +820,8 @@ class EstimationDaemon:
                                       f"{zc.endpoint}: {exc}") from None
                 self._receivers.append(rx)
                 self.endpoints[f"input.{zc.name}"] = rx.endpoint
+                if zc.bind:
+                    _warn_all_interfaces(zc.endpoint, f"inputs.zmq[{i}].endpoint", zc.curve)
             if cfg.zmq_output is not None:
                 zo = cfg.zmq_output
                 _check_hwm(zo.hwm, "outputs.zmq.hwm")
@@ -807,6 +839,9 @@ class EstimationDaemon:
                     self._publisher.pub_seq = self.resumed_from.pub_seq  # keep pub_seq increasing for subscribers
                 self._publisher.start()
                 self.endpoints["estimates"] = self._publisher.endpoint
+                _warn_all_interfaces(zo.endpoint, "outputs.zmq.endpoint", zo.curve)
+                if zo.snapshot_endpoint:
+                    _warn_all_interfaces(zo.snapshot_endpoint, "outputs.zmq.snapshot_endpoint", zo.curve)
                 if self._publisher.snapshot_endpoint:
                     self.endpoints["snapshot"] = self._publisher.snapshot_endpoint
             if cfg.prometheus is not None:
@@ -815,6 +850,7 @@ class EstimationDaemon:
                     self.endpoints["metrics"] = f"http://{cfg.prometheus.host}:{await self._metrics_server.start()}/metrics"
                 except OSError as exc:
                     raise DaemonError(f"metrics: cannot listen on {cfg.prometheus.host}:{cfg.prometheus.port}: {exc}") from None
+                _warn_all_interfaces(f"tcp://{cfg.prometheus.host}:{cfg.prometheus.port}", "outputs.prometheus.host", False)
             loop = asyncio.get_running_loop()
             if cfg.mqtt_output is not None:
                 assert cfg.broker is not None
@@ -832,13 +868,17 @@ class EstimationDaemon:
                 for mc in cfg.mqtt_inputs:
                     src = mqtt_source(
                         cfg.broker.settings(), mc.topics, qos=mc.qos, kind=mc.kind, batch_size=mc.batch_size,
-                        flush_interval=mc.flush_interval, max_queued_batches=mc.max_queued_batches, name=mc.name,
+                        flush_interval=mc.flush_interval, max_queued_batches=mc.max_queued_batches,
+                        max_payload_bytes=mc.max_payload_bytes, name=mc.name,
                     )
                     src.start()
                     self._mqtt_sources.append(src)
                     self._input_tasks.append(loop.create_task(
                         self._supervised(mc.name, lambda src=src: self._mqtt_loop(src)), name=f"qsense-in-{mc.name}"))
             for rx in self._receivers:
+                mon = ConnectionMonitor(rx.socket, rx.name, self._peer_limit)
+                self._monitors.append(mon)
+                self._service_tasks.append(loop.create_task(mon.run(), name=f"qsense-monitor-{rx.name}"))
                 self._input_tasks.append(loop.create_task(
                     self._supervised(rx.name, lambda rx=rx: self._zmq_loop(rx)), name=f"qsense-in-{rx.name}"))
             self._service_tasks.append(loop.create_task(self._publish_loop(), name="qsense-publish"))
@@ -1063,6 +1103,9 @@ class EstimationDaemon:
             t.cancel()
         await asyncio.gather(*self._service_tasks, return_exceptions=True)
         self._service_tasks = []
+        for mon in self._monitors:  # before the sockets: an open monitor keeps the context from terminating
+            mon.close()
+        self._monitors = []
         for rx in self._receivers:
             rx.close()
         if self._publisher is not None:
@@ -1096,16 +1139,19 @@ class EstimationDaemon:
 
     async def _zmq_loop(self, rx: RecordReceiver) -> None:
         limit = self.config.coalesce_records
+        budget = self.config.byte_budget
         while True:
             if self.archive is not None:
                 await self._wait_commit_room()
             msg = await rx.recv()
-            items, records = [(msg.batch, msg.epoch, _ack_ref(rx, msg))], msg.batch.T
+            items, records, size = [(msg.batch, msg.epoch, _ack_ref(rx, msg))], msg.batch.T, batch_bytes(msg.batch)
+            room = budget - self._held_bytes  # what the budget has left (staged and committing batches hold the rest)
             # take what is already queued (recv_nowait never suspends, so a
             # cancellation cannot strike between receiving and ingesting)
-            while records < limit and (more := await rx.recv_nowait()) is not None:
+            while records < limit and size < room and (more := await rx.recv_nowait()) is not None:
                 items.append((more.batch, more.epoch, _ack_ref(rx, more)))
                 records += more.batch.T
+                size += batch_bytes(more.batch)
             self._accept_items(items)
             if self.archive is not None and self.config.archive.fsync == "batch":  # type: ignore[union-attr]
                 await self._commit()
@@ -1115,14 +1161,17 @@ class EstimationDaemon:
 
     async def _mqtt_loop(self, src: Any) -> None:
         limit = self.config.coalesce_records
+        budget = self.config.byte_budget
         while True:
             if self.archive is not None:
                 await self._wait_commit_room()
             item = await src.get()
-            items, records = [(item.batch, item.epoch, None)], item.batch.T
-            while records < limit and (more := src.get_nowait()) is not None:
+            items, records, size = [(item.batch, item.epoch, None)], item.batch.T, batch_bytes(item.batch)
+            room = budget - self._held_bytes
+            while records < limit and size < room and (more := src.get_nowait()) is not None:
                 items.append((more.batch, more.epoch, None))
                 records += more.batch.T
+                size += batch_bytes(more.batch)
             self._accept_items([it for it in items if self._unbound_mqtt(it[0], src.name)])
             await asyncio.sleep(0)
 
@@ -1163,11 +1212,14 @@ class EstimationDaemon:
     def status(self) -> dict:
         """The status body: counters plus what the last checkpoint acknowledged."""
         s = self.stats()
+        # bounded however many sources there are: the busiest STATUS_SOURCES by name, the rest summed
+        shown, rest, n_rest = top_sources(s["sources"], STATUS_SOURCES)
         return {
             "daemon": self.name, "time": time.time(), "uptime": time.time() - self.start_time,
-            "totals": s["totals"], "sources": s["sources"], "estimators": s["estimators"],
-            "inputs": s["inputs"], "checkpoint": s["checkpoint"],
-            "acknowledged": self._acknowledged,
+            "totals": s["totals"], "sources": shown, "estimators": s["estimators"],
+            **({"other_sources": {"count": n_rest, **rest}} if n_rest else {}),
+            "inputs": s["inputs"], "checkpoint": s["checkpoint"], "limits": s["limits"],
+            "acknowledged": {k: v for k, v in self._acknowledged.items() if k in shown} if n_rest else self._acknowledged,
         }
 
     async def publish_estimates(self) -> None:
@@ -1266,9 +1318,29 @@ class _BoundReceiver(RecordReceiver):
         return None
 
 
+def batch_bytes(batch: ShadowBatch | BellBatch) -> int:
+    """Memory a received batch holds (its arrays, packed or not), for the daemon's byte budget."""
+    return 128 + sum(v.nbytes for v in vars(batch).values() if isinstance(v, np.ndarray))
+
+
 def _brief(v: Any) -> str:
     s = repr(v)
     return s if len(s) <= 60 else s[:57] + "..."
+
+
+#: hosts that bind every interface of the machine
+_ALL_INTERFACES = {"*", "0.0.0.0", "::", "[::]", ""}
+
+
+def _warn_all_interfaces(endpoint: str, setting: str, curve: bool) -> None:
+    """One WARNING when a socket listens on every interface: any host of the network can then reach it."""
+    if not endpoint.startswith(("tcp://", "ws://", "wss://")):
+        return
+    host = endpoint.split("://", 1)[1].rsplit(":", 1)[0]
+    if host.split(";")[-1] in _ALL_INTERFACES:
+        log.warning("%s = %s listens on every network interface: any host that can reach this machine can connect%s; "
+                    "bind 127.0.0.1 or one interface's address unless that is meant", setting, endpoint,
+                    " (CURVE authenticates it)" if curve else " and nothing authenticates it (no CURVE)")
 
 
 def _check_hwm(hwm: int, setting: str) -> None:

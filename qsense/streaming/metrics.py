@@ -22,6 +22,12 @@ qsense_source_restarts_total                   counter  source
 qsense_refused_seq_batches_total               counter  source
 qsense_refused_identity_batches_total          counter  source
 qsense_task_restarts_total                     counter  task
+qsense_sources                                 gauge
+qsense_refused_new_source_batches_total        counter
+qsense_connected_peers                         gauge
+qsense_connection_events_total                 counter  input, event
+qsense_held_bytes                              gauge
+qsense_budget_waits_total                      counter
 qsense_last_seq                                gauge    source
 qsense_estimator_records                       gauge    estimator
 qsense_rejected_batches_total                  counter  estimator, reason
@@ -52,6 +58,12 @@ qsense_start_time_seconds                      gauge
 The HTTP endpoint is a few lines of asyncio (:class:`MetricsServer`) instead of
 ``prometheus_client.start_http_server``, which would start a thread; this way
 it lives and dies with the daemon's event loop and port 0 reports its port.
+
+Label cardinality is bounded: per-source series exist for the
+:data:`METRIC_SOURCES` sources with the most records; the others are summed
+under ``source="_other"`` (so a flood of source names cannot make a scrape
+grow without limit, and the number of sources itself is bounded by
+``[daemon] max_sources``).
 """
 
 from __future__ import annotations
@@ -63,9 +75,25 @@ from typing import Any, Callable, Iterator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-__all__ = ["DaemonMetrics", "DaemonCollector", "MetricsServer"]
+__all__ = ["DaemonMetrics", "DaemonCollector", "MetricsServer", "METRIC_SOURCES", "top_sources"]
+
+#: sources with series of their own on /metrics (the rest are summed under source="_other")
+METRIC_SOURCES = 100
 
 log = logging.getLogger(__name__)
+
+
+def top_sources(sources: dict[str, dict], k: int) -> tuple[dict[str, dict], dict[str, int], int]:
+    """The ``k`` sources with the most records, the counters of the others summed, and how many others."""
+    if len(sources) <= k:
+        return sources, {}, 0
+    ranked = sorted(sources, key=lambda n: sources[n].get("records", 0), reverse=True)
+    rest: dict[str, int] = {}
+    for name in ranked[k:]:
+        for key, v in sources[name].items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "last_seq" and key != "epoch":
+                rest[key] = rest.get(key, 0) + v
+    return {n: sources[n] for n in ranked[:k]}, rest, len(ranked) - k
 
 
 class DaemonCollector:
@@ -99,7 +127,7 @@ class DaemonCollector:
                       [([k], v["bytes"]) for k, v in zin.items()])
         yield counter("qsense_malformed_messages", "Messages rejected by the wire-format decoder", ["input", "reason"],
                       [([k, r], c) for k, v in zin.items() for r, c in v["malformed"].items()])
-        src = s.get("sources", {})
+        src, rest, n_rest = top_sources(s.get("sources", {}), METRIC_SOURCES)
         for key, name, doc in (
             ("batches", "qsense_batches", "Record batches accepted"),
             ("records", "qsense_records", "Records (snapshots or Bell shots) accepted"),
@@ -109,12 +137,30 @@ class DaemonCollector:
             ("restarts", "qsense_source_restarts", "Producer restarts seen (new epoch)"),
             ("refused", "qsense_refused_seq_batches", "Batches refused for moving a source's sequence too far (max_seq_jump)"),
         ):
-            yield counter(name, doc, ["source"], [([k], v.get(key, 0)) for k, v in src.items()])
+            rows = [([k], v.get(key, 0)) for k, v in src.items()]
+            if n_rest:
+                rows.append((["_other"], rest.get(key, 0)))
+            yield counter(name, doc, ["source"], rows)
         yield counter("qsense_refused_identity_batches", "Batches refused: a source name used by a key not bound to it",
                       ["source"], [([k], v) for k, v in s.get("refused_identity", {}).items()])
         yield counter("qsense_task_restarts", "Input or driver tasks restarted by their supervisor after dying", ["task"],
                       [([k], v) for k, v in s.get("task_restarts", {}).items()])
         yield gauge("qsense_last_seq", "Last accepted sequence number", ["source"], [([k], v["last_seq"]) for k, v in src.items()])
+        lim = s.get("limits", {})
+        if lim:
+            yield gauge("qsense_sources", "Sources the daemon keeps sequence state for (at most max_sources)", [],
+                        [([], lim["sources"])])
+            yield counter("qsense_refused_new_source_batches", "Batches refused: a new source beyond max_sources", [],
+                          [([], lim["refused_sources"])])
+            yield gauge("qsense_connected_peers", "Connected record peers, all ZeroMQ inputs (at most max_peers)", [],
+                        [([], lim["peers"])])
+            yield gauge("qsense_held_bytes", "Bytes of received batches not yet folded (at most about byte_budget)", [],
+                        [([], lim["held_bytes"])])
+            yield counter("qsense_budget_waits", "Times the inputs paused because byte_budget was reached", [],
+                          [([], lim["budget_waits"])])
+        yield counter("qsense_connection_events", "Connection events of the ZeroMQ inputs (accepted, disconnected, "
+                      "refused_peers, handshake_failed_auth, handshake_failed_protocol)", ["input", "event"],
+                      [([k, e], c) for k, v in zin.items() for e, c in v.get("connections", {}).items()])
         est = s.get("estimators", {})
         yield gauge("qsense_estimator_records", "Records behind each estimator (including restored state)", ["estimator"],
                     [([k], v["count"]) for k, v in est.items()])

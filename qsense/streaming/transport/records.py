@@ -656,6 +656,11 @@ class RecordReceiver:
     def endpoint(self) -> str:
         return self.endpoints[0]
 
+    @property
+    def socket(self) -> zmq.asyncio.Socket:
+        """The ROUTER socket (for a :class:`~qsense.streaming.transport.connections.ConnectionMonitor`)."""
+        return self._sock
+
     def _reject(self, reason: str, text: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
         self._log.log(logging.WARNING, reason, "%s: rejected malformed message (%s): %s", self.name, reason, text)

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 from .throttled_log import ThrottledLog
 
 __all__ = ["SeqVerdict", "SourceState", "SequenceTracker", "DEFAULT_WINDOW", "DEFAULT_MAX_EPOCHS", "DEFAULT_MAX_SEQ_JUMP",
-           "MARKS_VERSION"]
+           "DEFAULT_MAX_SOURCES", "MARKS_VERSION"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ DEFAULT_WINDOW = 4096
 DEFAULT_MAX_EPOCHS = 64
 #: The furthest one batch may move a source's sequence state (see :class:`SequenceTracker`).
 DEFAULT_MAX_SEQ_JUMP = 1_000_000
+#: Distinct sources tracked; a batch from a new source beyond it is refused (see :class:`SequenceTracker`).
+DEFAULT_MAX_SOURCES = 1024
 #: ``"v"`` of the marks :meth:`SequenceTracker.marks` writes (absent in the old ``{"epoch", "seq"}`` form).
 MARKS_VERSION = 2
 
@@ -52,10 +54,17 @@ class SeqVerdict(enum.Enum):
     DUPLICATE = "duplicate"  # accepted before, or below the decided floor: drop
     RESTART = "restart"      # a new epoch (the producer restarted): accept, counted
     REFUSED = "refused"      # seq jumps further than max_seq_jump from the source's state: drop, counted, state untouched
+    TOO_MANY_SOURCES = "too_many_sources"  # a new source beyond max_sources: drop, counted, nothing remembered
 
     @property
     def accepted(self) -> bool:
-        return self is not SeqVerdict.DUPLICATE and self is not SeqVerdict.REFUSED
+        return self is SeqVerdict.FIRST or self is SeqVerdict.OK or self is SeqVerdict.GAP or self is SeqVerdict.LATE \
+            or self is SeqVerdict.RESTART
+
+    @property
+    def refused(self) -> bool:
+        """Dropped before anything is stored (not a duplicate: the sender is not acknowledged)."""
+        return self is SeqVerdict.REFUSED or self is SeqVerdict.TOO_MANY_SOURCES
 
 
 @dataclass
@@ -200,12 +209,22 @@ class SequenceTracker:
     source is not bounded (a long-running producer may be anywhere in its
     numbering): :meth:`forget` is the operator's reset for a source already
     poisoned.  ``docs/daemon.md`` (trust model) says what this does and does not stop.
+
+    ``max_sources`` (None: unbounded) bounds the sources remembered, so a flood
+    of batches under new names cannot grow the state (and every scrape and
+    status body built from it) without limit: a batch from a new source beyond
+    it is TOO_MANY_SOURCES (dropped, counted in :attr:`refused_sources`, nothing
+    remembered); :meth:`forget` frees a place.
     """
 
     def __init__(self, logger: logging.Logger | None = None, *, window: int = DEFAULT_WINDOW,
-                 max_epochs: int = DEFAULT_MAX_EPOCHS, max_seq_jump: int | None = DEFAULT_MAX_SEQ_JUMP) -> None:
-        if window < 1 or max_epochs < 1 or (max_seq_jump is not None and max_seq_jump < 1):
-            raise ValueError("window, max_epochs and max_seq_jump must be positive")
+                 max_epochs: int = DEFAULT_MAX_EPOCHS, max_seq_jump: int | None = DEFAULT_MAX_SEQ_JUMP,
+                 max_sources: int | None = DEFAULT_MAX_SOURCES) -> None:
+        if window < 1 or max_epochs < 1 or (max_seq_jump is not None and max_seq_jump < 1) or (max_sources is not None and max_sources < 1):
+            raise ValueError("window, max_epochs, max_seq_jump and max_sources must be positive")
+        self.max_sources = None if max_sources is None else int(max_sources)
+        #: batches refused because they came from a new source beyond ``max_sources``
+        self.refused_sources = 0
         self.window = int(window)
         self.max_epochs = int(max_epochs)
         self.max_seq_jump = None if max_seq_jump is None else int(max_seq_jump)
@@ -219,6 +238,12 @@ class SequenceTracker:
         """Classify one batch and update the counts (``records`` counted if accepted)."""
         st = self.sources.get(source)
         if st is None:
+            if self.max_sources is not None and len(self.sources) >= self.max_sources:
+                self.refused_sources += 1
+                self._log.log(logging.WARNING, "max_sources", "refused a batch from new source %r: %d sources are tracked "
+                              "already (max_sources); a flood of source names, or raise [daemon] max_sources",
+                              source[:80], len(self.sources))
+                return SeqVerdict.TOO_MANY_SOURCES
             st = self.sources[source] = SourceState(epoch=epoch, last_seq=seq)
             self._epochs[source] = OrderedDict({epoch: _Window.starting_at(seq, self.window)})
             return self._accepted(st, SeqVerdict.FIRST, records)
