@@ -82,7 +82,7 @@ async def run_daemon(mode: str, n: int, T: int, producers: int, seconds: float, 
     doc = {
         "daemon": {"name": f"bench-{mode}", "publish_interval": 1.0, "coalesce_records": 4 * T},
         "inputs": {"zmq": [{"endpoint": "tcp://127.0.0.1:0", "name": "in", "hwm": 16}]},
-        "estimators": [{"name": "obs", "type": "shadow", "observables": observables}],
+        "estimators": [{"name": "obs", "type": "shadow", "observables": observables, "wires": n}],
     }
     arch = os.path.join(scratch, f"archive-{mode}")
     if mode != "off":

@@ -316,7 +316,7 @@ def _daemon_config(args, words, tmp: str, endpoint: str) -> dict:
     return {
         "daemon": {"name": "bench", "publish_interval": args.publish_interval, "drain_timeout": 1.0},
         "inputs": {"zmq": [{"name": "in", "endpoint": endpoint, "hwm": 16}]},
-        "estimators": [{"name": "obs", "type": "shadow", "observables": words, "groups": args.groups}],
+        "estimators": [{"name": "obs", "type": "shadow", "observables": words, "groups": args.groups, "wires": args.n}],
         "outputs": {"zmq": {"endpoint": "tcp://127.0.0.1:*", "snapshot_endpoint": "tcp://127.0.0.1:*", "topic_prefix": "b"}},
         "checkpoint": {"path": os.path.join(tmp, "bench.ckpt"), "period": 2.0},
     }

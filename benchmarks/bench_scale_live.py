@@ -96,6 +96,7 @@ hwm = 16
 name = "obs"
 type = "shadow"
 observables = {_toml_list(observables)}
+wires = 16
 [outputs.zmq]
 endpoint = "tcp://127.0.0.1:0"
 snapshot_endpoint = "tcp://127.0.0.1:0"
