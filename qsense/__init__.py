@@ -13,6 +13,8 @@ from qsense.estimators.bell import AllPauliSquares, BellEstimator, all_pauli_squ
 from qsense.estimators.decoherence import T1T2, DecoherenceMismatchWarning, Dephasing, Depolarizing
 from qsense.estimators.derandomize import DesignError, derandomized_bases
 from qsense.estimators.purity import ShadowPurity
+from qsense.estimators.reconstruct import reduced_state
+from qsense.estimators.robust import NoiseCalibration, RobustShadowEstimator
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
 from qsense.streaming.wire import WireFormatError, decode, encode
@@ -42,6 +44,9 @@ __all__ = [
     "ShadowEstimator",
     "BellEstimator",
     "ShadowPurity",
+    "reduced_state",
+    "NoiseCalibration",
+    "RobustShadowEstimator",
     "Estimate",
     "shadow_expval",
     "matched_ratio_expval",

@@ -3,7 +3,9 @@
 Layer 2 of 4 (data model < **estimators** < acquisition | streaming < apps).
 Turns :class:`~qsense.records.ShadowBatch` / :class:`~qsense.records.BellBatch`
 records into estimates with error bars: classical shadows (median of means),
-two-copy Bell squares and purities, U-statistic purities, interferometric
+two-copy Bell squares and purities, U-statistic and matched-term purities up to
+16-qubit subsystems (:mod:`.purity`, :mod:`.class_kernels`), reduced states and
+their entropies (:mod:`.reconstruct`), noise-robust shadows (:mod:`.robust`), interferometric
 visibilities, the memory decoherence models (:mod:`.decoherence`) that Bell
 reweighting, the memory and the scheduler share, and the bit-packed counting kernels (NumPy and a compiled pass)
 they share.  Every estimator is mergeable (``merge``) and serialisable
