@@ -140,6 +140,13 @@ def test_errors_cover_the_truth_at_the_stated_rate_in_the_files_convention(tmp_p
     assert np.mean(np.abs(z2) < 2) > 0.8
     # and not inflated: the pulls have unit spread
     assert 0.7 < np.std(z) < 1.3
+    # without a two-copy estimate OI_VIS2 holds the single-copy |V|^2 (noise power removed) and its error
+    g = write_oifits(tmp_path / "s.oifits", sim.array.positions, LAM, _single(sim, 30000))
+    with fits.open(g) as h:
+        v2 = h["OI_VIS2"].data
+        z3 = (v2["VIS2DATA"] - np.abs(_file_truth(src, v2["UCOORD"], v2["VCOORD"], LAM)) ** 2) / v2["VIS2ERR"]
+    # (pulls of pairs sharing a telescope are correlated, so their mean scatters more than 1/sqrt(36))
+    assert np.mean(np.abs(z3) < 2) > 0.8 and 0.6 < np.std(z3) < 1.4 and abs(np.mean(z3)) < 0.6
 
 
 def test_point_source_offset_gives_the_standards_phase_sign(tmp_path):
