@@ -261,3 +261,14 @@ def test_cli_config_errors_exit_2_with_one_line(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     paths["fifo"], paths["directory"] = tmp_path / "fifo", tmp_path
     _cli_exit_2_one_line(paths)
+
+
+def test_default_checkpoint_key_file_is_checked_by_check(tmp_path):
+    """``qsense daemon --check`` finds what the start would refuse: the default ``<path>.key`` too."""
+    p = tmp_path / "d.toml"
+    p.write_text(_toml(checkpoint="path = 'c.ckpt'"))
+    load_config(p)  # no key yet: it is created at the first checkpoint
+    (tmp_path / "c.ckpt.key").write_text("00" * 32 + "\n")
+    (tmp_path / "c.ckpt.key").chmod(0o604)
+    with pytest.raises(ConfigError, match=r"checkpoint.key_file: checkpoint key file .*c.ckpt.key .*\(mode 0604\)"):
+        load_config(p)

@@ -727,8 +727,9 @@ def parse_config(data: Mapping[str, Any], base_dir: str | Path = ".", where: str
             path=ck.get("path", ck.path_value, required=True), period=ck.get("period", _seconds_in(0.1, 86400), 10.0),
             key_file=ck.get("key_file", ck.path_value, None),
         )
-        kf = kw["checkpoint"].key_file
-        if kf is not None and kf.exists() and (why := _private_file_problem(kf, "checkpoint key file")) is not None:
+        # the default key file too: --check must find what the start would refuse
+        kf = kw["checkpoint"].key_file or kw["checkpoint"].path.with_name(kw["checkpoint"].path.name + ".key")
+        if os.path.lexists(kf) and (why := _private_file_problem(kf, "checkpoint key file")) is not None:
             ck.fail(why, "key_file")
         if kw["checkpoint"].path.is_dir():
             ck.fail(f"{kw['checkpoint'].path} is a directory", "path")
