@@ -146,6 +146,34 @@ def test_state_mode_states_are_exact_and_wire_ordered():
         np.testing.assert_allclose(drv._sampler.state, rho.reverse_qargs().data, atol=1e-9)
 
 
+def test_routed_layouts_and_user_pass_managers():
+    """On a line-coupled device the transpiler moves qubits (layout != identity): the
+    state-mode state and the device-mode records still follow the circuit's qubits."""
+    from qiskit.transpiler import generate_preset_pass_manager
+
+    line = GenericBackendV2(5, noise_info=False, seed=2, coupling_map=[[0, 1], [1, 2], [2, 3], [3, 4]])
+    qc = QuantumCircuit(3)
+    qc.h(0)
+    qc.cx(0, 2)
+    qc.ry(0.4, 1)
+    qc.cx(1, 2)
+    qc.x(1)
+    drv = QiskitDriver(qc, AerSimulator.from_backend(line), state="density", seed=1)
+    drv.sample(10)
+    assert drv._pass_manager().run(qc).layout.final_index_layout() != [0, 1, 2]
+    np.testing.assert_allclose(drv._sampler.state, DensityMatrix(qc).reverse_qargs().data, atol=1e-9)
+    exact = exact_values(DensityMatrix(qc), ["ZZZ", "XZX", "IZI", "YXY"])
+    b = QiskitDriver(qc, line, mode="device", seed=2, pad_shots=True).sample(6000)  # one sweep, not ~20 runs
+    r = shadow_estimate(b, ["ZZZ", "XZX", "IZI", "YXY"])
+    assert consistent(r.values, r.stderr, exact), (r.values, exact)
+    # a user pass manager (e.g. ISA circuits for a runtime sampler) applies to samplers too
+    pm = generate_preset_pass_manager(optimization_level=1, basis_gates=["rz", "sx", "cx"], seed_transpiler=1)
+    drv = QiskitDriver(qc, StatevectorSampler(), mode="device", pass_manager=pm, seed=3)
+    r = shadow_estimate(drv.sample(6000), ["ZZZ", "XZX", "IZI", "YXY"])
+    assert consistent(r.values, r.stderr, exact)
+    assert set(drv._templates["static"].circuit.count_ops()) <= {"rz", "sx", "cx", "measure", "barrier"}
+
+
 NOISE = {"ry": depolarizing_error(0.15, 1).compose(amplitude_damping_error(0.2)), "cx": depolarizing_error(0.1, 2)}
 
 
