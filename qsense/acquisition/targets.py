@@ -56,6 +56,7 @@ __all__ = [
     "TargetSet",
     "wait_moment",
     "WaitMoments",
+    "check_piston",
     "square_shadow_variance",
     "purity_shadow_variance",
     "copies_for_variance",
@@ -67,18 +68,30 @@ Moment = Callable[[int], float]
 
 
 # -- the waiting-time moments ---------------------------------------------------
-def wait_moment(j: int, rate: float, t2: float, cap: float | None = None) -> float:
-    """E[exp(j τ / T2) | τ < cap] for a wait τ ~ Exp(rate).
+def _exponent(j: float, t2: float, piston: float) -> float:
+    """The growth rate a of the reweighting second moment E[e^{a τ}]: j/T2 from
+    the memory, 2D from the piston (the shot's signal decays as e^{−Dτ}, so its
+    reweighting factor e^{Dτ} squares to e^{2Dτ}); 0 for j = 0 (no signal to undo)."""
+    if j == 0:
+        return 0.0
+    return (j / t2 if math.isfinite(t2) else 0.0) + 2.0 * piston
+
+
+def wait_moment(j: int, rate: float, t2: float, cap: float | None = None, piston: float = 0.0) -> float:
+    """E[exp(j τ / T2 + 2 D τ) | τ < cap] for a wait τ ~ Exp(rate), D = ``piston``.
 
     This is the second moment of the reweighting factor of a Bell shot whose
-    first copy waited τ (j = 2k for a weight-k Pauli).  Infinite when the
-    untruncated integral diverges (rate·T2 <= j and no cap).
+    first copy waited τ (j = 2k for a weight-k Pauli): e^{kτ/T2} undoes the
+    memory's decoherence and e^{Dτ} the piston phase diffusion between the two
+    copies (D rad²/s; the visibility of a pair decays as e^{−Dτ}).  Infinite
+    when the untruncated integral diverges (rate <= j/T2 + 2D and no cap).
     """
-    if j == 0 or not math.isfinite(t2):
+    a = _exponent(j, t2, piston)
+    if a == 0.0:
         return 1.0
     if rate <= 0:
         return math.inf
-    r = rate - j / t2
+    r = rate - a
     if cap is None or not math.isfinite(cap):
         return rate / r if r > 0 else math.inf
     lc = rate * cap
@@ -93,17 +106,19 @@ def wait_moment(j: int, rate: float, t2: float, cap: float | None = None) -> flo
 
 class WaitMoments:
     """:func:`wait_moment` on a grid of caps at once: ``moments(j)`` is the float64
-    ``(C,)`` array of E[exp(j τ / T2) | τ < cap_c] for τ ~ Exp(rate).
+    ``(C,)`` array of E[exp(j τ / T2 + 2Dτ) | τ < cap_c] for τ ~ Exp(rate).
 
-    ``caps``: ``(C,)`` seconds, ``inf`` (or NaN) for "no cap".  Each ``j`` is
+    ``caps``: ``(C,)`` seconds, ``inf`` (or NaN) for "no cap"; ``piston``: the
+    piston phase diffusion D (rad²/s, 0 = none).  Each ``j`` is
     computed once and cached, because the targets of one plan ask for the same
     few moments (j = 2k) again and again.  Values equal :func:`wait_moment`'s to
     a few ulps (NumPy's ``expm1`` against ``math.expm1``).
     """
 
-    def __init__(self, rate: float, t2: float, caps: Sequence[float] | np.ndarray) -> None:
+    def __init__(self, rate: float, t2: float, caps: Sequence[float] | np.ndarray, piston: float = 0.0) -> None:
         self.rate = float(rate)
         self.t2 = float(t2)
+        self.piston = check_piston(piston)
         self.caps = np.asarray(caps, dtype=np.float64).reshape(-1)
         self._cache: dict[int, np.ndarray] = {}
 
@@ -136,11 +151,14 @@ class WaitMoments:
         the same cases and the same operations as the scalar function."""
         rate, t2, caps = self.rate, self.t2, self.caps
         shape = (js.size, caps.size)
-        if not math.isfinite(t2):
+        # the exponent a_j of E[e^{a_j τ}], as _exponent computes it (the same roundings)
+        a = (js / t2 if math.isfinite(t2) else np.zeros(js.size)) + 2.0 * self.piston
+        a[js == 0] = 0.0
+        if not np.any(a > 0):
             return np.ones(shape)
         if rate <= 0:
-            return np.where((js == 0)[:, None], 1.0, np.full(shape, math.inf))
-        r = (rate - js / t2)[:, None]  # (J, 1)
+            return np.where((a == 0)[:, None], 1.0, np.full(shape, math.inf))
+        r = (rate - a)[:, None]  # (J, 1)
         lc = rate * caps  # (C,)
         # expm1 overflows to inf (wait_moment's OverflowError branch); r = 0 and
         # the uncapped caps (inf) produce NaN/inf in branches np.where discards
@@ -150,8 +168,19 @@ class WaitMoments:
             capped = num / -np.expm1(-lc)
             uncapped = np.where(r > 0, rate / r, math.inf)  # (J, 1)
         out = np.where(np.isfinite(caps), capped, uncapped)
-        out[js == 0] = 1.0
+        out[a == 0] = 1.0
         return out
+
+
+def check_piston(piston: Any) -> float:
+    """``piston_diffusion`` as a float, or a ValueError naming it (it must be a finite rate >= 0, rad²/s)."""
+    try:
+        d = float(piston)
+    except (TypeError, ValueError):
+        raise ValueError(f"piston_diffusion must be a finite rate >= 0 (rad^2/s); got {piston!r}") from None
+    if not (math.isfinite(d) and d >= 0):
+        raise ValueError(f"piston_diffusion must be a finite rate >= 0 (rad^2/s); got {piston!r}")
+    return d
 
 
 def copies_for_variance(a: float, b: float, tol: float) -> float:
@@ -487,6 +516,12 @@ class TargetSet:
         The memory's model (:mod:`qsense.estimators.decoherence`: ``"depolarizing"``,
         ``"dephasing"`` or a model object such as ``memory.decoherence``); the Bell
         estimates reweight per Pauli letter as it says.  Default: depolarizing at ``t2``.
+    piston_diffusion:
+        Piston phase diffusion D (rad²/s) between the two copies of a pair (a
+        telescope array's atmosphere; docs/telescope.md): Bell visibilities decay
+        as e^{−Dτ} with the wait τ.  Used by the adaptive scheduler's cost model
+        (it shortens the wait cap as D grows); the estimates here are *not*
+        corrected for it (``SquaredVisibilityEstimator(piston_diffusion=D)`` is).
 
     ``update(batch)`` accepts :class:`ShadowBatch` and :class:`BellBatch`;
     ``estimate()`` combines, per target, the shadow and Bell estimates by inverse
@@ -495,7 +530,7 @@ class TargetSet:
     """
 
     def __init__(self, targets: Iterable[Target | str], tol: float = 0.05, t2: float | None = None,
-                 decoherence: Any = None) -> None:
+                 decoherence: Any = None, piston_diffusion: float = 0.0) -> None:
         self.targets: list[Target] = [t if isinstance(t, Target) else Expval(t) for t in targets]
         if not self.targets:
             raise ValueError("at least one target is needed")
@@ -505,6 +540,7 @@ class TargetSet:
         if not tol > 0:
             raise ValueError(f"tol must be positive; got {tol!r}")
         self.tol = float(tol)
+        self.piston_diffusion = check_piston(piston_diffusion)
         if decoherence is not None and not isinstance(decoherence, str):
             model_t2 = getattr(decoherence, "t2", None)
             if t2 is None and model_t2 is not None:
@@ -670,11 +706,14 @@ class TargetSet:
         self._cache = {"fam": out, "_pfs": purity_from_shadows}
         return out
 
-    def estimate(self) -> Estimate:
+    def estimate(self, purity_from_shadows: bool = True) -> Estimate:
         """Combined (inverse-variance) estimate of every target; NaN/inf where
         no family has data yet.  ``count`` is the number of copies behind them
-        (snapshots + 2 × Bell shots)."""
-        fam = self.by_family()
+        (snapshots + 2 × Bell shots).
+
+        ``purity_from_shadows=False`` leaves the shadow purity out (its U-statistic
+        costs O(snapshots²) per call; beside Bell data it adds little precision)."""
+        fam = self.by_family(purity_from_shadows)
         vals, ses = [], []
         for t in self.targets:
             parts = []

@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..targets import Purity, Target, TargetSet, WaitMoments
+from ..targets import Purity, Target, TargetSet, WaitMoments, check_piston
 from .plans import Plan, PlanContext, TargetCost
 
 __all__ = ["plan_adaptive", "AdaptivePolicy"]
@@ -49,6 +49,7 @@ def plan_adaptive(
     salvage: bool = False,
     caps: Sequence[float | None] | None = None,
     grid: int = 2001,
+    piston_diffusion: float = 0.0,
 ) -> Plan:
     """The adaptive rule: the pair fraction f and cap c that reach every target's
     tolerance with the fewest copies (docs/scheduler.md).
@@ -67,6 +68,12 @@ def plan_adaptive(
     time); the result equals a per-cap loop's, ties going to the first cap and
     the smallest f (tests/test_plan_adaptive.py keeps that loop as the
     reference).  ``t2=None`` means no decoherence model, like ``inf``.
+
+    ``piston_diffusion`` D (rad²/s): the relative phase of the two copies of a
+    pair diffuses while the first one waits, so a Bell shot's signal decays by
+    e^{−Dτ} on top of the memory's e^{−kτ/T2}; its reweighted second moment is
+    then E[e^{(2k/T2 + 2D)τ}] (:class:`~qsense.acquisition.targets.WaitMoments`), and
+    the cap search runs whenever T2 is finite or D > 0.
     """
     values = dict(values or {})
     tols = np.array([tol if t.tol is None else float(t.tol) for t in targets])
@@ -79,14 +86,16 @@ def plan_adaptive(
         t2 = math.inf  # no decoherence model: waiting costs nothing
     if not t2 > 0:  # 0 would silently read as "perfect memory" below
         raise ValueError(f"t2 must be positive seconds (None or inf for a perfect memory); got {t2!r}")
+    piston = check_piston(piston_diffusion)
     vals = [values.get(t.label) for t in targets]
     NS = np.array([t.shadow_copies(v, e) for t, v, e in zip(targets, vals, tols)])  # (Q,)
     fmax = 0.0 if capacity < 1 else min(1.0, capacity / max(keys, 1))
     finite_t2 = math.isfinite(t2) and t2 > 0
+    waiting_costs = finite_t2 or piston > 0  # some signal is lost while a copy waits: search caps
     # Every cap is evaluated at once: shapes are Q targets, C caps, F values of f.
     if caps is None:
         cap_s = np.full(1, math.inf)  # (C,) seconds, inf = no cap
-        if finite_t2 and rate > 0:
+        if waiting_costs and rate > 0:
             cap_s = np.concatenate([cap_s, _CAP_GRID / rate])
         caps = [None] + cap_s[1:].tolist()
     else:
@@ -98,7 +107,7 @@ def plan_adaptive(
     with np.errstate(invalid="ignore"):
         pi = -np.expm1(-rate * cap_s)  # (C,) P(partner within the cap)
     pi[no_cap] = 1.0
-    moments = WaitMoments(rate, t2 if finite_t2 else math.inf, cap_s)
+    moments = WaitMoments(rate, t2 if finite_t2 else math.inf, cap_s, piston=piston)
     SB = np.stack([t.bell_shots_caps(v, e, moments) for t, v, e in zip(targets, vals, tols)])  # (Q, C)
     fgrid = np.linspace(0.0, 1.0, grid) * fmax  # (F,)
     # per-copy rates with the same operations (so the same roundings) as the
@@ -179,10 +188,11 @@ def plan_adaptive(
         why = f"mixing families balances the slowest targets ({', '.join(sorted(fams))})"
     if cap is not None:
         in_t2 = f" = {cap / t2:.3g} T2" if t2 is not None and 0 < t2 < math.inf else ""
-        why += f"; cap {cap * rate:.3g}/λ{in_t2} keeps decoherence reweighting affordable"
+        what = "decoherence and piston" if piston > 0 and finite_t2 else "piston" if piston > 0 else "decoherence"
+        why += f"; cap {cap * rate:.3g}/λ{in_t2} keeps {what} reweighting affordable"
     if not all(reachable):
         why += "; unreachable: " + ", ".join(c.label for c in costs if c.family == "unreachable")
-    return Plan(f, cap, "adaptive", copies, rate, t2, tuple(costs), why)
+    return Plan(f, cap, "adaptive", copies, rate, t2, tuple(costs), why, piston)
 
 
 class AdaptivePolicy:
@@ -230,8 +240,14 @@ class AdaptivePolicy:
             out[t.label] = None if v is None else (N * v + self.shrink * t.prior) / (N + self.shrink)
         return out
 
+    @property
+    def piston_diffusion(self) -> float:
+        """The TargetSet's piston phase diffusion (0 without one)."""
+        return 0.0 if self.target_set is None else float(getattr(self.target_set, "piston_diffusion", 0.0))
+
     def plan(self, ctx: PlanContext) -> Plan:
+        piston = self.piston_diffusion if getattr(ctx, "piston", None) is None else ctx.piston
         return plan_adaptive(
             self.targets, self.values(), rate=ctx.rate, t2=ctx.t2, capacity=ctx.capacity, keys=ctx.keys,
-            tol=self.tol, n=ctx.n, salvage=self.salvage,
+            tol=self.tol, n=ctx.n, salvage=self.salvage, piston_diffusion=piston,
         )

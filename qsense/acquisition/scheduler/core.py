@@ -15,6 +15,7 @@ import numpy as np
 from qsense.estimators.decoherence import DecoherenceModel, check_decoherence, decoherence_of, make_decoherence
 
 from .. import blocks as _blocks
+from ..targets import check_piston
 from ..backends import BlockPlan
 from ..blocks import CopyBlock
 from ..memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory, StoredCopy
@@ -80,6 +81,12 @@ class Scheduler:
         Arrival rate assumed before there are two arrivals to measure it.
     clock:
         Time source for copies without timestamps (default: the memory's).
+    piston_diffusion:
+        Piston phase diffusion D (rad²/s) between the two copies of a pair (a
+        telescope array's atmosphere): a pair's visibility decays as e^{−Dτ}
+        with the first copy's wait τ, on top of the memory's decoherence, so an
+        adaptive policy shortens its wait cap as D grows.  Default: the
+        policy's TargetSet's ``piston_diffusion`` (0 without one).
     """
 
     def __init__(
@@ -95,6 +102,7 @@ class Scheduler:
         clock: Clock | None = None,
         name: str = "scheduler",
         decoherence: DecoherenceModel | None = None,
+        piston_diffusion: float | None = None,
         **policy_kw: Any,
     ) -> None:
         self.policy: Policy = make_policy(policy, **policy_kw) if isinstance(policy, str) else policy
@@ -127,6 +135,8 @@ class Scheduler:
         if ts is not None and ts.t2 is not None and self.decoherence is not None and self.decoherence.finite:
             # the TargetSet's BellEstimator reweights with its own model (depolarizing at ts.t2 unless it says otherwise)
             check_decoherence(self.decoherence, getattr(ts, "decoherence", None) or make_decoherence(None, t2=ts.t2), where=name)
+        #: piston diffusion the policy plans with (None: the policy's own default)
+        self.piston_diffusion: float | None = None if piston_diffusion is None else check_piston(piston_diffusion)
         self.counters = Counters()
         self.plan: Plan | None = None
         self.history: list[tuple[float, Plan]] = []
@@ -153,6 +163,7 @@ class Scheduler:
         return PlanContext(
             rate=rate, t2=self.t2, capacity=int(getattr(self.memory, "capacity", 0)),
             keys=max(len(set(self._keys)), 1), n=self._n, copies=int(self.counters["arrived"]), now=now,
+            piston=self.piston_diffusion,
         )
 
     def replan(self, now: float) -> Plan:

@@ -40,6 +40,7 @@ class Plan:
     t2: float = math.inf
     costs: tuple[TargetCost, ...] = ()
     reason: str = ""
+    piston: float = 0.0  # piston phase diffusion D (rad^2/s) the plan allowed for
 
     @property
     def seconds_to_finish(self) -> float:
@@ -54,6 +55,7 @@ class Plan:
         head = (
             f"[{self.policy}] pair_fraction={self.pair_fraction:.3f} cap={cap} "
             f"rate={self.rate:.4g}/s T2={self.t2:.3g} s copies_to_finish={self.copies_to_finish:.4g}"
+            + (f" piston D={self.piston:.3g} rad^2/s" if self.piston > 0 else "")
         )
         rows = [
             f"  {c.label}: {c.family} (value={'prior' if c.value is None else f'{c.value:.4g}'}, tol={c.tol:g}, "
@@ -74,3 +76,6 @@ class PlanContext:
     n: int | None  # qubits per copy
     copies: int  # copies seen so far
     now: float
+    #: piston phase diffusion D (rad^2/s) between the two copies of a pair; None: not given
+    #: (an adaptive policy then uses its TargetSet's ``piston_diffusion``)
+    piston: float | None = None
