@@ -98,6 +98,8 @@ HOSTILE = [
     (b"two\nX 1\n", r"line 1: the first line must be the number of qubits; got 'two'"),
     (b"0\n", r"line 1: number of qubits must be positive"),
     (b"-3\nX 1\n", r"line 1: number of qubits must be positive"),
+    (b"1000000000000\nX 1\n", r"line 1: 1000000000000 qubits; the limit is 4096"),
+    (b" 3 \r\n\x00\n", r"line 2, column 1: unknown basis letter byte 0x00"),
     (b"", r"empty file"),
     (b"\n \n\t\n", r"empty file"),
     (b"1\nX 1\nX\xe2\x88\x921\n", r"line 3, column 2: unknown basis letter byte 0xe2"),

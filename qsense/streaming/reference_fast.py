@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from qsense import packing
-from qsense.records import ShadowBatch
+from qsense.records import MAX_QUBITS, ShadowBatch
 
 __all__ = ["MeasurementFileError", "read_measurements", "read_measurements_tokens", "CHUNK_BYTES", "PARALLEL_BYTES"]
 
@@ -62,6 +62,8 @@ def _header(path: str, f) -> tuple[int, int, int]:
         raise MeasurementFileError(f"{path}: line {line}: the first line must be the number of qubits; got {shown!r}") from None
     if n < 1:
         raise MeasurementFileError(f"{path}: line {line}: number of qubits must be positive; got {n}")
+    if n > MAX_QUBITS:  # before sizing anything by n
+        raise MeasurementFileError(f"{path}: line {line}: {n} qubits; the limit is {MAX_QUBITS}")
     return n, line, offset
 
 
