@@ -7,6 +7,9 @@ pipeline's or the daemon's job.  Every driver has a simulated twin.
 * :class:`qsense.drivers.pennylane_device.PennyLaneDriver` - stream shadow or
   Bell batches from any PennyLane quantum function and device (state or
   device mode; plugin ``pennylane``).
+* :class:`qsense.drivers.qiskit_device.QiskitDriver` - the same for a Qiskit
+  ``QuantumCircuit`` on ``qiskit.quantum_info``/Aer (state mode) or any Sampler
+  V2 primitive or ``BackendV2`` (device mode; plugin ``qiskit``, extra ``[qiskit]``).
 * :class:`qsense.drivers.mqtt_detectors.MqttDetectorSource` - detector events
   published over MQTT, as record batches (plugin ``mqtt``; the daemon's MQTT
   inputs use it).
@@ -32,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["PennyLaneDriver"]
+__all__ = ["PennyLaneDriver", "QiskitDriver"]
 
 
 def __getattr__(name: str) -> Any:
@@ -40,4 +43,8 @@ def __getattr__(name: str) -> Any:
         from .pennylane_device import PennyLaneDriver
 
         return PennyLaneDriver
+    if name == "QiskitDriver":
+        from .qiskit_device import QiskitDriver
+
+        return QiskitDriver
     raise AttributeError(f"module 'qsense.drivers' has no attribute {name!r}")
