@@ -43,6 +43,7 @@ from qsense.streaming.checkpoint import (
     read_checkpoint,
     write_checkpoint,
 )
+from qsense.streaming.config import ConfigError, parse_config
 from qsense.streaming.daemon import EstimationDaemon
 
 OBS = ["Z0", "X1"]
@@ -324,10 +325,14 @@ async def test_key_file_created_0600_and_refused_when_readable(tmp_path):
     key = default_key_file(path)
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert len(bytes.fromhex(key.read_text().strip())) == 32
+    cfg = parse_config(_doc(tmp_path))  # validated while the key was private ...
     key.chmod(0o644)
-    with pytest.raises(CheckpointError, match=r"accessible by group or others \(mode 0644\); run: chmod 600"):
-        async with EstimationDaemon(_doc(tmp_path)):
+    fix = r"accessible by group or others \(mode 0644\); run: chmod 600"
+    with pytest.raises(CheckpointError, match=fix):  # ... refused at start all the same
+        async with EstimationDaemon(cfg):
             pass
+    with pytest.raises(ConfigError, match="checkpoint.key_file: .*" + fix):  # and by the config check (--check)
+        parse_config(_doc(tmp_path))
     assert path.exists() and not _refused(path)  # a key problem is not the checkpoint's fault
 
 
