@@ -140,7 +140,7 @@ def test_special_files_are_refused_without_reading(tmp_path, kind):
     else:
         p = tmp_path
     t0 = time.perf_counter()
-    with pytest.raises(ConfigError, match="not a regular file|Is a directory"):
+    with pytest.raises(ConfigError, match="not a regular file"):
         load_config(p)
     assert time.perf_counter() - t0 < 1.0
 
@@ -271,4 +271,11 @@ def test_default_checkpoint_key_file_is_checked_by_check(tmp_path):
     (tmp_path / "c.ckpt.key").write_text("00" * 32 + "\n")
     (tmp_path / "c.ckpt.key").chmod(0o604)
     with pytest.raises(ConfigError, match=r"checkpoint.key_file: checkpoint key file .*c.ckpt.key .*\(mode 0604\)"):
+        load_config(p)
+
+
+def test_deeply_nested_toml_is_one_line(tmp_path):
+    p = tmp_path / "deep.toml"
+    p.write_text(EST + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(p)

@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"qsense daemon: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 -- whatever a configuration makes fail, one line and exit 2, never a traceback
+        print(f"qsense daemon: {args.config}: invalid configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         print(f"{args.config}: OK ({len(cfg.estimators)} estimator(s), {len(cfg.zmq_inputs)} ZeroMQ and "
               f"{len(cfg.mqtt_inputs)} MQTT input(s))")

@@ -778,10 +778,11 @@ def load_config(path: str | Path) -> DaemonConfig:
         # O_NONBLOCK: a FIFO must not hang the start; fstat before reading: /dev/zero, a directory or a huge
         # file is refused without reading it
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise ConfigError(f"{p}: not a regular file")
         with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ConfigError(f"{p}: not a regular file")
             if st.st_size > MAX_CONFIG_BYTES:
                 raise ConfigError(f"{p}: {st.st_size} bytes; a config file may have at most {MAX_CONFIG_BYTES}")
             raw = f.read(MAX_CONFIG_BYTES + 1)
@@ -793,5 +794,7 @@ def load_config(path: str | Path) -> DaemonConfig:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level: [[[[... a million deep
+        raise ConfigError(f"{p}: not valid TOML: arrays or tables nested too deeply") from None
     cfg = parse_config(data, p.resolve().parent, str(p))
     return DaemonConfig(**{**cfg.__dict__, "source_file": p})
