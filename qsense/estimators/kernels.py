@@ -33,6 +33,14 @@ layouts unpack and take the table path.  The counts are the same integers
 either way.  :func:`shadow_counts_batch` / :func:`bell_counts_batch` pick the
 path for a record batch: planes when the batch already has them
 (``batch.has_packed``), the uint8 tables otherwise.
+
+Shadow counts with the compiled kernels go through
+:mod:`qsense.estimators.supports`: terms grouped by support share one parity
+pass, and large jobs are split over worker threads (:func:`set_threads`;
+default: the cores available, ``QSENSE_THREADS`` to override).  Batches with
+tables only are packed by :func:`pack_tables` and counted from planes.  The
+per-term kernels (:func:`count_terms`) remain for Bell records and the NumPy
+fallback; every path gives the same integers.
 """
 
 from __future__ import annotations
