@@ -71,24 +71,30 @@ class Design:
 
     def counts(self, bases: np.ndarray) -> np.ndarray:
         """How many of ``bases`` (uint8 (B, n)) measure each target (int64 (L,))."""
-        return self.hit_matrix(bases).sum(axis=0, dtype=np.int64)
+        out = np.zeros(self.L, dtype=np.int64)
+        for _, H in self.hit_chunks(bases):
+            out += H.sum(axis=0, dtype=np.int64)
+        return out
 
     def hit_matrix(self, bases: np.ndarray) -> np.ndarray:
         """bool (B, L): basis b measures target l (equal letters on its support)."""
+        parts = [H for _, H in self.hit_chunks(bases)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.L), dtype=bool)
+
+    def hit_chunks(self, bases: np.ndarray, reverse: bool = False):
+        """Yield ``(first_row, bool (rows, L) hits)`` over row chunks of ``bases``
+        (memory bounded by the chunk, not by B x L)."""
         bases = np.asarray(bases)
         if bases.ndim != 2 or bases.shape[1] != self.n:
             raise DesignError(f"bases must have shape (B, {self.n}); got {bases.shape}")
-        B = bases.shape[0]
-        out = np.empty((B, self.L), dtype=bool)
         cols = np.maximum(self.support, 0)
         pad = self.support < 0
         # chunks keep the (rows, L, kmax) comparison near 16 M booleans
-        step = max(1, (1 << 24) // max(1, self.L * max(1, self.support.shape[1])))
-        for lo in range(0, B, step):
+        step = max(1, (1 << 24) // max(1, self.L * self.support.shape[1]))
+        starts = range(0, bases.shape[0], step)
+        for lo in reversed(starts) if reverse else starts:
             sub = bases[lo : lo + step]
-            eq = (sub[:, cols] == self.letters) | pad
-            out[lo : lo + step] = eq.all(axis=2)
-        return out
+            yield lo, ((sub[:, cols] == self.letters) | pad).all(axis=2)
 
 
 def _words(observables: Any, weights: Any) -> tuple[list[tuple], list[float], list[str]]:
@@ -194,14 +200,14 @@ def run_design(
 
 def _prune(bases: np.ndarray, design: Design, target: np.ndarray) -> np.ndarray:
     """Drop bases, latest first, whose every hit is surplus (all targets stay met)."""
-    H = design.hit_matrix(bases)
-    counts = H.sum(axis=0, dtype=np.int64)
+    counts = design.counts(bases)
     keep = np.ones(len(bases), dtype=bool)
-    for b in range(len(bases) - 1, -1, -1):
-        idx = np.flatnonzero(H[b])
-        if np.all(counts[idx] > target[idx]):
-            counts[idx] -= 1
-            keep[b] = False
+    for lo, H in design.hit_chunks(bases, reverse=True):
+        for r in range(H.shape[0] - 1, -1, -1):
+            idx = np.flatnonzero(H[r])
+            if np.all(counts[idx] > target[idx]):
+                counts[idx] -= 1
+                keep[lo + r] = False
     return bases[keep]
 
 
