@@ -403,3 +403,16 @@ def test_online_policy_needs_fewer_copies_for_targets_near_one():
     assert T < offline / 2, (T, offline)
     r = policy.estimate()
     assert np.all(np.abs(r.values - sims.exact_expval(rho, targets)) < 4 * r.stderr)
+
+
+def test_scheme_files_round_trip(tmp_path):
+    bases = qsense.derandomized_bases(["X0 Z1", "Y1 Y2"], 4, n=3)
+    reference.write_bases(tmp_path / "scheme.txt", bases)
+    assert (tmp_path / "scheme.txt").read_text().splitlines()[0] == "X Z X"
+    np.testing.assert_array_equal(reference.read_bases(tmp_path / "scheme.txt"), bases)
+    (tmp_path / "bad.txt").write_text("X Y\nX\n")
+    with pytest.raises(ValueError, match="same number"):
+        reference.read_bases(tmp_path / "bad.txt")
+    (tmp_path / "bad.txt").write_text("X Q\n")
+    with pytest.raises(ValueError, match="unknown basis letter"):
+        reference.read_bases(tmp_path / "bad.txt")

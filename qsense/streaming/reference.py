@@ -8,7 +8,9 @@
   no wire twice), optionally followed by a positive weight, the relative number
   of measurements the reference's derandomization (and
   :func:`qsense.derandomized_bases`) plans for that observable;
-* subsystems: first line n; then ``size q1 q2 ...``.
+* subsystems: first line n; then ``size q1 q2 ...``;
+* measurement schemes (``data_acquisition_shadow``'s output): one basis per
+  line, ``X Y Z ...``, no header.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ import numpy as np
 from qsense.pauli import PauliObservable, PauliTerm
 from qsense.records import ShadowBatch
 
-__all__ = ["read_measurements", "write_measurements", "read_observables", "write_observables", "read_subsystems"]
+__all__ = [
+    "read_measurements", "write_measurements", "read_observables", "write_observables", "read_subsystems",
+    "read_bases", "write_bases",
+]
 
 _BASIS = {"X": 0, "Y": 1, "Z": 2}
 
@@ -122,6 +127,34 @@ def write_observables(
             term = o.terms[0][1]
             line = f"{term.weight} " + " ".join(f"{p} {w}" for w, p in term.ops)
             f.write(line.rstrip() + (f" {w[i]!r}" if w is not None else "") + "\n")
+
+
+def write_bases(path: str | os.PathLike, bases: np.ndarray) -> None:
+    """Write a measurement scheme (uint8 (B, n) bases, 0 = X, 1 = Y, 2 = Z) as
+    ``data_acquisition_shadow`` prints it: one basis per line, ``X Y Z ...``."""
+    bases = np.asarray(bases)
+    if bases.ndim != 2 or (bases.size and (bases.min() < 0 or bases.max() > 2)):
+        raise ValueError("bases must be a (B, n) array of 0 (X), 1 (Y), 2 (Z)")
+    letters = np.array(list("XYZ"))[bases]
+    with open(path, "w") as f:
+        f.writelines(" ".join(row) + "\n" for row in letters)
+
+
+def read_bases(path: str | os.PathLike) -> np.ndarray:
+    """Read a measurement scheme (``X Y Z ...`` per line, no header) into uint8 (B, n)."""
+    text = Path(path).read_text()
+    rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+    if not rows:
+        raise ValueError(f"{path}: empty file")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"{path}: every line must hold the same number of bases")
+    letters = np.array(rows)
+    out = np.full(letters.shape, 255, dtype=np.int16)
+    for k, v in _BASIS.items():
+        out[letters == k] = v
+    if (out == 255).any():
+        raise ValueError(f"{path}: unknown basis letter {letters[out == 255][0]!r} (use X, Y, Z)")
+    return out.astype(np.uint8)
 
 
 def read_subsystems(path: str | os.PathLike) -> tuple[int, list[tuple[int, ...]]]:
