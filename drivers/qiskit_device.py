@@ -47,11 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from qsense.pauli import PauliObservable, parse_observable
 from qsense.records import BellBatch, ShadowBatch
 
 from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
 
-__all__ = ["KINDS", "MODES", "QiskitBackendError", "QiskitDriver", "QiskitDriverError", "sample_records"]
+__all__ = ["KINDS", "MODES", "QiskitBackendError", "QiskitDriver", "QiskitDriverError", "observable", "sample_records"]
 
 log = logging.getLogger(__name__)
 
@@ -603,6 +604,45 @@ class QiskitDriver(RecordStreamDriver):
         pub = (tpl.circuit, row if P else None, shots)
         bits = self._run([pub])[0].reshape(shots, 2 * len(self._reg))
         return BellBatch.from_interleaved(bits, wires=self._reg, source=self.source, seq=seq, t=t)
+
+
+def observable(op: Any, name: str | None = None) -> PauliObservable:
+    """A Qiskit Pauli operator as a qsense observable, for any estimator's label list.
+
+    ``op`` is a ``SparsePauliOp`` (real coefficients: Hermitian), a ``Pauli`` or a
+    Qiskit label string (qubit 0 *last*); the qsense terms read wire 0 first, so
+    ``observable(SparsePauliOp("ZIX"))`` is X on wire 0 and Z on wire 2.  Wires
+    are register positions (qubit i of the circuit with the default register)::
+
+        H = SparsePauliOp(["ZZI", "IXX"], coeffs=[0.5, -1.2])
+        est = qsense.ShadowEstimator([observable(H, "H")])    # <H> with its error bar
+    """
+    from qiskit.exceptions import QiskitError
+    from qiskit.quantum_info import Pauli, SparsePauliOp
+
+    if isinstance(op, str):
+        try:
+            op = Pauli(op)
+        except QiskitError as exc:
+            raise QiskitDriverError(f"{op!r} is not a Qiskit Pauli label: {_one_line(exc)}") from None
+    if isinstance(op, Pauli):
+        op = SparsePauliOp(op)
+    if not isinstance(op, SparsePauliOp):
+        raise QiskitDriverError(f"observable() takes a SparsePauliOp, a Pauli or a Qiskit label; got {type(op).__name__}")
+    terms = []
+    for label, coeff in op.to_list():
+        c = complex(coeff)
+        if abs(c.imag) > 1e-12 * max(1.0, abs(c.real)):
+            raise QiskitDriverError(f"{label} has the complex coefficient {c}; an observable must be Hermitian (real coefficients)")
+        ((_, term),) = parse_observable(label[::-1]).terms  # Qiskit reads qubit 0 last; qsense wire 0 first
+        terms.append((float(c.real), term))
+    if name is not None:
+        text = name
+    elif len(terms) == 1 and terms[0][0] == 1.0:
+        text = str(terms[0][1])
+    else:
+        text = " + ".join(f"{c:g}*{t}" for c, t in terms)
+    return PauliObservable(tuple(terms), text)
 
 
 def sample_records(circuit: Any, shots: int, *args: Any, backend: Any = None, kind: str = "shadow", mode: str = "state",

@@ -382,6 +382,26 @@ def test_plugin_and_sample_records():
     assert isinstance(pairs, qsense.BellBatch) and pairs.T == 4000
 
 
+def test_qiskit_operators_as_observables():
+    """SparsePauliOp sums (Qiskit order, real coefficients) estimate <H> with an error bar."""
+    from qsense.drivers.qiskit_device import observable
+
+    bound = prep_circuit().assign_parameters([0.8])
+    rho = DensityMatrix(bound)
+    H = SparsePauliOp(["ZZI", "IXX", "YIY", "ZII"], coeffs=[0.5, -1.2, 0.3, 0.9])
+    obs = [observable(H, "H"), observable("ZII"), observable(SparsePauliOp("IYX"))]
+    exact = [rho.expectation_value(op).real for op in (H, SparsePauliOp("ZII"), SparsePauliOp("IYX"))]
+    b = QiskitDriver(prep_circuit(), None, params=(0.8,), seed=4).sample(30_000)
+    e = qsense.ShadowEstimator(obs)
+    e.update(b)
+    r = e.estimate()
+    assert consistent(r.values, r.stderr, exact), (r.values, exact)
+    assert str(obs[1]) == "Z2"  # Qiskit's "ZII" is Z on qubit 2
+    one_line_error(QiskitDriverError, lambda: observable(SparsePauliOp(["XY"], coeffs=[1j])), "Hermitian")
+    one_line_error(QiskitDriverError, lambda: observable("XQ"), "not a Qiskit Pauli label")
+    one_line_error(QiskitDriverError, lambda: observable(3), "SparsePauliOp")
+
+
 def one_line_error(exc_type, fn, match):
     with pytest.raises(exc_type, match=match) as info:
         fn()
