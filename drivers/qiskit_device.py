@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 #: classical register the driver measures into (circuits must not measure themselves)
 CREG = "qsense"
+#: state mode refuses states larger than these (a 13-qubit density matrix is 1 GiB, 14 qubits 4 GiB;
+#: the samplers copy it once more) with a clear error instead of exhausting memory
+MAX_DENSITY_QUBITS = 12
+MAX_STATEVECTOR_QUBITS = 26
 #: U(theta, 0, lambda) angles of the rotation before a Z readout, per basis code 0 = X, 1 = Y, 2 = Z:
 #: U(pi/2, 0, pi) = H, U(pi/2, 0, pi/2) = H S^dagger, U(0, 0, 0) = I
 _THETA = np.array([math.pi / 2, math.pi / 2, 0.0])
@@ -393,8 +397,9 @@ class QiskitDriver(RecordStreamDriver):
                 names = ", ".join(p.name for p in circ.parameters)
                 raise QiskitDriverError(f"circuit parameters without values: {names} (a callable must return a bound circuit)")
             if len(self._built) >= 16:
-                self._built.pop(next(iter(self._built)))
-                self._templates.pop(next(iter(self._templates)), None)
+                oldest = next(iter(self._built))
+                self._built.pop(oldest)
+                self._templates.pop(oldest, None)
             self._built[key] = circ
         return circ, np.zeros(0), ("call", key), key
 
@@ -523,6 +528,7 @@ class QiskitDriver(RecordStreamDriver):
     def _compute_state(self, circ: Any, vals: np.ndarray) -> np.ndarray:
         """The register's state, wire 0 most significant (qsense's order)."""
         bound = circ.assign_parameters(vals) if circ.parameters else circ
+        self._check_state_size(bound)
         self.jobs += 1
         if self._backend_kind == "aer":
             return self._aer_state(bound)
@@ -546,6 +552,20 @@ class QiskitDriver(RecordStreamDriver):
             raise QiskitBackendError(f"qiskit.quantum_info could not simulate the circuit: {_one_line(exc)}") from exc
         kept = sorted(reg)  # partial_trace keeps the rest in increasing index order
         return _wire_order(np.asarray(rho.data), len(kept), [kept.index(r) for r in reg])
+
+    def _check_state_size(self, bound: Any) -> None:
+        N = bound.num_qubits
+        noisy = self._backend_kind == "aer" and getattr(self.backend.options, "noise_model", None) is not None
+        density = self.state_method == "density" or noisy or sorted(self._reg) != list(range(N))
+        if density and N > MAX_DENSITY_QUBITS:
+            raise QiskitDriverError(
+                f"state mode would hold the density matrix of {N} qubits ({4.0**N * 16 / 2**30:.0f} GiB); the limit is "
+                f"{MAX_DENSITY_QUBITS} qubits: use mode='device' (or a pure, ancilla-free circuit up to {MAX_STATEVECTOR_QUBITS} qubits)"
+            )
+        if N > MAX_STATEVECTOR_QUBITS:
+            raise QiskitDriverError(
+                f"state mode would hold the statevector of {N} qubits; the limit is {MAX_STATEVECTOR_QUBITS}: use mode='device'"
+            )
 
     def _aer_state(self, bound: Any) -> np.ndarray:
         tc = self._transpile(bound)

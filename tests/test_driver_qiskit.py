@@ -439,6 +439,10 @@ def test_bad_input_is_one_clear_error():
     drv.sample(5)
     one_line_error(E, lambda: drv.sample(5, 3), "3 qubits; earlier settings had 2")
     one_line_error(E, lambda: QiskitDriver(lambda: 7, None).sample(5), "must return a QuantumCircuit")
+    # state mode refuses a density matrix too large for memory (14 qubits: 4 GiB) before allocating it
+    wide = QuantumCircuit(14)
+    wide.h(0)
+    one_line_error(E, lambda: QiskitDriver(wide, None, wires=[0, 1], seed=1).sample(5), "density matrix of 14 qubits.*mode='device'")
     # a late bad value (set while streaming) fails the batch with the same clear error
     drv = QiskitDriver(qc, None, params=(0.1,))
     drv.set_params(phi=1.0)
