@@ -130,7 +130,9 @@ def count_by_support(
     part_o = np.zeros((R, M), dtype=np.int64)
     if R:
         S = groups.S
-        items = np.stack(np.meshgrid(np.arange(S), np.arange(R), indexing="ij"), axis=-1).reshape(-1, 2).astype(np.int64)
+        items = np.empty((S * R, 2), dtype=np.int64)  # (support, range), support-major
+        items[:, 0] = np.repeat(np.arange(S, dtype=np.int64), R)
+        items[:, 1] = np.tile(np.arange(R, dtype=np.int64), S)
         args = (rows, signs)
         rest = (groups.start, groups.k, groups.sign, groups.match, groups.term_id, r_start, r_end, part_m, part_o)
         if parallel:
@@ -144,10 +146,12 @@ def count_by_support(
                 f.result()
         else:
             kernel(*args, items, *rest)
+    if R == G:  # one range per segment (the usual small job): the parts are the counts
+        return part_m, part_o
     matched = np.zeros((G, M), dtype=np.int64)
     odd = np.zeros((G, M), dtype=np.int64)
     if R:
-        firsts = np.flatnonzero(np.r_[True, r_seg[1:] != r_seg[:-1]])
+        firsts = np.flatnonzero(np.concatenate([[True], r_seg[1:] != r_seg[:-1]]))
         segs = r_seg[firsts]
         matched[segs] = np.add.reduceat(part_m, firsts, axis=0)
         odd[segs] = np.add.reduceat(part_o, firsts, axis=0)
