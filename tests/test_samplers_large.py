@@ -147,3 +147,58 @@ def test_pure_tree_rejects_bad_input():
         pure_tree.PureShadowTree(np.ones(3) / np.sqrt(3))
     with pytest.raises(ValueError):
         sims.sample_shadows(np.ones(1 << 10), 5)  # not normalised
+
+
+# ----------------------------------------------------------------------------- telescope samplers
+def test_single_excitation_kernel_with_given_bases_matches_the_embedding():
+    """Fixed bases (X, Y, Z) for every shot: the outcome law is 27 p(class) of the 2^3 embedding."""
+    from qsense.sims.telescope import single_excitation_to_qubits
+    from qsense.sims.telescope.samplers import shadows_from_amplitudes
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=4) + 1j * rng.normal(size=4)
+    v /= np.linalg.norm(v)
+    T = 120_000
+    bases = np.tile(np.array([0, 1, 2], np.uint8), (T, 1))
+    b, o = shadows_from_amplitudes(np.repeat(v[None], T, 0), rng, bases)
+    assert np.array_equal(b, bases)
+    probs = sims.shadow_probabilities(single_excitation_to_qubits(v)).reshape((6,) * 3)
+    cond = np.array([probs[0 + i, 2 + j, 4 + k] for i in (0, 1) for j in (0, 1) for k in (0, 1)]) * 27
+    counts = np.bincount(o.astype(np.int64) @ np.array([4, 2, 1]), minlength=8)
+    assert abs(cond.sum() - 1) < 1e-12
+    assert chi2_pvalue(counts, cond) > 1e-3
+
+
+def test_single_excitation_kernels_at_256_and_3000_telescopes():
+    """A photon shared by telescopes 0 and 1 of 256: <X0 X1> = 2 Re(b0 conj b1) and
+    <Y0 X1 - X0 Y1>/2 sign convention hold within error bars, every other telescope
+    reads Z = +1; at 3000 telescopes (coefficients renormalised along the way) a Z
+    readout finds exactly one photon and X readouts are fair coins."""
+    from qsense.sims.telescope.samplers import bell_from_amplitudes, shadows_from_amplitudes
+
+    rng = np.random.default_rng(8)
+    M, T = 256, 200_000
+    v = np.zeros(M + 1, complex)
+    v[1], v[2] = 0.6, 0.8 * np.exp(0.7j)
+    amps = np.repeat(v[None], T, 0)
+    b, o = shadows_from_amplitudes(amps, rng)
+    s = 1.0 - 2.0 * o
+    rest = b[:, 2:] == 2
+    assert np.all(o[:, 2:][rest] == 0)
+    xx = (b[:, 0] == 0) & (b[:, 1] == 0)
+    est = 9.0 * np.where(xx, s[:, 0] * s[:, 1], 0.0)
+    truth = 2 * (v[1] * np.conj(v[2])).real
+    assert abs(est.mean() - truth) < 4.5 * est.std() / np.sqrt(T)
+    codes = bell_from_amplitudes(amps[:20_000], amps[:20_000], rng)
+    # |00> = (Phi+ + Phi-)/sqrt2 at every empty site: never a Psi code there, and fair Phi+-
+    assert np.all((codes[:, 2:] == 0) | (codes[:, 2:] == 2))
+    assert abs((codes[:, 2:] == 2).mean() - 0.5) < 0.01
+    assert np.all(((codes == 1) | (codes == 3)).sum(axis=1) <= 2)
+    big = np.zeros((40, 3001), complex)
+    big[:, 1:] = 1 / np.sqrt(3000)
+    _, z = shadows_from_amplitudes(big, rng, np.full((40, 3000), 2, np.uint8))
+    assert np.all(z.sum(axis=1) == 1)
+    _, x = shadows_from_amplitudes(big, rng, np.zeros((40, 3000), np.uint8))
+    assert abs(x.mean() - 0.5) < 0.02
+    with pytest.raises(ValueError, match="zero amplitude"):
+        shadows_from_amplitudes(np.zeros((3, 5), complex), rng)
