@@ -280,62 +280,48 @@ def pair_row_sums(counts: ClassCounts, g: np.ndarray | None = None) -> tuple[np.
 PAULI_ROUTE_MAX = 10
 
 
-def _pauli_sums_loop(basis, bit, h, m, S, n):
+def _pauli_sums_loop(off, sgn, toggle, h, S, n):
     # every class adds its 2^m matched Paulis, enumerated in Gray-code order so that
-    # each step toggles one qubit of the support (Huang's reference does the same)
-    C = h.size
+    # each step toggles one qubit of the support (Huang's reference does the same);
+    # off[c, q] = (basis + 1) 4^(m-1-q) is qubit q's digit of the Pauli index
+    C, m = off.shape
     for c in range(C):
         enc = 0
-        sign = 1.0
-        scale = 1.0
+        val = h[c]
         w = h[c]
         S[0] += w
         n[0] += w
-        prev = 0
+        member = 0
         for b in range(1, 1 << m):
-            g = b ^ (b >> 1)
-            i = 0
-            diff = g ^ prev
-            while (diff >> i) & 1 == 0:
-                i += 1
-            prev = g
-            place = 4 ** (m - 1 - i)
-            sgn = 1.0 - 2.0 * bit[c, i]
-            if (g >> i) & 1:
-                enc += (basis[c, i] + 1) * place
-                scale *= 3.0
+            i = toggle[b]
+            member ^= 1 << i
+            if (member >> i) & 1:
+                enc += off[c, i]
+                val *= 3.0 * sgn[c, i]
             else:
-                enc -= (basis[c, i] + 1) * place
-                scale /= 3.0
-            sign *= sgn
-            S[enc] += w * sign * scale
+                enc -= off[c, i]
+                val *= sgn[c, i] / 3.0
+            S[enc] += val
             n[enc] += w
 
 
-def _pauli_rows_loop(basis, bit, m, S, r1):
-    C = basis.shape[0]
+def _pauli_rows_loop(off, sgn, toggle, S, r1):
+    C, m = off.shape
     for c in range(C):
         enc = 0
-        sign = 1.0
-        scale = 1.0
+        val = 1.0
         acc = S[0]
-        prev = 0
+        member = 0
         for b in range(1, 1 << m):
-            g = b ^ (b >> 1)
-            i = 0
-            diff = g ^ prev
-            while (diff >> i) & 1 == 0:
-                i += 1
-            prev = g
-            place = 4 ** (m - 1 - i)
-            if (g >> i) & 1:
-                enc += (basis[c, i] + 1) * place
-                scale *= 3.0
+            i = toggle[b]
+            member ^= 1 << i
+            if (member >> i) & 1:
+                enc += off[c, i]
+                val *= 3.0 * sgn[c, i]
             else:
-                enc -= (basis[c, i] + 1) * place
-                scale /= 3.0
-            sign *= 1.0 - 2.0 * bit[c, i]
-            acc += sign * scale * S[enc]
+                enc -= off[c, i]
+                val *= sgn[c, i] / 3.0
+            acc += val * S[enc]
         r1[c] = acc / 2.0**m
 
 
@@ -362,13 +348,17 @@ def pauli_row_sums(counts: ClassCounts) -> tuple[np.ndarray, np.ndarray, float]:
         raise ValueError(f"the Pauli route holds 4^m sums; m = {m} exceeds {PAULI_ROUTE_MAX}")
     h = counts.counts.astype(np.float64)
     classes = decode_keys(counts.keys, m)
-    basis = np.ascontiguousarray(classes // 2)
-    bit = np.ascontiguousarray(classes % 2)
+    off = np.ascontiguousarray((classes // 2 + 1) * 4 ** np.arange(m - 1, -1, -1, dtype=np.int64))
+    sgn = np.ascontiguousarray(1.0 - 2.0 * (classes % 2))
+    b = np.arange(1 << m, dtype=np.int64)
+    gray = b ^ (b >> 1)
+    toggle = np.zeros(1 << m, dtype=np.int64)  # the qubit Gray step b toggles
+    toggle[1:] = np.log2((gray[1:] ^ gray[:-1]).astype(np.float64)).astype(np.int64)
     S = np.zeros(4**m)
     n = np.zeros(4**m)
-    _pauli_sums(basis, bit, h, m, S, n)
+    _pauli_sums(off, sgn, toggle, h, S, n)
     r1 = np.empty(h.size)
-    _pauli_rows(basis, bit, m, S, r1)
+    _pauli_rows(off, sgn, toggle, S, r1)
     weight = np.zeros(4**m, dtype=np.int64)
     idx = np.arange(4**m, dtype=np.int64)
     for _ in range(m):
