@@ -15,7 +15,8 @@ vectorised; n up to ~14 (statevector) or ~7 (density matrix) is practical.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from qsense.records import ShadowBatch
 
 from .samplers import _V, _rng, as_state
 
-__all__ = ["sample_in_bases", "basis_probabilities"]
+__all__ = ["basis_probabilities", "sample_in_bases"]
 
 #: complex numbers per working chunk (64 MiB)
 _BUDGET = 1 << 22

@@ -276,7 +276,7 @@ def test_plus_one_outcomes_are_read(tmp_path):
 
 # -- the online policy ---------------------------------------------------------------------
 
-from qsense.acquisition.scheduler import DerandomizedBasisPolicy, UniformBasisPolicy  # noqa: E402
+from qsense.acquisition.scheduler import DerandomizedBasisPolicy, UniformBasisPolicy
 
 ONLINE_TARGETS = ["X0 Z1", "Z2 Z3", "X1 X4 Z5", "Z0 X2 X3", "X0 Z3 X4 Z5", "Z1 X2 Z4 X5", "X3 X5", "Z0 Z4 X5"]
 

@@ -31,7 +31,7 @@ import numpy as np
 _BROKEN = -1
 
 
-def design_loop(n, qptr, qobs, qlet, k, w, target, eta, max_bases, hits0, shift0):  # noqa: PLR0912 - one tight loop, compiled
+def design_loop(n, qptr, qobs, qlet, k, w, target, eta, max_bases, hits0, shift0):
     """Run repetitions from ``hits0`` hits (the first one with ``shift0``) until
     every ``hits[l] >= target[l]``; returns
     ``(bases uint8 (B, n), hits int64 (L,), finished bool)`` (``finished`` is False
@@ -39,8 +39,7 @@ def design_loop(n, qptr, qobs, qlet, k, w, target, eta, max_bases, hits0, shift0
     L = k.shape[0]
     kmax = 0
     for l in range(L):
-        if k[l] > kmax:
-            kmax = k[l]
+        kmax = max(kmax, k[l])
     expm1eta = math.expm1(-eta / 2.0)
     log1p_tab = np.empty(kmax + 1, np.float64)
     for j in range(kmax + 1):

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
 from qsense.pauli import PauliObservable, parse_observable
 
-__all__ = ["derandomized_bases", "design_counts", "compile_design", "Design", "DesignError", "ETA"]
+__all__ = ["ETA", "Design", "DesignError", "compile_design", "derandomized_bases", "design_counts"]
 
 #: the reference's hyper-parameter eta of the confidence bound
 ETA = 0.9

@@ -27,7 +27,8 @@ through :meth:`DerandomizedBasisPolicy.update`.
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class UniformBasisPolicy:
         """uint8 (count, n) uniformly random bases."""
         return self._rng.integers(0, 3, (_count(count), self.n), dtype=np.uint8)
 
-    def update(self, batch: ShadowBatch) -> None:  # noqa: ARG002 - nothing to learn
+    def update(self, batch: ShadowBatch) -> None:
         """Uniform bases ignore the data (same interface as the derandomized policy)."""
 
 
