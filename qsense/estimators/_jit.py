@@ -132,37 +132,73 @@ def count_supports_jit(rows, signs, items, grp_start, grp_k, grp_sign, term_matc
                 part_o[r, j] += np.int64(o)
 
 
-@njit(cache=True, nogil=True)
-def pack_shadow_jit(bases, outcomes, planes, w0, w1):
-    """Words ``w0:w1`` of the shadow bit planes (layout of :mod:`qsense.packing`) from
-    uint8 (T, n) tables with valid values, padding bits left 0 (the caller sets them).
+@njit(cache=True, nogil=True, inline="always")
+def _swap(a, b, s, mask):
+    t = ((a >> s) ^ b) & mask
+    return a ^ (t << s), b ^ t
 
-    Reads each record's n bytes once, contiguously, and ORs its bits into 3n word
-    accumulators (the loop over qubits vectorises); about 2x NumPy's transpose +
-    ``packbits`` per core, and word ranges can be packed by several threads.
+
+@njit(cache=True, nogil=True, inline="always")
+def _transpose8(y0, y1, y2, y3, y4, y5, y6, y7):
+    """Transpose an 8x8 byte matrix held as 8 words (byte c of word g -> byte g of word c)."""
+    s = np.uint64(32)
+    m = np.uint64(0x00000000FFFFFFFF)
+    y0, y4 = _swap(y0, y4, s, m)
+    y1, y5 = _swap(y1, y5, s, m)
+    y2, y6 = _swap(y2, y6, s, m)
+    y3, y7 = _swap(y3, y7, s, m)
+    s = np.uint64(16)
+    m = np.uint64(0x0000FFFF0000FFFF)
+    y0, y2 = _swap(y0, y2, s, m)
+    y1, y3 = _swap(y1, y3, s, m)
+    y4, y6 = _swap(y4, y6, s, m)
+    y5, y7 = _swap(y5, y7, s, m)
+    s = np.uint64(8)
+    m = np.uint64(0x00FF00FF00FF00FF)
+    y0, y1 = _swap(y0, y1, s, m)
+    y2, y3 = _swap(y2, y3, s, m)
+    y4, y5 = _swap(y4, y5, s, m)
+    y6, y7 = _swap(y6, y7, s, m)
+    return y0, y1, y2, y3, y4, y5, y6, y7
+
+
+@njit(cache=True, nogil=True)
+def pack_shadow_jit(B, O, T, n, planes, w0, w1):
+    """Words ``w0:w1`` of the shadow bit planes (layout of :mod:`qsense.packing`) of T
+    records, padding bits left 0 (the caller sets them).
+
+    ``B`` / ``O`` are the uint8 (T, 8 m) basis / outcome tables (columns padded to a
+    multiple of 8, values valid) viewed as uint64 (T, m), little endian: byte c of
+    ``B[t, j]`` is column 8 j + c.  Per 8 records and 8 columns, one word per record
+    is masked and shifted so that byte c collects the 8 records' bits of column c,
+    and an 8x8 byte transpose (SWAR, 24 word swaps) turns 8 such words into the
+    8 columns' bytes: about 3x the per-byte loop and NumPy's transpose + packbits.
     """
-    T, n = bases.shape
-    a0 = np.zeros(n, np.uint64)
-    a1 = np.zeros(n, np.uint64)
-    a2 = np.zeros(n, np.uint64)
+    m8 = B.shape[1]
+    lsb = np.uint64(0x0101010101010101)
     one = np.uint64(1)
+    acc = np.empty((3, 8), np.uint64)
     for w in range(w0, w1):
         lo = w * 64
-        hi = min(T, lo + 64)
-        for q in range(n):
-            a0[q] = 0
-            a1[q] = 0
-            a2[q] = 0
-        for j in range(hi - lo):
-            sh = np.uint64(j)
-            b = bases[lo + j]
-            o = outcomes[lo + j]
-            for q in range(n):
-                c = np.uint64(b[q])
-                a0[q] |= (c & one) << sh
-                a1[q] |= (c >> one) << sh
-                a2[q] |= np.uint64(o[q]) << sh
-        for q in range(n):
-            planes[0, q, w] = a0[q]
-            planes[1, q, w] = a1[q]
-            planes[2, q, w] = a2[q]
+        full = lo + 64 <= T
+        for j in range(m8):
+            for g in range(8):
+                y0 = np.uint64(0)
+                y1 = np.uint64(0)
+                y2 = np.uint64(0)
+                base = lo + 8 * g
+                cnt = 8 if full else max(0, min(8, T - base))
+                for r in range(cnt):
+                    x = B[base + r, j]
+                    sr = np.uint64(r)
+                    y0 |= (x & lsb) << sr
+                    y1 |= ((x >> one) & lsb) << sr
+                    y2 |= (O[base + r, j] & lsb) << sr
+                acc[0, g] = y0
+                acc[1, g] = y1
+                acc[2, g] = y2
+            q0 = 8 * j
+            for p in range(3):
+                z = _transpose8(acc[p, 0], acc[p, 1], acc[p, 2], acc[p, 3], acc[p, 4], acc[p, 5], acc[p, 6], acc[p, 7])
+                for c in range(min(8, n - q0)):
+                    planes[p, q0 + c, w] = z[c]
