@@ -175,3 +175,58 @@ def test_bad_input(rho):
     with pytest.raises(CalibrationError, match="seen data"):
         robust_purity(ShadowPurity([(0,)]), dead2)
     assert issubclass(CalibrationError, ValueError)
+
+
+def test_pennylane_default_mixed_depolarizing_before_the_measurement():
+    """A real PennyLane simulator: default.mixed with DepolarizingChannel(0.2) on every wire
+    right before qml.classical_shadow (so before the random rotations and the readout; the
+    channel commutes with them).  The corrected values of cos(0.45)|00> + sin(0.45)|11>
+    match the exact noiseless ones, the raw ones are shrunk by f = 1 - 4p/3 per qubit."""
+    dev = qml.device("default.mixed", wires=2, seed=17)
+
+    @qml.set_shots(shots=4000)
+    @qml.qnode(dev)
+    def circuit(prepare):
+        if prepare:
+            qml.RY(0.9, 0)
+            qml.CNOT([0, 1])
+        for w in range(2):
+            qml.DepolarizingChannel(0.2, wires=w)
+        return qml.classical_shadow(wires=range(2))
+
+    obs = ["ZZ", "XX", "YY", "ZI", "IX"]
+    truth = np.array([1.0, np.sin(0.9), -np.sin(0.9), np.cos(0.9), 0.0])
+    z, raw = [], []
+    for _ in range(8):
+        cal = NoiseCalibration()
+        cal.update(ShadowBatch.from_pennylane(*(np.asarray(a, dtype=np.int64) for a in circuit(False))))
+        data = ShadowBatch.from_pennylane(*(np.asarray(a, dtype=np.int64) for a in circuit(True)))
+        est = RobustShadowEstimator(obs, cal)
+        est.update(data)
+        e = est.estimate()
+        z.append((e.values - truth) / e.stderr)
+        raw.append(est.data.estimate().values)
+        pur = ShadowPurity([(0,), (0, 1)])
+        pur.update(data)
+        rp = robust_purity(pur, cal)
+        z.append((rp.values - np.array([(1 + np.cos(0.9) ** 2) / 2, 1.0])) / rp.stderr)
+    z = np.concatenate(z)
+    assert np.all(np.abs(z) < 4) and abs(z.mean()) < 4 / np.sqrt(z.size), z
+    f = 1 - 4 * 0.2 / 3
+    np.testing.assert_allclose(np.mean(raw, axis=0)[:3], truth[:3] * f**2, atol=0.06)
+
+
+def test_corrected_kernels_reduce_to_the_plain_ones_without_noise():
+    """f = 1 gives back the 5 / -4 / 1/2 kernel on both the dense and the sparse path."""
+    from qsense.estimators.class_kernels import ClassCounts, class_keys, pair_row_sums
+    from qsense.estimators.robust import _kernels, _row_sums
+
+    rng = np.random.default_rng(3)
+    for m in (3, 7):
+        cls = 2 * rng.integers(0, 3, (800, m)) + rng.integers(0, 2, (800, m))
+        counts = ClassCounts(m)
+        counts.add_keys(class_keys(cls))
+        h, r1, hr2 = _row_sums(counts, _kernels(np.ones(m)))
+        h0, q1, q2 = pair_row_sums(counts)
+        np.testing.assert_allclose(r1, q1, rtol=1e-12)
+        assert hr2 == pytest.approx(float(h0 @ q2), rel=1e-12)
