@@ -10,7 +10,7 @@ their multiplicities: memory grows with the number C of distinct classes
 
 :func:`pair_row_sums` is the pair kernel of the purity U-statistic over those
 classes: for every class c the row sums ``r1[c] = sum_d h_d K(c, d)`` and
-``r2[c] = sum_d h_d K(c, d)^2`` with ``K = prod_q g(c_q, d_q)`` (g = 5 same
+the total ``sum_{c,d} h_c h_d K(c, d)^2`` with ``K = prod_q g(c_q, d_q)`` (g = 5 same
 basis and bit, -4 same basis and other bit, 1/2 other basis), i.e. exactly the
 entries of ``(g^{(x)m}) h`` that the dense path computes, in O(C^2 / 2) pair
 evaluations.  Per pair the closed form needs only two popcounts: with the basis
@@ -174,45 +174,48 @@ def _tables(m: int, g: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarr
     return K, K * K
 
 
-def _pair_rows_py(lo, hi, ob, h, K, K2, full, r1, r2):
+def _pair_rows_py(lo, hi, ob, h, K, K2, full, r1):
     stride = int(full).bit_count() + 1
+    total2 = 0.0
     for i in range(lo.size):
         same = ~((lo[i] ^ lo) | (hi[i] ^ hi)) & full
         x = ob[i] ^ ob
         b = np.bitwise_count(same & x).astype(np.int64)
         idx = (np.bitwise_count(same).astype(np.int64) - b) * stride + b
         r1[i] = np.dot(h, K[idx])
-        r2[i] = np.dot(h, K2[idx])
+        total2 += h[i] * np.dot(h, K2[idx])
+    return total2
 
 
-def _pair_rows_loop(lo, hi, ob, h, K, K2, full, r1, r2):
-    # symmetric half: every unordered pair once, both rows updated.  K, K2 are flat
-    # tables indexed a * (m + 1) + b
+def _pair_rows_loop(lo, hi, ob, h, K, K2, full, r1):
+    # symmetric half: every unordered pair once, both rows of G h updated; of G^2 h only
+    # the total h . (G^2 h) is needed.  K, K2 are flat tables indexed a * (m + 1) + b
     C = lo.size
     m = _popcount(full)
     stride = m + 1
+    total2 = 0.0
     for i in range(C):
         li, hii, oi, hi_w = lo[i], hi[i], ob[i], h[i]
         s1 = 0.0
         s2 = 0.0
         for j in range(i + 1, C):
             same = ~((li ^ lo[j]) | (hii ^ hi[j])) & full
-            x = oi ^ ob[j]
-            b = _popcount(same & x)
+            b = _popcount(same & (oi ^ ob[j]))
             idx = (_popcount(same) - b) * stride + b
+            hj = h[j]
             k = K[idx]
-            k2 = K2[idx]
-            s1 += h[j] * k
-            s2 += h[j] * k2
+            s1 += hj * k
+            s2 += hj * K2[idx]
             r1[j] += hi_w * k
-            r2[j] += hi_w * k2
         r1[i] += s1 + hi_w * K[m * stride]
-        r2[i] += s2 + hi_w * K2[m * stride]
+        total2 += hi_w * (2.0 * s2 + hi_w * K2[m * stride])
+    return total2
 
 
-def _general_rows_loop(cls, h, g, g2, r1, r2):
+def _general_rows_loop(cls, h, g, g2, r1):
     # per-qubit kernels g[q] (6x6): no popcount shortcut, m products per pair
     C, m = cls.shape
+    total2 = 0.0
     for i in range(C):
         s1 = 0.0
         s2 = 0.0
@@ -224,14 +227,14 @@ def _general_rows_loop(cls, h, g, g2, r1, r2):
                 k2 *= g2[q, cls[i, q], cls[j, q]]
             if j == i:
                 s1 += h[i] * k
-                s2 += h[i] * k2
+                total2 += h[i] * h[i] * k2
             else:
                 s1 += h[j] * k
                 s2 += h[j] * k2
                 r1[j] += h[i] * k
-                r2[j] += h[i] * k2
         r1[i] += s1
-        r2[i] += s2
+        total2 += 2.0 * h[i] * s2
+    return total2
 
 
 if njit is not None:
@@ -242,8 +245,9 @@ else:  # pragma: no cover
     _general_rows = None
 
 
-def pair_row_sums(counts: ClassCounts, g: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(h, r1, r2)`` over the distinct classes: counts h and the row sums of K and K^2.
+def pair_row_sums(counts: ClassCounts, g: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(h, r1, hr2)`` over the distinct classes: counts h, the row sums r1 = G h and
+    the total ``hr2 = h . (G^2 h)`` (G^2 elementwise), in C^2 / 2 pair evaluations.
 
     ``g``: None for the standard kernel (5, -4, 1/2 on every qubit), or per-qubit
     kernels float64 (m, 6, 6).  Diagonal pairs (c, c) are included, as in the
@@ -253,27 +257,19 @@ def pair_row_sums(counts: ClassCounts, g: np.ndarray | None = None) -> tuple[np.
     h = counts.counts.astype(np.float64)
     classes = decode_keys(counts.keys, m)
     r1 = np.zeros(h.size)
-    r2 = np.zeros(h.size)
     if g is None:
         lo, hi, ob = _masks(classes)
         K, K2 = (t.reshape(-1) for t in _tables(m, (5.0, -4.0, 0.5)))
         full = np.uint64((1 << m) - 1)
-        if _pair_rows is not None:
-            _pair_rows(lo, hi, ob, h, K, K2, full, r1, r2)
-        else:  # pragma: no cover
-            _pair_rows_py(lo, hi, ob, h, K, K2, full, r1, r2)
+        rows = _pair_rows if _pair_rows is not None else _pair_rows_py
+        hr2 = rows(lo, hi, ob, h, K, K2, full, r1)
     else:
         g = np.ascontiguousarray(g, dtype=np.float64)
         if g.shape != (m, 6, 6):
             raise ValueError(f"per-qubit kernels must have shape ({m}, 6, 6); got {g.shape}")
-        if _general_rows is not None:
-            _general_rows(classes, h, g, g * g, r1, r2)
-        else:  # pragma: no cover
-            for i in range(h.size):
-                k = np.prod(g[np.arange(m), classes[i][None, :], classes], axis=1)
-                r1[i], r2[i] = h @ k, h @ (k * k)
-    return h, r1, r2
-
+        rows = _general_rows if _general_rows is not None else _general_rows_loop
+        hr2 = rows(classes, h, g, g * g, r1)
+    return h, r1, float(hr2)
 
 #: the Pauli route scatters into two dense 4^m arrays; beyond 4^10 (8 MB each) every
 #: scatter is a cache miss and the route is slower than the pair kernel (measured 37 s at m = 12)

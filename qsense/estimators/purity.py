@@ -245,8 +245,7 @@ class ShadowPurity:
             if pauli < min(pair, dense):
                 return pauli_row_sums(h)
             if pair <= dense:
-                hh, r1, r2 = pair_row_sums(h)
-                return hh, r1, float(hh @ r2)
+                return pair_row_sums(h)
             h = h.dense()
         nz = np.flatnonzero(h)
         hf = h.astype(np.float64)

@@ -272,8 +272,7 @@ def _row_sums(counts: ClassCounts, gs: np.ndarray) -> tuple[np.ndarray, np.ndarr
         h = counts.dense().astype(np.float64)
         nz = np.flatnonzero(h)
         return h[nz], _apply_axes(h, gs)[nz], float(h[nz] @ _apply_axes(h, gs**2)[nz])
-    h, r1, r2 = pair_row_sums(counts, gs)
-    return h, r1, float(h @ r2)
+    return pair_row_sums(counts, gs)
 
 
 def robust_purity(purity: ShadowPurity, calibration: NoiseCalibration) -> Estimate:
