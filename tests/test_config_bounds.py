@@ -279,3 +279,11 @@ def test_deeply_nested_toml_is_one_line(tmp_path):
     p.write_text(EST + "x = " + "[" * 100_000 + "]" * 100_000 + "\n")
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_config(p)
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give a file away")
+def test_secret_file_owned_by_another_user_is_refused(tmp_path):
+    p = _pw_doc(tmp_path, 0o600)
+    os.chown(tmp_path / "pw", 12345, 12345)  # someone else's file, however private: they chose its content
+    with pytest.raises(ConfigError, match=r"mqtt.password_file: password file .* is owned by uid 12345"):
+        load_config(p)

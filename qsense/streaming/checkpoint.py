@@ -119,8 +119,9 @@ def default_key_file(path: str | Path) -> Path:
 def private_file_problem(path: str | Path, what: str = "file") -> str | None:
     """Why ``path`` is not a private regular file (as ssh demands of a private key), or None.
 
-    Refused: not a regular file, or any permission for group or others
-    (``chmod 600`` fixes it)."""
+    Refused: not a regular file, owned by another user than this process's
+    (or root) -- whoever could put their own key there could sign a forged
+    checkpoint -- or any permission for group or others (``chmod 600`` fixes it)."""
     p = Path(path)
     try:
         st = p.stat()
@@ -128,6 +129,8 @@ def private_file_problem(path: str | Path, what: str = "file") -> str | None:
         return f"{what} {p}: {exc.strerror or exc}"
     if not stat.S_ISREG(st.st_mode):
         return f"{what} {p} is not a regular file"
+    if hasattr(os, "geteuid") and st.st_uid not in (os.geteuid(), 0):
+        return f"{what} {p} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()}) or root"
     if st.st_mode & 0o077:
         return (f"{what} {p} is accessible by group or others (mode {stat.S_IMODE(st.st_mode):04o}); "
                 f"run: chmod 600 {p}")
