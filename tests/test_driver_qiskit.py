@@ -92,7 +92,9 @@ BACKENDS = {
 }
 
 
-@pytest.mark.parametrize("name", list(BACKENDS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "generic-backend" else n for n in BACKENDS]
+)  # the generic backend runs one Aer job per distinct shot count on all threads: the slowest case
 def test_shadows_match_exact_values(name):
     mode, make = BACKENDS[name]
     theta = 0.9
