@@ -33,6 +33,7 @@ once a checkpoint that counts it is on disk: its source's ``seq`` in
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import hmac
 import logging
@@ -355,7 +356,7 @@ class CheckpointFile:
         """Delete ``.<name>.<pid>.tmp`` files a killed checkpoint write left (not this process's); returns them."""
         gone = []
         mine = f".{self.path.name}.{os.getpid()}.tmp"
-        for p in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+        for p in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
             if p.name == mine:
                 continue
             try:
@@ -371,7 +372,7 @@ class CheckpointFile:
 
     def refused(self) -> list[Path]:
         """Earlier refused checkpoints (``<name>.refused-*``), oldest first."""
-        return sorted(self.path.parent.glob(f"{self.path.name}.refused-*"))
+        return sorted(self.path.parent.glob(f"{glob.escape(self.path.name)}.refused-*"))
 
     def load(self) -> Checkpoint | None:
         """The validated checkpoint, or None (none there, or refused with ``fresh_on_bad``)."""
