@@ -111,6 +111,20 @@ def test_shadows_match_exact_values(name):
         assert np.all(np.abs(freq - 1 / 3) < 0.03), freq  # 6 sigma at T = 9000
 
 
+def test_device_error_bars_cover_the_truth_at_the_stated_rate():
+    """60 independent 1000-shot device-mode batches on Aer (settings run as one padded
+    sweep): the one-sigma bars cover the exact values ~68% of the time, two-sigma ~95%."""
+    theta = 0.9
+    exact = exact_values(DensityMatrix(prep_circuit().assign_parameters([theta])))
+    drv = QiskitDriver(prep_circuit(), aer(), mode="device", params=(theta,), seed=21)
+    z = []
+    for _ in range(60):
+        r = shadow_estimate(drv.sample(1000))
+        z.append((r.values - exact) / r.stderr)
+    z = np.abs(np.array(z))
+    assert 0.58 <= np.mean(z < 1) <= 0.78 and 0.90 <= np.mean(z < 2) <= 0.99, (np.mean(z < 1), np.mean(z < 2))
+
+
 @pytest.mark.parametrize("name", ["info", "aer-state", "statevector-sampler", "aer"])
 def test_bell_matches_exact_squares_and_purity(name):
     mode, make = BACKENDS[name]
