@@ -40,7 +40,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["PureShadowTree", "sample_pure_shadows", "MAX_CHUNK_SHOTS"]
+__all__ = ["MAX_CHUNK_SHOTS", "PureShadowTree", "sample_pure_shadows"]
 
 #: shots per tree run: more shots share more of the tree (faster per snapshot);
 #: the per-shot arrays cost ~ (8 n + 24) bytes each
@@ -116,7 +116,7 @@ _Q = np.array([0.0, 0.0, 1.0, -1.0, 0.0, 0.0])
 
 
 @njit(cache=True, nogil=True)
-def _run(pre_, pim, wre, wim, key, u, pow3, ocode_out, ptab, qtab):  # noqa: PLR0915 - one explicit-stack walk
+def _run(pre_, pim, wre, wim, key, u, pow3, ocode_out, ptab, qtab):
     n = pow3.shape[0]
     T = key.shape[0]
     order = np.arange(T).astype(np.int64)

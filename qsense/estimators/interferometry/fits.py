@@ -1,5 +1,10 @@
 """Least-squares fits of the source models to visibilities (complex, squared or
-amplitude), with parameter errors from the Jacobian (:class:`FitResult`)."""
+amplitude), with parameter errors from the Jacobian (:class:`FitResult`).
+
+Fast at large arrays (2,016 baselines at M = 64 in well under a second): analytic
+Jacobians (:mod:`.jacobians`), the data covariance factorised once per fit, and
+the binary start found by a grid search written as matrix products.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from .jacobians import binary_grid_chi2, binary_model_jac, kind_jac, symmetric_model_jac
 from .models import MAS, binary_visibility, disk_visibility, gaussian_visibility
 
 __all__ = ["FitResult", "fit_model", "fit_binary", "fit_disk", "fit_gaussian"]
@@ -115,12 +121,16 @@ def fit_model(
     units: Sequence[str] | None = None,
     bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     cov: np.ndarray | None = None,
+    jac: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> FitResult:
     """Weighted least squares of a real model vector ``model(params)`` to ``data``.
 
     Residuals are whitened by the one-sigma ``err`` or, when given, by the
-    Cholesky factor of the full data covariance ``cov`` (correlated data);
-    parameter covariance ``(J^T J)^-1`` of the whitened residuals.
+    Cholesky factor of the full data covariance ``cov`` (correlated data),
+    factorised once per fit; parameter covariance ``(J^T J)^-1`` of the whitened
+    residuals.  ``jac(params)`` (data x parameters, optional) is the analytic
+    Jacobian of ``model``: one whitening solve per iteration for all parameters
+    instead of one per finite-difference step.
 
     A fit with ``dof = len(data) - len(p0) <= 0`` is refused: the result has
     ``constrained=False`` and NaN values (with as many parameters as data the
@@ -140,14 +150,22 @@ def fit_model(
         C = np.asarray(cov, dtype=np.float64)
         if C.shape != (data.size, data.size):
             raise ValueError(f"cov must be ({data.size}, {data.size}); got {C.shape}")
-        L = np.linalg.cholesky(C + np.eye(len(C)) * 1e-15 * np.trace(C) / len(C))
-        fun = lambda p: solve_triangular(L, model(p) - data, lower=True)  # noqa: E731
+        # the jitter keeps a covariance that is singular in round-off factorisable
+        C = C + np.eye(len(C)) * (1e-15 * np.trace(C) / len(C))
+        try:
+            L = np.linalg.cholesky(C)
+        except np.linalg.LinAlgError:
+            raise ValueError("cov is not positive definite") from None
+        fun = lambda p: solve_triangular(L, model(p) - data, lower=True, check_finite=False)  # noqa: E731
+        wjac = None if jac is None else (lambda p: solve_triangular(L, jac(p), lower=True, check_finite=False))  # noqa: E731
     else:
         if np.any(~(err > 0)):
             raise ValueError("all error bars must be positive")
         fun = lambda p: (model(p) - data) / err  # noqa: E731
+        wjac = None if jac is None else (lambda p: jac(p) / err[:, None])  # noqa: E731
     lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
-    res = least_squares(fun, np.asarray(p0, dtype=np.float64), bounds=(lo, hi), x_scale="jac", method="trf")
+    res = least_squares(fun, np.asarray(p0, dtype=np.float64), jac=wjac if wjac is not None else "2-point",
+                        bounds=(lo, hi), x_scale="jac", method="trf")
     J = np.asarray(res.jac, dtype=np.float64)
     # cov = V diag(1/s^2) V^T; a direction with s ~ 0 is one the data do not see, and a
     # pseudo-inverse would silently report tiny errors there
@@ -201,34 +219,38 @@ def fit_binary(
     def model(p: np.ndarray) -> np.ndarray:
         return _model_vector(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]), kind)
 
+    def jac(p: np.ndarray) -> np.ndarray:
+        return kind_jac(*binary_model_jac(uv, p), kind)
+
     if p0 is None:
+        if not np.all(e > 0):
+            raise ValueError("all error bars must be positive (the grid search weights by them)")
         q = np.hypot(uv[:, 0], uv[:, 1])
         smax = max_separation / MAS if max_separation else 2.0 / max(q.min(), 1e-30) / MAS
         smin = 0.05 / max(q.max(), 1e-30) / MAS
         seps = np.geomspace(smin, smax, 160)
-        pas = np.linspace(0.0, pa_hi, 73)[:-1]
+        # position angles 0, 5, ..., 175 deg; complex data also scan PA + 180 deg (the mirrored rows)
+        pas = np.linspace(0.0, 180.0, 37)[:-1]
         rs = np.array([0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0] + ([1.5, 2.5, 5.0] if not folded else []))
         S, A = np.meshgrid(seps, np.radians(pas), indexing="ij")
         svec = np.stack([S * np.sin(A), S * np.cos(A)], axis=-1).reshape(-1, 2) * MAS  # (G, 2)
-        f = np.exp(2j * np.pi * (svec @ uv.T))  # (G, P)
-        best = (np.inf, None)
-        for r in rs:
-            mv = _model_vector((1.0 + r * f) / (1.0 + r), kind)
-            chi = np.sum(((mv - y) / e) ** 2, axis=1)
-            i = int(np.argmin(chi))
-            if chi[i] < best[0]:
-                best = (chi[i], (S.ravel()[i], math.degrees(A.ravel()[i]), r))
-        p0 = best[1]
+        chi = binary_grid_chi2(uv, y, e, kind, svec, rs, mirrored=not folded)  # (G or 2G, R)
+        if not np.isfinite(chi).any():
+            raise ValueError("the binary grid search found no finite chi^2 (non-finite data?)")
+        i, j = np.unravel_index(int(np.nanargmin(chi)), chi.shape)
+        G = S.size
+        p0 = (S.ravel()[i % G], math.degrees(A.ravel()[i % G]) + (180.0 if i >= G else 0.0), rs[j])
     p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
     # let PA wander past its fold so the optimiser is not pinned at a bound
-    fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov)
+    fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov,
+                    jac=jac)
     vals = fit.values.copy()
     vals[1] %= pa_hi
     return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
                      constrained=fit.constrained, flags=fold_flag + fit.flags)
 
 
-def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov) -> FitResult:
+def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape) -> FitResult:
     uv = np.asarray(uv, dtype=np.float64)
     y, e = _data_vector(data, err, kind)
     if y.size <= 1:
@@ -237,12 +259,17 @@ def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov) -> FitResult:
     def model(p: np.ndarray) -> np.ndarray:
         return _model_vector(fn(uv, p[0] * MAS).astype(np.complex128), kind)
 
+    def jac(p: np.ndarray) -> np.ndarray:
+        return kind_jac(*symmetric_model_jac(uv, float(p[0]), shape), kind)
+
     if p0 is None:
+        if not np.all(e > 0):
+            raise ValueError("all error bars must be positive (the grid search weights by them)")
         q = np.hypot(uv[:, 0], uv[:, 1])
         grid = np.geomspace(0.02 / q.max(), 3.0 / max(q.min(), 1e-30), 400) / MAS
         chi = [np.sum(((model([g]) - y) / e) ** 2) for g in grid]
         p0 = [grid[int(np.argmin(chi))]]
-    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov)
+    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov, jac=jac)
 
 
 def fit_disk(
@@ -251,7 +278,7 @@ def fit_disk(
 ) -> FitResult:
     """Fit a centred uniform disk: parameter ``diameter`` (mas); see :func:`fit_binary`
     for ``kind`` and ``cov``."""
-    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov)
+    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov, "disk")
 
 
 def fit_gaussian(
@@ -259,4 +286,4 @@ def fit_gaussian(
     cov: np.ndarray | None = None,
 ) -> FitResult:
     """Fit a centred circular Gaussian: parameter ``fwhm`` (mas)."""
-    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov)
+    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov, "gaussian")
