@@ -20,16 +20,18 @@ Two modes, same records:
     a fake or real device; circuits are transpiled for it).  Shadows: every shot
     draws a random Pauli basis per qubit, shots are grouped by basis setting, and
     one job runs a parametrised rotation layer (``U(theta, 0, lambda)`` after a
-    barrier) with exactly as many shots per setting as drew it; the rows go back
-    in draw order.  Bell shots: one two-copy circuit on 2N qubits, copies
-    interleaved (qubit j of copy A on 2j, of copy B on 2j+1), then CNOT(A, B) and
-    H(A) per register qubit.
+    barrier) with as many shots per setting as drew it (on simulators, one
+    parameter sweep at the largest count, each setting keeping its first shots:
+    ``pad_shots``); the rows go back in draw order.  Bell shots: one two-copy
+    circuit on 2N qubits, copies interleaved (qubit j of copy A on 2j, of copy B
+    on 2j+1), then CNOT(A, B) and H(A) per register qubit.
 
 Qubit order.  Qiskit is little-endian (qubit 0 is the rightmost character of a
 bitstring and of a ``Pauli`` label); qsense records are wire-ordered: column i of
 ``bases``/``outcomes`` is register qubit i, and a dense qsense label such as
 ``"XIZ"`` reads wire 0 first.  The qsense label ``L`` is Qiskit's
-``Pauli(L[::-1])``; the sparse form ``"X0 Z2"`` names qubits by index in both.
+``Pauli(L[::-1])`` (:func:`observable` converts); the sparse form ``"X0 Z2"``
+names register positions, which are the qubit indices with the default register.
 
 Parameters: a dict ``{Parameter | ParameterVector | name: value}``, keyword
 arguments by name, a sequence of values in ``circuit.parameters`` order, or a
