@@ -54,14 +54,14 @@ def build_reference(src: str | None, work: Path) -> tuple[Path | None, str]:
     elif s.exists():
         for cmd in (["git", "-C", str(s), "show", "HEAD:prediction_shadow.cpp"],
                     ["git", "--git-dir", str(s), "show", "HEAD:prediction_shadow.cpp"]):
-            r = subprocess.run(cmd, capture_output=True)
+            r = subprocess.run(cmd, capture_output=True, check=False)
             if r.returncode == 0:
                 cpp.write_bytes(r.stdout)
                 break
     if not cpp.exists():
         return None, "reference source not found (give --reference-src): reference skipped"
     exe = work / "prediction_shadow"
-    r = subprocess.run([gxx, "-std=c++0x", "-O3", str(cpp), "-o", str(exe)], capture_output=True, text=True)
+    r = subprocess.run([gxx, "-std=c++0x", "-O3", str(cpp), "-o", str(exe)], capture_output=True, text=True, check=False)
     if r.returncode != 0:
         return None, f"g++ failed: {r.stderr.strip()[-200:]}"
     return exe, f"built with g++ -O3 from {s}"
@@ -130,8 +130,8 @@ def main() -> None:
             tr = vr = None
             if exe and m <= 13:
                 tr, vr = run_reference(exe, meas, work, n, sub)
-            fmt = lambda x: f"{x:8.2f}" if x is not None else "       -"  # noqa: E731
-            ratio = lambda x: f"{x / ts:10.1f}" if x is not None else "         -"  # noqa: E731
+            fmt = lambda x: f"{x:8.2f}" if x is not None else "       -"
+            ratio = lambda x: f"{x / ts:10.1f}" if x is not None else "         -"
             print(f"{m:4d} {C:7d} {wall:6.2f} {ts:9.2f} {fmt(td)} {fmt(tr)[1:]} {ratio(td):>12s} {ratio(tr)} "
                   f"{ratio(tr - read_only if tr is not None else None):>17s}  {p.values[0]:.4f}±{p.stderr[0]:.2g} | "
                   f"{'-' if vd is None else f'{vd:.4f}'} | {'-' if vr is None else vr}")

@@ -71,7 +71,7 @@ def main() -> None:
             mse_mc = np.mean((clamp_entropy(m_vals[:, j], k) - S) ** 2)
             mse_uc = np.mean((clamp_entropy(u_vals[:, j], k) - S) ** 2)
             cov = np.mean(np.abs(m_vals[:, j] - truth[j]) <= 2 * m_se[:, j])
-            print(f"{name:26s} {str(list(sub)):>18s} {truth[j]:7.3f} {vu:9.2e} {vm:9.2e} {vm / vu:5.2f} "
+            print(f"{name:26s} {list(sub)!s:>18s} {truth[j]:7.3f} {vu:9.2e} {vm:9.2e} {vm / vu:5.2f} "
                   f"{u_se[:, j].mean() / np.sqrt(vu):6.2f} {m_se[:, j].mean() / np.sqrt(vm):6.2f} {cov:5.2f} "
                   f"{mse_u:8.4f} {mse_mc:11.4f} {mse_uc:11.4f}")
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -172,3 +172,23 @@ def test_bad_input():
         ShadowPurity([(0, 1)]).merge(ShadowPurity("windows:1..2"))
     with pytest.raises(ValueError, match="class counts"):
         ClassCounts.from_arrays(3, np.array([5, 2]), np.array([1, 1]))
+
+
+def test_malformed_checkpoints_are_value_errors():
+    meta = {"type": "ShadowPurity", "version": 2, "method": "u", "spec": None, "subsystems": [list(range(7))],
+            "wires": list(range(7)), "count": 3}
+    keys, counts = np.array([1, 5, 9]), np.array([1, 1, 1])
+    assert ShadowPurity.from_bytes(dump_npz(meta, k0=keys, c0=counts)).count == 3
+    for arrays, match in [
+        ({"k0": keys.astype(float), "c0": counts}, "integers"),
+        ({"k0": keys, "c0": -counts}, "negative"),
+        ({"k0": keys[::-1], "c0": counts}, "sorted"),
+        ({"k0": keys, "c0": counts[:2]}, "shape"),
+        ({"k0": keys}, "lacks"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            ShadowPurity.from_bytes(dump_npz(meta, **arrays))
+    with pytest.raises(ValueError, match="count"):
+        ShadowPurity.from_bytes(dump_npz({**meta, "count": "3"}, k0=keys, c0=counts))
+    with pytest.raises(ValueError, match="malformed|subsystem"):
+        ShadowPurity.from_bytes(dump_npz({**meta, "subsystems": 7}, k0=keys, c0=counts))

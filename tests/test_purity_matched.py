@@ -61,7 +61,7 @@ def test_equals_the_per_pauli_definition(T):
         est = ShadowPurity([sub], method="matched")
         est.update(b)
         assert est.purity().values[0] == pytest.approx(per_pauli(b, list(sub)), abs=1e-12)
-    value, _, complete = matched_purity(est.class_counts(0), return_complete=True)
+    _, _, complete = matched_purity(est.class_counts(0), return_complete=True)
     assert complete == (T == 3000)
 
 

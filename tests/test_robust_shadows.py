@@ -226,7 +226,7 @@ def test_corrected_kernels_reduce_to_the_plain_ones_without_noise():
         cls = 2 * rng.integers(0, 3, (800, m)) + rng.integers(0, 2, (800, m))
         counts = ClassCounts(m)
         counts.add_keys(class_keys(cls))
-        h, r1, hr2 = _row_sums(counts, _kernels(np.ones(m)))
+        _, r1, hr2 = _row_sums(counts, _kernels(np.ones(m)))
         _, q1, q2 = pair_row_sums(counts)
         np.testing.assert_allclose(r1, q1, rtol=1e-12)
         assert hr2 == pytest.approx(q2, rel=1e-12)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ClassCounts", "class_keys", "decode_keys", "pair_row_sums", "pauli_row_sums", "MAX_KEY_QUBITS", "PAULI_ROUTE_MAX"]
+__all__ = ["MAX_KEY_QUBITS", "PAULI_ROUTE_MAX", "ClassCounts", "class_keys", "decode_keys", "pair_row_sums", "pauli_row_sums"]
 
 #: 6^24 < 2^63: base-6 keys of up to 24 qubits fit an int64
 MAX_KEY_QUBITS = 24
@@ -36,7 +36,7 @@ try:  # numba is a core dependency; the NumPy fallback keeps the module importab
     from numba.extending import intrinsic
 
     @intrinsic
-    def _popcount(typingctx, x):  # noqa: ARG001 - numba intrinsic signature
+    def _popcount(typingctx, x):
         sig = types.uint64(types.uint64)
 
         def codegen(context, builder, signature, args):
@@ -126,7 +126,7 @@ class ClassCounts:
         """C, the number of distinct classes seen."""
         return int(self.keys.size)
 
-    def merge(self, other: "ClassCounts") -> "ClassCounts":
+    def merge(self, other: ClassCounts) -> ClassCounts:
         """Fold in another table of the same subsystem size."""
         if other.m != self.m:
             raise ValueError("cannot merge class counts of different subsystem sizes")
@@ -140,7 +140,7 @@ class ClassCounts:
         return h
 
     @classmethod
-    def from_arrays(cls, m: int, keys: np.ndarray, counts: np.ndarray) -> "ClassCounts":
+    def from_arrays(cls, m: int, keys: np.ndarray, counts: np.ndarray) -> ClassCounts:
         """From stored keys and counts (validated: sorted, unique, in range, positive)."""
         out = cls(m)
         k = np.asarray(keys)

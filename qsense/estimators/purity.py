@@ -38,7 +38,7 @@ for the noise of the conditional means it is built from).  PennyLane's
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ from .result import Estimate, renyi2_from_purity
 from .serial import checked_state, counts_array, dump_npz, load_npz, meta_int, wires_from_json, wires_to_json
 from .shadow import _as_batch
 
-__all__ = ["ShadowPurity", "MAX_SUBSYSTEM", "DENSE_MAX", "METHODS", "class_kernel", "window_subsystems", "u_statistic"]
+__all__ = ["DENSE_MAX", "MAX_SUBSYSTEM", "METHODS", "ShadowPurity", "class_kernel", "u_statistic", "window_subsystems"]
 
 #: largest subsystem (qubits); the sparse class counts and pair kernel carry it
 MAX_SUBSYSTEM = 16
@@ -129,7 +129,7 @@ def u_statistic(h: np.ndarray, r1: np.ndarray, hr2: float, diag: float, N: int) 
     return float(u), math.sqrt(max(var, 0.0))
 
 
-Counts = Union[np.ndarray, ClassCounts]
+Counts = np.ndarray | ClassCounts
 
 
 class ShadowPurity:
@@ -282,7 +282,7 @@ class ShadowPurity:
         """
         return renyi2_from_purity(self.purity(), [len(s) for s in self.subsystems])
 
-    def merge(self, other: "ShadowPurity") -> "ShadowPurity":
+    def merge(self, other: ShadowPurity) -> ShadowPurity:
         """Fold in another estimator's class counts (equals updating with both data sets)."""
         if not isinstance(other, ShadowPurity) or other.method != self.method:
             raise ValueError("cannot merge purity estimators of different methods")
@@ -326,7 +326,8 @@ class ShadowPurity:
         return dump_npz(meta, **arrays)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "ShadowPurity":
+    @checked_state
+    def from_bytes(cls, data: bytes) -> ShadowPurity:
         """Inverse of :meth:`to_bytes`; also reads version-1 (all dense) checkpoints
         (raises ``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "ShadowPurity")
@@ -337,21 +338,19 @@ class ShadowPurity:
         for i, s in enumerate(est.subsystems):
             m = len(s)
             if f"h{i}" in z.files:
-                stored = z[f"h{i}"]
-                if stored.shape != (6**m,) or not np.issubdtype(stored.dtype, np.integer) or (stored.size and stored.min() < 0):
-                    raise ValueError("checkpoint histogram does not match its subsystem")
-                stored = stored.astype(np.int64)
+                stored = counts_array(z[f"h{i}"], f"h{i}", (6**m,))
                 if isinstance(est._counts[i], ClassCounts):
                     nz = np.flatnonzero(stored)
                     est._counts[i] = ClassCounts.from_arrays(m, nz.astype(np.int64), stored[nz])
                 else:
                     est._counts[i] = stored
             elif f"k{i}" in z.files and f"c{i}" in z.files:
-                counts = ClassCounts.from_arrays(m, z[f"k{i}"], z[f"c{i}"])
+                keys = counts_array(z[f"k{i}"], f"k{i}")
+                counts = ClassCounts.from_arrays(m, keys, counts_array(z[f"c{i}"], f"c{i}", keys.shape))
                 est._counts[i] = counts if isinstance(est._counts[i], ClassCounts) else counts.dense()
             else:
                 raise ValueError(f"checkpoint lacks the class counts of subsystem {list(s)}")
-        est._count = int(meta["count"])
+        est._count = meta_int(meta, "count")
         return est
 
 

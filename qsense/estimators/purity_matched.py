@@ -32,7 +32,7 @@ import numpy as np
 
 from .class_kernels import ClassCounts, decode_keys
 
-__all__ = ["matched_purity", "pauli_counts", "MATCHED_MAX"]
+__all__ = ["MATCHED_MAX", "matched_purity", "pauli_counts"]
 
 #: 4^8 Paulis and a 6^8 histogram (1.7 M counts) are the most this form enumerates
 MATCHED_MAX = 8

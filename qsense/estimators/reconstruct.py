@@ -27,13 +27,14 @@ matrix (docs/estimators.md "Reduced states and entropies" gives measured biases)
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .class_kernels import ClassCounts, class_keys
 
-__all__ = ["reduced_state", "project_physical", "entropy", "MAX_RECONSTRUCT"]
+__all__ = ["MAX_RECONSTRUCT", "entropy", "project_physical", "reduced_state"]
 
 #: 6^8 classes and a 256 x 256 matrix; beyond that a shadow estimate of the full state is meaningless
 MAX_RECONSTRUCT = 8

@@ -41,7 +41,8 @@ per-qubit kernels, plus the calibration's variance through du/df_q.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ from .result import Estimate
 from .serial import dump_npz, load_npz, wires_from_json, wires_to_json
 from .shadow import ShadowEstimator, _as_batch
 
-__all__ = ["NoiseCalibration", "RobustShadowEstimator", "robust_purity", "CalibrationError", "MODELS"]
+__all__ = ["MODELS", "CalibrationError", "NoiseCalibration", "RobustShadowEstimator", "robust_purity"]
 
 MODELS = ("qubit", "subset")
 
@@ -92,7 +93,7 @@ class NoiseCalibration:
         if batch.T:
             self._counts.add_keys(class_keys(2 * batch.bases.astype(np.int64) + batch.outcomes))
 
-    def merge(self, other: "NoiseCalibration") -> "NoiseCalibration":
+    def merge(self, other: NoiseCalibration) -> NoiseCalibration:
         """Fold in another calibration of the same wires."""
         if other._counts is None:
             return self
@@ -143,7 +144,7 @@ class NoiseCalibration:
         return dump_npz(meta, keys=keys, counts=counts)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "NoiseCalibration":
+    def from_bytes(cls, data: bytes) -> NoiseCalibration:
         """Inverse of :meth:`to_bytes` (``ValueError`` on malformed data)."""
         z, meta = load_npz(data, "NoiseCalibration")
         out = cls()
@@ -189,7 +190,7 @@ class RobustShadowEstimator:
         """Fold in (noisy) data snapshots."""
         self.data.update(batch)
 
-    def merge(self, other: "RobustShadowEstimator") -> "RobustShadowEstimator":
+    def merge(self, other: RobustShadowEstimator) -> RobustShadowEstimator:
         """Fold in another estimator's data (the calibration is shared, not merged)."""
         self.data.merge(other.data)
         return self
