@@ -130,8 +130,12 @@ def main() -> None:
             tr = vr = None
             if exe and m <= 13:
                 tr, vr = run_reference(exe, meas, work, n, sub)
-            fmt = lambda x: f"{x:8.2f}" if x is not None else "       -"
-            ratio = lambda x: f"{x / ts:10.1f}" if x is not None else "         -"
+            def fmt(x: float | None) -> str:
+                return f"{x:8.2f}" if x is not None else "       -"
+
+            def ratio(x: float | None, ts: float = ts) -> str:
+                return f"{x / ts:10.1f}" if x is not None else "         -"
+
             print(f"{m:4d} {C:7d} {wall:6.2f} {ts:9.2f} {fmt(td)} {fmt(tr)[1:]} {ratio(td):>12s} {ratio(tr)} "
                   f"{ratio(tr - read_only if tr is not None else None):>17s}  {p.values[0]:.4f}±{p.stderr[0]:.2g} | "
                   f"{'-' if vd is None else f'{vd:.4f}'} | {'-' if vr is None else vr}")
