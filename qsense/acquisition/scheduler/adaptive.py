@@ -247,6 +247,13 @@ class AdaptivePolicy:
 
     def plan(self, ctx: PlanContext) -> Plan:
         piston = self.piston_diffusion if getattr(ctx, "piston", None) is None else ctx.piston
+        if not getattr(ctx, "rate_known", True) and (math.isfinite(ctx.t2) or piston > 0):
+            # a pair's wait, hence its cap, is sized by the arrival rate: with a guessed
+            # rate an uncapped opener can wait long enough for a single reweighted Bell shot
+            # to swamp a target (a 2 ms wait at T2 = 1 ms weighs an 8-qubit purity shot by
+            # e^32); the scheduler re-plans after 16 arrivals, with a measured rate
+            return Plan(0.0, None, "adaptive", math.inf, ctx.rate, ctx.t2, (),
+                        "arrival rate not measured yet: shadows only until it is", piston or 0.0)
         return plan_adaptive(
             self.targets, self.values(), rate=ctx.rate, t2=ctx.t2, capacity=ctx.capacity, keys=ctx.keys,
             tol=self.tol, n=ctx.n, salvage=self.salvage, piston_diffusion=piston,

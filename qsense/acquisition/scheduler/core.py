@@ -121,6 +121,8 @@ class Scheduler:
         self.salvage = salvage
         self.name = name
         self.clock: Clock = clock or getattr(memory, "clock", None) or MonotonicClock()
+        #: whether ``rate_hint`` is the caller's (else a guess, which an adaptive policy does not pair on)
+        self.rate_hint_given = rate_hint is not None
         if rate_hint is None:
             # before any arrival-rate estimate exists, assume a memory that is good
             # for ~1000 arrivals (one re-plan fixes it as soon as data exist)
@@ -158,12 +160,13 @@ class Scheduler:
 
     def context(self, now: float) -> PlanContext:
         rate = self.rate
+        known = True
         if not math.isfinite(rate) or rate <= 0:
-            rate = self.rate_hint
+            rate, known = self.rate_hint, self.rate_hint_given
         return PlanContext(
             rate=rate, t2=self.t2, capacity=int(getattr(self.memory, "capacity", 0)),
             keys=max(len(set(self._keys)), 1), n=self._n, copies=int(self.counters["arrived"]), now=now,
-            piston=self.piston_diffusion,
+            piston=self.piston_diffusion, rate_known=known,
         )
 
     def replan(self, now: float) -> Plan:

@@ -79,3 +79,5 @@ class PlanContext:
     #: piston phase diffusion D (rad^2/s) between the two copies of a pair; None: not given
     #: (an adaptive policy then uses its TargetSet's ``piston_diffusion``)
     piston: float | None = None
+    #: False while ``rate`` is the scheduler's own guess (no arrivals measured, no ``rate_hint`` given)
+    rate_known: bool = True
