@@ -22,6 +22,11 @@ Two modes, same records:
     2n wires ordered (A_0, B_0, A_1, B_1, ...), CNOT(A_i, B_i), H(A_i) and
     ``qml.sample`` (:meth:`qsense.BellBatch.from_interleaved`).
 
+Chosen bases: ``bases=`` a fixed (B, n) array or a basis policy
+(:class:`qsense.acquisition.scheduler.DerandomizedBasisPolicy`) replaces the
+random shadow bases -- sampled exactly in those bases in state mode, run as the
+rotated ``qml.sample`` circuits grouped per setting in device mode.
+
 The quantum function only prepares the state: its operations are recorded with
 ``qml.tape.make_qscript`` and anything it returns is ignored.  Parameters are the
 positional/keyword arguments passed to it; change them while streaming with
@@ -51,7 +56,7 @@ import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
 
-from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
+from .record_stream import KINDS, MODES, RecordStreamDriver, freeze
 
 __all__ = ["KINDS", "MODES", "PennyLaneDriver", "sample_records"]
 
@@ -111,6 +116,12 @@ class PennyLaneDriver(RecordStreamDriver):
     shadow_method:
         Device mode shadows: ``"auto"``, ``"native"`` (``qml.classical_shadow``) or
         ``"rotations"``.
+    bases:
+        Shadows only: ``None`` (random bases), a fixed uint8 (B, n) array of
+        bases (0 = X, 1 = Y, 2 = Z; rows measured in turn, cycled), or a basis
+        policy with ``next_bases(count)`` whose ``update(batch)``, if it has one,
+        gets every batch before it is yielded.  Device mode then runs the
+        rotated circuits (``qml.classical_shadow`` draws its own bases).
     """
 
     def __init__(
@@ -132,6 +143,7 @@ class PennyLaneDriver(RecordStreamDriver):
         time_origin: float = 0.0,
         state: str = "auto",
         shadow_method: str = "auto",
+        bases: Any = None,
     ) -> None:
         import pennylane as qml
 
@@ -146,14 +158,21 @@ class PennyLaneDriver(RecordStreamDriver):
             raise ValueError(f"state must be 'auto' or 'density'; got {state!r}")
         if shadow_method not in ("auto", "native", "rotations"):
             raise ValueError(f"shadow_method must be 'auto', 'native' or 'rotations'; got {shadow_method!r}")
+        if bases is not None and shadow_method == "native":
+            raise ValueError("qml.classical_shadow draws its own random bases: use shadow_method='auto' or 'rotations' with bases=")
         super().__init__(kind=kind, mode=mode, params=params, batch_size=batch_size, total=total, rate=rate,
-                         realtime=realtime, seed=seed, source=source, seq0=seq0, time_origin=time_origin)
+                         realtime=realtime, seed=seed, source=source, seq0=seq0, time_origin=time_origin, bases=bases)
         self.qfunc = qfunc
         self.device = device
         self.state_method = state
         self.shadow_method = shadow_method
         self._wires = None if wires is None else tuple(wires)
-        self._native_ok: bool | None = None if shadow_method == "auto" else shadow_method == "native"
+        if self._wires is not None:
+            self._check_bases_width(len(self._wires))
+        # chosen bases need the rotated circuits: the native measurement picks its own
+        self._native_ok: bool | None = (
+            False if bases is not None else None if shadow_method == "auto" else shadow_method == "native"
+        )
 
     # -- circuit pieces ----------------------------------------------------------------
     def _ops(self, args: tuple, kwargs: dict) -> list:
@@ -231,10 +250,10 @@ class PennyLaneDriver(RecordStreamDriver):
                     raise
                 log.info("%s: device rejects qml.classical_shadow (%s); using rotated qml.sample circuits", self.source, exc)
                 self._native_ok = False
-        # draw every shot's bases, run one rotated circuit per distinct setting with as
-        # many shots as drew it, and put the rows back in draw order (exactly i.i.d.)
+        # draw (or take the chosen) bases, run one rotated circuit per distinct setting with
+        # as many shots as drew it, and put the rows back in draw order (exactly i.i.d.)
         n = len(reg)
-        drawn = draw_settings(self._rng, shots, n)
+        drawn = self._settings(shots, n)
         tapes = []
         for s, count in zip(drawn.settings, drawn.counts):
             rot = []

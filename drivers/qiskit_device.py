@@ -26,6 +26,11 @@ Two modes, same records:
     circuit on 2N qubits, copies interleaved (qubit j of copy A on 2j, of copy B
     on 2j+1), then CNOT(A, B) and H(A) per register qubit.
 
+Chosen bases: ``bases=`` a fixed (B, n) array or a basis policy
+(:class:`qsense.acquisition.scheduler.DerandomizedBasisPolicy`) replaces the
+random shadow bases -- sampled exactly in those bases in state mode, run through
+the same grouped rotation layer in device mode.
+
 Qubit order.  Qiskit is little-endian (qubit 0 is the rightmost character of a
 bitstring and of a ``Pauli`` label); qsense records are wire-ordered: column i of
 ``bases``/``outcomes`` is register qubit i, and a dense qsense label such as
@@ -52,7 +57,7 @@ import numpy as np
 from qsense.pauli import PauliObservable, parse_observable
 from qsense.records import BellBatch, ShadowBatch
 
-from .record_stream import KINDS, MODES, RecordStreamDriver, draw_settings, freeze
+from .record_stream import KINDS, MODES, RecordStreamDriver, freeze
 
 __all__ = ["KINDS", "MODES", "QiskitBackendError", "QiskitDriver", "QiskitDriverError", "observable", "sample_records"]
 
@@ -175,7 +180,14 @@ class QiskitDriver(RecordStreamDriver):
         shots (``None``: on simulators -- Aer, ``StatevectorSampler`` -- where
         one sweep is much cheaper than many pubs), or, ``False``, one pub per
         distinct count so that no shot is wasted (other backends).
+    bases:
+        Shadows only: ``None`` (random bases), a fixed uint8 (B, n) array of
+        bases (0 = X, 1 = Y, 2 = Z, column i = register wire i; rows measured in
+        turn, cycled), or a basis policy with ``next_bases(count)`` whose
+        ``update(batch)``, if it has one, gets every batch before it is yielded.
     """
+
+    error = QiskitDriverError
 
     def __init__(
         self,
@@ -199,6 +211,7 @@ class QiskitDriver(RecordStreamDriver):
         optimization_level: int = 1,
         pass_manager: Any = None,
         pad_shots: bool | None = None,
+        bases: Any = None,
     ) -> None:
         qiskit = _qiskit()
         if state not in ("auto", "density"):
@@ -211,7 +224,7 @@ class QiskitDriver(RecordStreamDriver):
             raise QiskitDriverError(f"optimization_level must be 0, 1, 2 or 3; got {optimization_level!r}")
         try:
             super().__init__(kind=kind, mode=mode, params=params, batch_size=batch_size, total=total, rate=rate,
-                             realtime=realtime, seed=seed, source=source, seq0=seq0, time_origin=time_origin)
+                             realtime=realtime, seed=seed, source=source, seq0=seq0, time_origin=time_origin, bases=bases)
         except QiskitDriverError:
             raise
         except ValueError as exc:
@@ -239,6 +252,7 @@ class QiskitDriver(RecordStreamDriver):
         self.jobs = 0  # jobs submitted (device mode) or state computations (state mode)
         if self._static:
             self._prepared = self._check_circuit(circuit)
+            self._check_bases_width(len(self._reg))
             # bad parameters fail here, not in the first batch
             if not callable(self._params):
                 self._values(self._prepared, *self._params)
@@ -596,7 +610,7 @@ class QiskitDriver(RecordStreamDriver):
 
     def _device_shadow(self, tpl: _Template, vals: np.ndarray, shots: int, seq: int, t: np.ndarray) -> ShadowBatch:
         n = len(self._reg)
-        drawn = draw_settings(self._rng, shots, n)
+        drawn = self._settings(shots, n)
         S = len(drawn.settings)
         table = np.empty((S, len(tpl.circuit.parameters)))
         table[:, tpl.user_cols] = vals[tpl.user_idx]

@@ -11,10 +11,17 @@ paces the stream, numbers the batches, counts records and copies, and supports
 ``async for``, :meth:`~RecordStreamDriver.collect`, the synchronous
 :meth:`~RecordStreamDriver.sample` and cancellation.
 
-It also holds the two pieces of measurement bookkeeping both device modes need:
-the state-mode sampler cache (:meth:`RecordStreamDriver._state_batch`) and
-random Pauli bases grouped by setting (:func:`draw_settings`), so that a device
-runs one circuit per distinct setting and the rows go back in draw order.
+It also holds the measurement bookkeeping both device modes need: the
+state-mode sampler cache (:meth:`RecordStreamDriver._state_batch`) and Pauli
+bases grouped by setting (:func:`draw_settings` for random ones,
+:func:`group_settings` for chosen ones), so that a device runs one circuit per
+distinct setting and the rows go back in measurement order.
+
+Chosen bases (the ``bases=`` option, shadows only): a fixed uint8 (B, n) array
+cycled row by row, or a basis policy -- anything with ``next_bases(count)``,
+e.g. :class:`qsense.acquisition.scheduler.DerandomizedBasisPolicy`; a policy with
+``update(batch)`` gets every batch before it is yielded, so the next batch's
+bases follow the data measured so far.
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ from typing import Any
 import numpy as np
 
 from qsense.records import BellBatch, ShadowBatch
+from qsense.sims.designed import sample_in_bases
 from qsense.sims.samplers import BellSampler, ShadowSampler
 
-__all__ = ["KINDS", "MODES", "RecordStreamDriver", "Settings", "draw_settings", "freeze", "normalize_params"]
+__all__ = [
+    "KINDS", "MODES", "RecordStreamDriver", "Settings", "check_bases", "draw_settings", "freeze", "group_settings",
+    "normalize_params",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +86,9 @@ def _is_count(x: Any) -> bool:
 
 @dataclass(frozen=True)
 class Settings:
-    """Random Pauli bases of one batch, grouped by distinct setting.
+    """The Pauli bases of one batch, grouped by distinct setting.
 
-    ``bases`` uint8 (shots, n) in draw order; ``settings`` (S, n) the distinct
+    ``bases`` uint8 (shots, n) in draw (measurement) order; ``settings`` (S, n) the distinct
     rows; ``counts`` (S,) how many shots drew each; ``order`` the permutation that
     sorts shots by setting (``outcomes[order] = grouped`` puts rows measured
     setting by setting back in draw order).
@@ -101,12 +112,32 @@ def draw_settings(rng: np.random.Generator, shots: int, n: int) -> Settings:
     Running each setting with exactly as many shots as drew it and ungrouping is
     exactly i.i.d. random-Pauli shadow sampling.
     """
-    bases = rng.integers(0, 3, size=(shots, n), dtype=np.uint8)
+    return group_settings(rng.integers(0, 3, size=(shots, n), dtype=np.uint8))
+
+
+def group_settings(bases: np.ndarray) -> Settings:
+    """Group given uint8 (shots, n) bases by distinct setting (one circuit each)."""
     settings, inverse = np.unique(bases, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     counts = np.bincount(inverse, minlength=len(settings))
     order = np.argsort(inverse, kind="stable")
     return Settings(bases, settings, counts, order)
+
+
+def check_bases(bases: Any, n: int | None, what: str = "bases", error: type[ValueError] = ValueError) -> np.ndarray:
+    """``bases`` as uint8 (rows, n) after checking shape and values (``n=None``: any width)."""
+    try:
+        a = np.asarray(bases)
+    except Exception:  # pragma: no cover - objects numpy cannot read
+        raise error(f"{what} must be an integer array of shape (rows, n); got {type(bases).__name__}") from None
+    if a.ndim != 2 or (n is not None and a.shape[1] != n):
+        want = "(rows, n)" if n is None else f"(rows, {n}) for the {n}-qubit register"
+        raise error(f"{what} must have shape {want}; got {a.shape}")
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+        raise error(f"{what} must hold integers 0 (X), 1 (Y) or 2 (Z); got dtype {a.dtype}")
+    if a.size and (a.min() < 0 or a.max() > 2):
+        raise error(f"{what} must hold 0 (X), 1 (Y) or 2 (Z); got values from {a.min()} to {a.max()}")
+    return a.astype(np.uint8)
 
 
 class RecordStreamDriver:
@@ -127,7 +158,15 @@ class RecordStreamDriver:
         randomness (state-mode samplers, random bases).
     source, seq0, time_origin:
         Record metadata: source name, first ``seq``, offset added to timestamps.
+    bases:
+        Shadows only: ``None`` (every shot's bases uniformly random), a fixed
+        uint8 (B, n) array (0 = X, 1 = Y, 2 = Z) whose rows are measured in
+        turn and cycled, or a policy with ``next_bases(count)`` (and optionally
+        ``update(batch)``, called with every batch before it is yielded).
     """
+
+    #: the ValueError subclass bad input raises (a subclass may name its own)
+    error: type[ValueError] = ValueError
 
     def __init__(
         self,
@@ -143,6 +182,7 @@ class RecordStreamDriver:
         source: str,
         seq0: int,
         time_origin: float,
+        bases: Any = None,
     ) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}; got {kind!r}")
@@ -176,6 +216,17 @@ class RecordStreamDriver:
         self._sampler: ShadowSampler | BellSampler | None = None
         self._stop = False
         self.produced = 0
+        self._bases: Any = None  # None, a checked (B, n) array, or a policy
+        self._bases_pos = 0  # next row of a fixed array
+        if bases is not None:
+            if kind != "shadow":
+                raise ValueError("bases= chooses single-copy shadow bases; Bell shots (kind='bell') have none")
+            if callable(getattr(bases, "next_bases", None)):
+                self._bases = bases
+            else:
+                self._bases = check_bases(bases, None)
+                if len(self._bases) == 0:
+                    raise ValueError("bases must have at least one row")
 
     # -- what a subclass provides --------------------------------------------------------
     def _make_batch(self, args: tuple, kwargs: dict, shots: int, seq: int, t: np.ndarray) -> ShadowBatch | BellBatch:
@@ -223,7 +274,61 @@ class RecordStreamDriver:
             self._sampler = ShadowSampler(st) if self.kind == "shadow" else BellSampler(st)
             self._cache_key = key
             log.debug("%s: new %s state for seq %d", self.source, "density" if np.ndim(st) == 2 else "pure", seq)
+        chosen = None if self.kind != "shadow" else self._chosen_bases(shots, self._sampler.n)
+        if chosen is not None:
+            b = sample_in_bases(self._sampler.state, chosen, self._rng)
+            return ShadowBatch(b.bases, b.outcomes, wires=self.wires, source=self.source, seq=seq, t=t)
         return self._sampler.sample(shots, self._rng, wires=self.wires, source=self.source, seq=seq, t=t)
+
+    # -- chosen bases ------------------------------------------------------------------------
+    @property
+    def basis_policy(self) -> Any:
+        """The policy given as ``bases=`` (``None`` for a fixed array or random bases)."""
+        return None if self._bases is None or isinstance(self._bases, np.ndarray) else self._bases
+
+    def _check_bases_width(self, n: int) -> None:
+        """Refuse chosen bases (or a policy) of another width than the ``n``-qubit register."""
+        b = self._bases
+        if isinstance(b, np.ndarray):
+            if b.shape[1] != n:
+                raise self.error(f"bases must have shape (rows, {n}) for the {n}-qubit register; got {b.shape}")
+        elif b is not None:
+            m = getattr(b, "n", None)
+            if _is_count(m) and m != n:
+                raise self.error(f"the basis policy {type(b).__name__} is for {m} qubits; the register has {n}")
+
+    def _chosen_bases(self, shots: int, n: int) -> np.ndarray | None:
+        """The next ``shots`` chosen bases uint8 (shots, n), or ``None`` for random ones."""
+        b = self._bases
+        if b is None:
+            return None
+        self._check_bases_width(n)
+        if isinstance(b, np.ndarray):
+            rows = (self._bases_pos + np.arange(shots)) % len(b)
+            self._bases_pos = int((self._bases_pos + shots) % len(b))
+            return b[rows]
+        try:
+            out = b.next_bases(shots)
+        except self.error:
+            raise
+        except ValueError as exc:
+            raise self.error(f"the basis policy {type(b).__name__} failed: {exc}") from None
+        what = f"the basis policy {type(b).__name__}'s next_bases({shots})"
+        out = check_bases(out, n, what, self.error)
+        if len(out) != shots:
+            raise self.error(f"{what} must return {shots} rows; got {len(out)}")
+        return out
+
+    def _settings(self, shots: int, n: int) -> Settings:
+        """This batch's bases grouped by setting: chosen ones if ``bases=`` was given, else random."""
+        chosen = self._chosen_bases(shots, n)
+        return draw_settings(self._rng, shots, n) if chosen is None else group_settings(chosen)
+
+    def _feed_back(self, batch: ShadowBatch | BellBatch) -> None:
+        """Hand a produced batch to the basis policy (before anyone else sees it)."""
+        update = getattr(self.basis_policy, "update", None)
+        if callable(update):
+            update(batch)
 
     # -- streaming ---------------------------------------------------------------------------
     def __aiter__(self) -> AsyncIterator[ShadowBatch | BellBatch]:
@@ -257,6 +362,7 @@ class RecordStreamDriver:
                 batch = await asyncio.to_thread(self._make_batch, args, kwargs, shots, self.seq, t)
                 self.seq += 1
                 self.produced += shots
+                self._feed_back(batch)
                 log.debug("%s: batch seq=%d T=%d", self.source, batch.seq, batch.T)
                 yield batch
                 if self.rate is not None:
@@ -284,6 +390,7 @@ class RecordStreamDriver:
         batch = self._make_batch(tuple(args), dict(kwargs), int(shots), self.seq, t)
         self.seq += 1
         self.produced += int(shots)
+        self._feed_back(batch)
         return batch
 
     async def collect(self, batches: int | None = None) -> list[ShadowBatch | BellBatch]:
