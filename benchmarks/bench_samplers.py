@@ -15,11 +15,24 @@ What is timed (wall clock, best of ``--repeat`` runs, one process):
    for the density matrices where it runs in reasonable time); with
    ``--memory`` also the peak traced memory of each sampler call.
 
+4. Large registers and arrays (issue 17; ``--large`` runs only this section):
+   pure-state shadows at n = 16, 20, 24 with the compiled prefix tree
+   (:mod:`qsense.sims.pure_tree`) vs PennyLane ``default.qubit``
+   ``qml.classical_shadow`` (n = 16, 20; a few shots, per-snapshot rates) and vs
+   the NumPy tree it replaced (``_Tree``), with the peak traced memory at n = 24;
+   the single-excitation telescope samplers at M = 64 and 256 (shadows and Bell)
+   vs the NumPy implementations they replaced (``benchmarks/_reference_samplers.py``),
+   and ``TelescopeSim.shadows`` end to end (amplitudes with piston, then sampling).
+
 Usage::
 
-    python benchmarks/bench_samplers.py            # full run (~1-2 min on 2 cores)
+    python benchmarks/bench_samplers.py            # full run (~2-3 min on 2 cores)
     python benchmarks/bench_samplers.py --quick    # smaller shot counts
+    python benchmarks/bench_samplers.py --large    # section 4 only (~1-2 min)
     python benchmarks/bench_samplers.py --json out.json
+
+Timings are CPU seconds of this process (``time.process_time``; on a shared
+machine wall time also counts other people's work) unless ``--wall``.
 
 Prints one row per case: snapshots (or shots) per second, and the ratio to
 PennyLane measured in the same run.
@@ -42,12 +55,16 @@ from qsense import sims
 from qsense.sims.samplers import ShadowSampler
 
 
+#: the clock best_time uses (main() switches to perf_counter with --wall)
+CLOCK: Callable[[], float] = time.process_time
+
+
 def best_time(fn: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -104,7 +121,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats (best is kept)")
     ap.add_argument("--memory", action="store_true", help="also measure peak traced memory of the scaling cases")
     ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    ap.add_argument("--large", action="store_true", help="only section 4: large registers and telescope arrays")
+    ap.add_argument("--wall", action="store_true", help="time wall clock instead of process CPU time")
     args = ap.parse_args()
+    global CLOCK
+    if args.wall:
+        CLOCK = time.perf_counter
     warnings.filterwarnings("ignore")
     import pennylane as qml
 
@@ -128,6 +150,11 @@ def main() -> int:
 
     print(f"qsense sims samplers vs PennyLane {qml.__version__} (numpy {np.__version__}, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)\n")
+
+    print(f"clock: {'wall' if args.wall else 'process CPU'}; load average {os.getloadavg()[0]:.2f} at start\n")
+    if args.large:
+        large_section(args, report, rows)
+        return finish(args, qml, rows)
 
     # 1. n=8 pure state shadows ------------------------------------------------------
     n = 8
@@ -204,10 +231,90 @@ def main() -> int:
         report(label, shots, best_time(lambda: sims.sample_shadows(st, shots, seed=8), max(1, args.repeat - 1)),
                "snapshots", ref=ref, **extra)
 
+    print()
+    large_section(args, report, rows)
+    return finish(args, qml, rows)
+
+
+def finish(args: argparse.Namespace, qml: object, rows: list[dict]) -> int:
+    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"pennylane": qml.__version__, "numpy": np.__version__, "cpus": os.cpu_count(), "rows": rows}, fh, indent=2)
+            json.dump({"pennylane": qml.__version__, "numpy": np.__version__, "cpus": os.cpu_count(),
+                       "load": os.getloadavg()[0], "rows": rows}, fh, indent=2)
     return 0
+
+
+def large_section(args: argparse.Namespace, report: Callable[..., dict], rows: list[dict]) -> None:
+    """Section 4: n = 16 / 20 / 24 pure-state shadows and M = 64 / 256 telescope samplers."""
+    import sys
+
+    from qsense.sims import pure_tree
+    from qsense.sims.samplers import _Tree
+    from qsense.sims.telescope import TelescopeArray, TelescopeSim, UniformDisk, demo_array
+    from qsense.sims.telescope.samplers import bell_from_amplitudes, shadows_from_amplitudes
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import _reference_samplers as ref
+
+    q = args.quick
+    rep = max(1, args.repeat - 1)
+    pure_tree.sample_pure_shadows(sims.haar_random_state(3, seed=0), 10, np.random.default_rng(0))  # compile / load
+    for n, shots, pl_shots, old_shots in ((16, 20_000 if q else 100_000, 20 if q else 100, 2_000 if q else 10_000),
+                                          (20, 5_000 if q else 20_000, 3 if q else 10, 300 if q else 1_000),
+                                          (20, 0 if q else 100_000, 0, 0),
+                                          (24, 200 if q else 1_000, 0, 0)):
+        if shots == 0:
+            continue
+        psi = sims.haar_random_state(n, seed=n)
+        base = None
+        if pl_shots:
+            c = pennylane_shadow(psi, pl_shots)
+            c()  # warm-up
+            base = f"pennylane default.qubit classical_shadow n={n}"
+            report(base, pl_shots, best_time(c, 1), "snapshots")
+        if old_shots:
+            report(f"numpy prefix tree (replaced) n={n}", old_shots,
+                   best_time(lambda: _Tree(n, False, np.random.default_rng(1), 1 << 22).run(psi, old_shots), 1),
+                   "snapshots", ref=base)
+        extra = {}
+        if n >= 24:
+            extra["peak_mib"] = peak_mib(lambda: pure_tree.sample_pure_shadows(psi, 50, np.random.default_rng(2)))
+            extra["state_mib"] = psi.nbytes / 2**20
+        tree = pure_tree.PureShadowTree(psi)
+        report(f"sims compiled prefix tree n={n}, {shots} shots per call", shots,
+               best_time(lambda: tree.sample(shots, np.random.default_rng(3)), rep if n < 24 else 1), "snapshots",
+               ref=base, **extra)
+        del psi, tree
+
+    print()
+    rng = np.random.default_rng(5)
+    for M, shots, old in ((64, 100_000 if q else 1_000_000, 20_000 if q else 100_000),
+                          (256, 25_000 if q else 250_000, 5_000 if q else 25_000)):
+        arr = TelescopeArray(demo_array(M), 800e-9)
+        sim = TelescopeSim(arr, UniformDisk(0.8e-9), piston_diffusion=100.0, seed=M)
+        ph = sim.photons(count=old)
+        amps_old = sim.amplitudes(ph)
+        base = f"numpy single-excitation shadows (replaced) M={M}"
+        report(base, old, best_time(lambda: ref.numpy_shadows_from_amplitudes(amps_old, rng), 1), "shots")
+        reps = -(-shots // old)
+        amps = np.concatenate([amps_old] * reps)[:shots]
+        shadows_from_amplitudes(amps[:10], rng)  # compile / load
+        report(f"sims compiled single-excitation shadows M={M}", shots,
+               best_time(lambda: shadows_from_amplitudes(amps, rng), rep), "shots", ref=base)
+        bbase = f"numpy single-excitation Bell (replaced) M={M}"
+        half = old // 2
+        report(bbase, half, best_time(lambda: ref.numpy_bell_from_amplitudes(amps_old[:half], amps_old[half:2 * half], rng), 1),
+               "pairs")
+        bell_from_amplitudes(amps[:10], amps[10:20], rng)
+        bshots = shots // 4
+        report(f"sims compiled single-excitation Bell M={M}", bshots,
+               best_time(lambda: bell_from_amplitudes(amps[:bshots], amps[bshots:2 * bshots], rng), rep), "pairs",
+               ref=bbase)
+        ph_all = sim.photons(count=shots // 4)
+        report(f"TelescopeSim.shadows end to end (piston) M={M}", shots // 4, best_time(lambda: sim.shadows(ph_all), rep),
+               "shots", ref=base)
+        del amps, amps_old, ph, ph_all
 
 
 if __name__ == "__main__":

@@ -175,7 +175,8 @@ class TelescopeSim:
         if np.isfinite(self.t2) and np.any(tau > 0):
             pflip = 0.5 * (1.0 - np.exp(-tau / self.t2))
             phase = phase + np.pi * (rng.random((T, M)) < pflip[:, None])
-        amps[:, 1:] *= np.exp(1j * phase)
+        if phase.any():  # the trigonometry dominates a shot's cost: skip it without piston or flips
+            amps[:, 1:] *= np.exp(1j * phase)
         if np.any(photons.dark):
             d = np.flatnonzero(photons.dark)
             amps[d] = 0.0
