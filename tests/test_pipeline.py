@@ -165,15 +165,23 @@ async def test_backpressure_bounds_queues_and_drops_are_counted(rho3):
             assert rep["scheduler.arrived"] + rep["dropped_arrival"] == 3000
 
 
-async def test_backend_and_sink_failures_are_counted(rho3):
+@pytest.mark.parametrize("coalesce", [0, None, 300])
+async def test_backend_and_sink_failures_are_counted(rho3, coalesce):
+    # coalesce=0: per-copy plans; None: one coalesced block; 300: several blocks
     class Flaky(SimulatedBackend):
         calls = 0
 
         async def measure(self, plan):
             Flaky.calls += 1
-            if Flaky.calls % 3 == 0:
+            if Flaky.calls % 2 == 0:
                 raise IOError("device busy")
             return await super().measure(plan)
+
+        async def measure_block(self, plan):
+            Flaky.calls += 1
+            if Flaky.calls % 2 == 0:
+                raise IOError("device busy")
+            return await super().measure_block(plan)
 
     async def bad_sink(batch):
         raise ValueError("disk full")
@@ -181,7 +189,7 @@ async def test_backend_and_sink_failures_are_counted(rho3):
     mem = SimulatedMemory(capacity=1, t2=T2, clock=ManualClock())
     pipe = Pipeline(
         [poisson_copies(rho3, 1e4, 2000, seed=2)], mem, Scheduler(FixedPolicy(0.4), mem), Flaky(seed=3),
-        sinks=[bad_sink], batch_size=50,
+        sinks=[bad_sink], batch_size=50, coalesce=coalesce,
     )
     rep = await pipe.run()
     assert rep["plans_failed"] > 0 and rep["copies_failed.shadow"] + rep["copies_failed.bell"] > 0

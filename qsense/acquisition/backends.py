@@ -218,6 +218,14 @@ def group_items(items: Sequence[tuple[StoredCopy, ...]], decohered: bool = False
 def survival_rows(ps: Sequence[Any], n: int) -> np.ndarray:
     """(T, n) per-row, per-qubit survival probabilities from scalars or (n,) arrays."""
     out = np.empty((len(ps), n))
+    try:
+        arr = np.asarray(ps, dtype=np.float64)
+    except ValueError:  # scalars mixed with arrays: row by row
+        arr = None
+    if arr is not None and arr.ndim in (1, 2) and arr.shape[0] == len(ps):
+        # one array op instead of a broadcast per copy (the per-copy path's hot spot)
+        out[:] = arr[:, None] if arr.ndim == 1 else arr
+        return out
     for i, p in enumerate(ps):
         out[i] = np.broadcast_to(np.asarray(p, dtype=np.float64), (n,))
     return out
