@@ -14,7 +14,10 @@ qubits, default 3.7 M, a 270 MB reference text file written to ``--dir``):
    record archive of them, next to the reference program
    ``prediction_shadow -o FILE obs.txt`` (matched-ratio estimates of the same
    1,000 random 2-local observables); the values are compared (the reference
-   prints 6 decimals).
+   prints 6 decimals).  Wall time and CPU time (user + system) are both
+   reported: on a shared machine the CPU seconds are the steadier measure of
+   the work each program does; the fixed start-up of a qsense process (Python,
+   imports, numba's first load of its cached code) is printed separately.
 
 The reference program is built from the authors' repository
 (github.com/hsinyuan-huang/predicting-quantum-properties) with ``g++ -O3``:
@@ -110,20 +113,21 @@ out = p.stdout.read()
 _, status, usage = os.wait4(p.pid, 0)
 dt = time.perf_counter() - t0
 sys.stdout.buffer.write(out)
-sys.stderr.write(f"\\n@@ {dt} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}\\n")
+sys.stderr.write(f"\\n@@ {dt} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {usage.ru_utime + usage.ru_stime}\\n")
 """
 
 
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Run a command in a fresh process: (wall seconds, its peak RSS in MiB, stdout)."""
+def timed(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Run a command in a fresh process: (wall seconds, its peak RSS in MiB, stdout,
+    its CPU seconds, user + system: the work done, less sensitive to a shared machine)."""
     r = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], capture_output=True)
     tail = r.stderr.decode().rsplit("@@ ", 1)
     if len(tail) != 2:
         raise RuntimeError(f"{cmd[0]}: launcher failed: {r.stderr.decode()[-500:]}")
-    dt, rss_kib, rc = tail[1].split()
+    dt, rss_kib, rc, cpu = tail[1].split()
     if int(rc) != 0:
         raise RuntimeError(f"{cmd[0]} failed ({rc}): {tail[0][-500:]}")
-    return float(dt), int(rss_kib) / 1024.0, r.stdout.decode()
+    return float(dt), int(rss_kib) / 1024.0, r.stdout.decode(), float(cpu)
 
 
 def qsense_values(out: str) -> np.ndarray:
@@ -223,28 +227,31 @@ def run(args: argparse.Namespace, T: int, work: Path) -> None:
     q = [sys.executable, "-m", "qsense", "estimate"]
     common = ["--observables-file", str(obs_file), "--method", "matched", "--quiet"]
     rows = []
-    t_txt, rss_txt, out_txt = timed(q + [str(txt)] + common)
+    t_txt, rss_txt, out_txt, c_txt = timed(q + [str(txt)] + common)
     vals = qsense_values(out_txt)
-    rows.append(("qsense estimate measurement.txt", t_txt, rss_txt, size))
-    t_npz, rss_npz, out_npz = timed(q + [str(npz)] + common)
+    rows.append(("qsense estimate measurement.txt", t_txt, c_txt, rss_txt, size))
+    t_npz, rss_npz, out_npz, c_npz = timed(q + [str(npz)] + common)
     assert np.allclose(qsense_values(out_npz), vals, atol=1e-12)
-    rows.append(("qsense estimate measurement.npz", t_npz, rss_npz, npz.stat().st_size))
-    t_arc, rss_arc, out_arc = timed(q + [str(arch)] + common)
+    rows.append(("qsense estimate measurement.npz", t_npz, c_npz, rss_npz, npz.stat().st_size))
+    t_arc, rss_arc, out_arc, c_arc = timed(q + [str(arch)] + common)
     arch_vals = qsense_values(out_arc)
     assert np.allclose(arch_vals, vals, atol=1e-12)
     arch_bytes = sum(p.stat().st_size for p in arch.rglob("*") if p.is_file())
-    rows.append(("qsense estimate archive/", t_arc, rss_arc, arch_bytes))
-    t_ref = None
+    rows.append(("qsense estimate archive/", t_arc, c_arc, rss_arc, arch_bytes))
+    t_start, _, _, c_start = timed([sys.executable, "-c", "import qsense.apps.cli, qsense.estimators.kernels as k; k.jit_available()"])
+    t_ref = c_ref = None
     if exe is not None:
-        t_ref, rss_ref, out_ref = timed([str(exe), "-o", str(txt), str(obs_file)])
+        t_ref, rss_ref, out_ref, c_ref = timed([str(exe), "-o", str(txt), str(obs_file)])
         ref_vals = np.array([float(x) for x in out_ref.split()])
         diff = float(np.max(np.abs(ref_vals - vals)))
-        rows.insert(0, ("reference prediction_shadow -o (C++, g++ -O3)", t_ref, rss_ref, size))
-    print("| command | input | seconds | peak RSS | x reference |")
-    print("|---|---|---|---|---|")
-    for name, t, rss, nbytes in rows:
-        ratio = f"{t_ref / t:.1f}x" if t_ref else "n/a"
-        print(f"| {name} | {nbytes / 1e6:.0f} MB | {t:.2f} | {rss:.0f} MiB | {ratio} |")
+        rows.insert(0, ("reference prediction_shadow -o (C++, g++ -O3)", t_ref, c_ref, rss_ref, size))
+    print("| command | input | wall s | x reference (wall) | CPU s | x reference (CPU) | peak RSS |")
+    print("|---|---|---|---|---|---|---|")
+    for name, t, c, rss, nbytes in rows:
+        rw = f"{t_ref / t:.1f}x" if t_ref else "n/a"
+        rc = f"{c_ref / c:.1f}x" if c_ref else "n/a"
+        print(f"| {name} | {nbytes / 1e6:.0f} MB | {t:.2f} | {rw} | {c:.2f} | {rc} | {rss:.0f} MiB |")
+    print(f"(of each qsense command, starting Python and importing qsense and numba: {t_start:.2f} s wall, {c_start:.2f} s CPU)")
     if exe is not None:
         print(f"max |qsense - reference| over the {OBS} values: {diff:.1e} (reference prints 6 decimals)")
     print(f"# load after: {os.getloadavg()[0]:.2f}")
