@@ -16,6 +16,7 @@ fallbacks.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from qsense.pauli import PauliTable
 
-__all__ = ["SupportGroups", "support_groups", "count_by_support", "PARALLEL_MIN_WORK"]
+__all__ = ["PARALLEL_MIN_WORK", "SupportGroups", "count_by_support", "support_groups"]
 
 #: Term-words (terms x 64-record words) below which one thread does all the work:
 #: about 0.1 ms of counting, the order of a thread hand-off.
@@ -141,7 +142,7 @@ def count_by_support(
             cost = np.cumsum(per_support[items[:, 0]] * (r_end - r_start)[items[:, 1]])
             cuts = np.searchsorted(cost, cost[-1] * np.arange(1, threads) / threads)
             bounds = [0, *cuts.tolist(), items.shape[0]]
-            futs = [pool.submit(kernel, *args, items[a:b], *rest) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+            futs = [pool.submit(kernel, *args, items[a:b], *rest) for a, b in itertools.pairwise(bounds) if b > a]
             for f in futs:
                 f.result()
         else:

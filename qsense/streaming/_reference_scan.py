@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["scan_measurements", "OK", "BAD_LETTER", "BAD_OUTCOME", "TOO_MANY", "TOO_FEW", "MISSING_OUTCOME", "FULL"]
+__all__ = ["BAD_LETTER", "BAD_OUTCOME", "FULL", "MISSING_OUTCOME", "OK", "TOO_FEW", "TOO_MANY", "scan_measurements"]
 
 OK = 0
 BAD_LETTER = 1  # a byte where a basis letter X, Y or Z must start a token
@@ -70,7 +70,7 @@ def scan_measurements(buf, L, final, n, planes, t, line):
                 neg = c2 == 45
                 o = k + 2 + np.int64(neg)
                 sep = buf[o + 1]
-                good = (c >= 88) & (c <= 90) & (buf[k + 1] == 32) & (buf[o] == 49) & ((sep == 32) | (sep == 10))
+                good = (c >= 88) & (c <= 90) & (buf[k + 1] == 32) & (buf[o] == 49) & ((sep == 32) | (sep == 10) | (sep == 13))
                 if good:
                     planes[0, q, w] |= bit * np.uint64(c == 89)
                     planes[1, q, w] |= bit * np.uint64(c == 90)

@@ -20,6 +20,7 @@ newline.  Anything else is refused with a :class:`MeasurementFileError` (a
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 from qsense import packing
 from qsense.records import MAX_QUBITS, ShadowBatch
 
-__all__ = ["MeasurementFileError", "read_measurements", "read_measurements_tokens", "CHUNK_BYTES", "PARALLEL_BYTES"]
+__all__ = ["CHUNK_BYTES", "PARALLEL_BYTES", "MeasurementFileError", "read_measurements", "read_measurements_tokens"]
 
 #: Bytes read and scanned per step (the buffer is reused).
 CHUNK_BYTES = 1 << 24
@@ -164,7 +165,7 @@ def _split(path: str, start: int, end: int, parts: int) -> list[_Part]:
             if cut < end:
                 cuts.append(cut)
     cuts.append(end)
-    return [_Part(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a] or [_Part(start, end)]
+    return [_Part(a, b) for a, b in itertools.pairwise(cuts) if b > a] or [_Part(start, end)]
 
 
 def _join(parts: list[_Part], n: int) -> tuple[np.ndarray, int]:
