@@ -128,7 +128,7 @@ def check_bases(bases: Any, n: int | None, what: str = "bases", error: type[Valu
     """``bases`` as uint8 (rows, n) after checking shape and values (``n=None``: any width)."""
     try:
         a = np.asarray(bases)
-    except Exception:  # pragma: no cover - objects numpy cannot read
+    except (TypeError, ValueError):  # ragged rows, objects numpy cannot read
         raise error(f"{what} must be an integer array of shape (rows, n); got {type(bases).__name__}") from None
     if a.ndim != 2 or (n is not None and a.shape[1] != n):
         want = "(rows, n)" if n is None else f"(rows, {n}) for the {n}-qubit register"
@@ -307,13 +307,11 @@ class RecordStreamDriver:
             rows = (self._bases_pos + np.arange(shots)) % len(b)
             self._bases_pos = int((self._bases_pos + shots) % len(b))
             return b[rows]
+        what = f"the basis policy {type(b).__name__}'s next_bases({shots})"
         try:
             out = b.next_bases(shots)
-        except self.error:
-            raise
         except ValueError as exc:
-            raise self.error(f"the basis policy {type(b).__name__} failed: {exc}") from None
-        what = f"the basis policy {type(b).__name__}'s next_bases({shots})"
+            raise self.error(f"{what} failed: {exc}") from None
         out = check_bases(out, n, what, self.error)
         if len(out) != shots:
             raise self.error(f"{what} must return {shots} rows; got {len(out)}")
