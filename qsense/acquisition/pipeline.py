@@ -270,7 +270,8 @@ class Pipeline:
         to ``coalesce`` copies, which is 10-50x cheaper per copy.  Default
         ``None``: 4096 in event time with ``on_arrival_full="block"``, off
         otherwise (a live wall-clock source should not wait for its run to
-        fill).  ``0`` turns it off (every copy its own scheduler decision).
+        fill).  ``0`` (or ``False``) turns it off: every copy its own scheduler
+        decision, as before.
     coalesce_span:
         A run also ends when a copy arrives more than this many seconds (of
         the copies' clock) after the run's first copy.  Default: no bound
@@ -328,9 +329,11 @@ class Pipeline:
         self.on_arrival_full = on_arrival_full
         self.workers = int(workers)
         self.name = name
+        if isinstance(coalesce, bool):  # True: the default, False: off
+            coalesce = None if coalesce else 0
         if coalesce is None:
             coalesce = 4096 if self.event_time and on_arrival_full == "block" else 0
-        if isinstance(coalesce, bool) or not isinstance(coalesce, (int, np.integer)) or coalesce < 0:
+        if not isinstance(coalesce, (int, np.integer)) or coalesce < 0:
             raise ValueError(f"coalesce must be None or an int >= 0 (copies per block; 0 = off); got {coalesce!r}")
         #: most copies per coalesced block (0 or 1: every copy goes on alone)
         self.coalesce = int(coalesce)
