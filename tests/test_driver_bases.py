@@ -57,6 +57,8 @@ def make(name: str, bases, **kw):
         return PennyLaneDriver(pl_ghz, qml.device("default.qubit", wires=4, seed=7), mode="device", bases=bases, **kw)
     if name == "qiskit-state":
         return QiskitDriver(qk_ghz(), bases=bases, **kw)
+    if name == "qiskit-density":  # a density matrix in state mode
+        return QiskitDriver(qk_ghz(), state="density", bases=bases, **kw)
     if name == "qiskit-aer-state":
         return QiskitDriver(qk_ghz(), aer(), bases=bases, **kw)
     if name == "qiskit-aer-padded":
@@ -68,7 +70,7 @@ def make(name: str, bases, **kw):
     raise AssertionError(name)
 
 
-DRIVERS = ["pennylane-state", "pennylane-device", "qiskit-state", "qiskit-aer-state", "qiskit-aer-padded",
+DRIVERS = ["pennylane-state", "pennylane-device", "qiskit-state", "qiskit-density", "qiskit-aer-state", "qiskit-aer-padded",
            "qiskit-aer-unpadded", "qiskit-sampler"]
 
 
