@@ -1,0 +1,266 @@
+"""Reference copy (benchmarks only) of qsense.estimators.interferometry.fits before issue 17:
+numerical-Jacobian least squares with a fresh whitening solve per finite-difference
+step and a per-flux-ratio grid loop.  Timed against the current fits by bench_fits.py.
+
+Least-squares fits of the source models to visibilities (complex, squared or
+amplitude), with parameter errors from the Jacobian (:class:`FitResult`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from qsense.estimators.interferometry.models import MAS, binary_visibility, disk_visibility, gaussian_visibility
+
+__all__ = ["FitResult", "fit_model", "fit_binary", "fit_disk", "fit_gaussian"]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Best-fit parameters with one-sigma errors from the Jacobian.
+
+    ``names``/``units`` per parameter, ``values``/``stderr`` (K,), ``cov`` (K, K),
+    ``chi2`` at the optimum, ``dof`` = data - parameters.  Errors are absolute
+    (the data's error bars are taken at face value); multiply by
+    ``sqrt(chi2/dof)`` if they are doubted.
+
+    ``constrained`` is False when the data cannot determine the parameters at
+    all (``dof <= 0``: as many parameters as data or more, so any chi2 of 0 is
+    meaningless); such a result carries NaN values and errors and is never a
+    measurement.  ``flags`` name what the data cannot separate even when
+    ``dof > 0``: exact model degeneracies (a |V|^2-only binary fit cannot tell
+    PA from PA + 180 deg) and directions of parameter space the data leave flat
+    (a null singular value of the whitened Jacobian; the parameters on such a
+    direction get an infinite error rather than the pseudo-inverse's small one).
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+    values: np.ndarray
+    stderr: np.ndarray
+    cov: np.ndarray
+    chi2: float
+    dof: int
+    success: bool
+    message: str = ""
+    constrained: bool = True
+    flags: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> tuple[float, float]:
+        i = self.names.index(name)
+        return float(self.values[i]), float(self.stderr[i])
+
+    def as_dict(self) -> dict:
+        """JSON-friendly view; NaN (refused fit) and infinite (flat direction) numbers become
+        ``None``, since strict JSON has neither."""
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "parameters": {n: {"value": num(v), "stderr": num(e), "unit": u} for n, u, v, e in zip(self.names, self.units, self.values, self.stderr)},
+            "chi2": num(self.chi2),
+            "dof": int(self.dof),
+            "constrained": bool(self.constrained),
+            "flags": list(self.flags),
+        }
+
+    def __str__(self) -> str:
+        if not self.constrained:
+            return f"unconstrained: {self.message}"
+        body = ", ".join(f"{n} = {v:.4g} ± {e:.2g} {u}".rstrip() for n, u, v, e in zip(self.names, self.units, self.values, self.stderr))
+        tail = f"; {'; '.join(self.flags)}" if self.flags else ""
+        return f"{body} (chi2/dof = {self.chi2:.1f}/{self.dof}){tail}"
+
+
+def _unconstrained(names: Sequence[str], units: Sequence[str] | None, n_data: int, flags: tuple[str, ...] = ()) -> FitResult:
+    """The refusal of a fit with no degrees of freedom (``dof = n_data - K <= 0``)."""
+    k = len(names)
+    nan = np.full(k, np.nan)
+    msg = f"{n_data} data for {k} parameters (dof {n_data - k} <= 0): the data cannot constrain this model"
+    return FitResult(tuple(names), tuple(units or [""] * k), nan, nan.copy(), np.full((k, k), np.nan), math.nan,
+                     int(n_data - k), False, msg, constrained=False, flags=flags)
+
+
+#: singular values of the whitened Jacobian below this fraction of the largest are
+#: treated as flat directions (float64 round-off on J^T J is ~1e-8 relative in s)
+_FLAT_RTOL = 1e-7
+
+
+def _data_vector(data: np.ndarray, err: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stack data and one-sigma errors into real vectors for least squares."""
+    if kind == "complex":
+        d = np.asarray(data, dtype=np.complex128)
+        e = np.asarray(err, dtype=np.float64)
+        if e.ndim == 1:
+            e = np.stack([e, e], axis=1)
+        return np.concatenate([d.real, d.imag]), np.concatenate([e[:, 0], e[:, 1]])
+    return np.asarray(data, dtype=np.float64), np.asarray(err, dtype=np.float64)
+
+
+def _model_vector(v: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "complex":
+        return np.concatenate([v.real, v.imag], axis=-1)
+    if kind == "squared":
+        return np.abs(v) ** 2
+    if kind == "amplitude":
+        return np.abs(v)
+    raise ValueError(f"kind must be 'complex', 'squared' or 'amplitude'; got {kind!r}")
+
+
+def fit_model(
+    model: Callable[[np.ndarray], np.ndarray],
+    data: np.ndarray,
+    err: np.ndarray,
+    p0: Sequence[float],
+    names: Sequence[str],
+    units: Sequence[str] | None = None,
+    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    cov: np.ndarray | None = None,
+) -> FitResult:
+    """Weighted least squares of a real model vector ``model(params)`` to ``data``.
+
+    Residuals are whitened by the one-sigma ``err`` or, when given, by the
+    Cholesky factor of the full data covariance ``cov`` (correlated data);
+    parameter covariance ``(J^T J)^-1`` of the whitened residuals.
+
+    A fit with ``dof = len(data) - len(p0) <= 0`` is refused: the result has
+    ``constrained=False`` and NaN values (with as many parameters as data the
+    optimiser reaches chi2 = 0 anywhere on a manifold of solutions, and the
+    Jacobian errors are then meaningless).  The covariance comes from the SVD of
+    the whitened Jacobian; parameters on a flat direction (singular value below
+    ``_FLAT_RTOL`` of the largest) get an infinite error and a flag.
+    """
+    from scipy.linalg import solve_triangular
+    from scipy.optimize import least_squares
+
+    data = np.asarray(data, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    if data.size - len(p0) <= 0:
+        return _unconstrained(names, units, data.size)
+    if cov is not None:
+        C = np.asarray(cov, dtype=np.float64)
+        if C.shape != (data.size, data.size):
+            raise ValueError(f"cov must be ({data.size}, {data.size}); got {C.shape}")
+        L = np.linalg.cholesky(C + np.eye(len(C)) * 1e-15 * np.trace(C) / len(C))
+        fun = lambda p: solve_triangular(L, model(p) - data, lower=True)  # noqa: E731
+    else:
+        if np.any(~(err > 0)):
+            raise ValueError("all error bars must be positive")
+        fun = lambda p: (model(p) - data) / err  # noqa: E731
+    lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
+    res = least_squares(fun, np.asarray(p0, dtype=np.float64), bounds=(lo, hi), x_scale="jac", method="trf")
+    J = np.asarray(res.jac, dtype=np.float64)
+    # cov = V diag(1/s^2) V^T; a direction with s ~ 0 is one the data do not see, and a
+    # pseudo-inverse would silently report tiny errors there
+    _, sv, Vt = np.linalg.svd(J, full_matrices=False)
+    flat = sv <= _FLAT_RTOL * max(float(sv.max(initial=0.0)), 1e-300)
+    inv_s2 = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, sv) ** 2)
+    pcov = (Vt.T * inv_s2) @ Vt
+    var = np.clip(np.diag(pcov), 0, None)
+    flags: list[str] = []
+    if flat.any():
+        involved = np.any(np.abs(Vt[flat]) > 0.1, axis=0)  # parameters with weight on a flat direction
+        var = np.where(involved, np.inf, var)
+        flags.append("not separable by these data: " + ", ".join(n for n, b in zip(names, involved) if b))
+    chi2 = float(np.sum(res.fun**2))
+    k = len(p0)
+    return FitResult(
+        tuple(names), tuple(units or [""] * k), res.x, np.sqrt(var), pcov, chi2,
+        int(len(data) - k), bool(res.success), str(res.message), flags=tuple(flags),
+    )
+
+
+def fit_binary(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    max_separation: float | None = None, cov: np.ndarray | None = None,
+) -> FitResult:
+    """Fit a binary (primary at the phase centre) to visibilities.
+
+    ``kind``: ``"complex"`` (data complex V, err (P,) or (P, 2) for Re/Im),
+    ``"squared"`` (data |V|^2) or ``"amplitude"`` (|V|).  Parameters:
+    ``separation`` (mas), ``position_angle`` (deg East of North) and
+    ``flux_ratio``.  Without ``p0`` a grid search over separation (log-spaced up to
+    ``max_separation``, default 2 / min |uv|), position angle and flux ratio picks
+    the start.  |V|^2 and |V| are unchanged by PA -> PA + 180 deg and r -> 1/r, so
+    for those kinds PA is reported in [0, 180) and r <= 1.  ``cov``: full data
+    covariance (for ``"complex"`` the (2P, 2P) ``VisibilityEstimate.full_cov``
+    over ``[Re..., Im...]``), used for the final fit.
+    """
+    uv = np.asarray(uv, dtype=np.float64)
+    y, e = _data_vector(data, err, kind)
+    names, units = ("separation", "position_angle", "flux_ratio"), ("mas", "deg", "")
+    folded = kind != "complex"
+    # |V|^2 and |V| are even in the secondary's offset: (PA, r) and (PA + 180, r) give the same
+    # data exactly, whatever the baselines; say so instead of pretending PA is known mod 360
+    fold_flag = ("position_angle known only modulo 180 deg (|V|^2 is even in the secondary's offset: "
+                 "PA and PA + 180 deg fit equally)",) if folded else ()
+    if y.size - len(names) <= 0:
+        return _unconstrained(names, units, y.size, fold_flag)
+    pa_hi = 180.0 if folded else 360.0
+    r_hi = 1.0 if folded else 50.0
+
+    def model(p: np.ndarray) -> np.ndarray:
+        return _model_vector(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]), kind)
+
+    if p0 is None:
+        q = np.hypot(uv[:, 0], uv[:, 1])
+        smax = max_separation / MAS if max_separation else 2.0 / max(q.min(), 1e-30) / MAS
+        smin = 0.05 / max(q.max(), 1e-30) / MAS
+        seps = np.geomspace(smin, smax, 160)
+        pas = np.linspace(0.0, pa_hi, 73)[:-1]
+        rs = np.array([0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0] + ([1.5, 2.5, 5.0] if not folded else []))
+        S, A = np.meshgrid(seps, np.radians(pas), indexing="ij")
+        svec = np.stack([S * np.sin(A), S * np.cos(A)], axis=-1).reshape(-1, 2) * MAS  # (G, 2)
+        f = np.exp(2j * np.pi * (svec @ uv.T))  # (G, P)
+        best = (np.inf, None)
+        for r in rs:
+            mv = _model_vector((1.0 + r * f) / (1.0 + r), kind)
+            chi = np.sum(((mv - y) / e) ** 2, axis=1)
+            i = int(np.argmin(chi))
+            if chi[i] < best[0]:
+                best = (chi[i], (S.ravel()[i], math.degrees(A.ravel()[i]), r))
+        p0 = best[1]
+    p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
+    # let PA wander past its fold so the optimiser is not pinned at a bound
+    fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov)
+    vals = fit.values.copy()
+    vals[1] %= pa_hi
+    return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
+                     constrained=fit.constrained, flags=fold_flag + fit.flags)
+
+
+def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov) -> FitResult:
+    uv = np.asarray(uv, dtype=np.float64)
+    y, e = _data_vector(data, err, kind)
+    if y.size <= 1:
+        return _unconstrained((name,), ("mas",), y.size)
+
+    def model(p: np.ndarray) -> np.ndarray:
+        return _model_vector(fn(uv, p[0] * MAS).astype(np.complex128), kind)
+
+    if p0 is None:
+        q = np.hypot(uv[:, 0], uv[:, 1])
+        grid = np.geomspace(0.02 / q.max(), 3.0 / max(q.min(), 1e-30), 400) / MAS
+        chi = [np.sum(((model([g]) - y) / e) ** 2) for g in grid]
+        p0 = [grid[int(np.argmin(chi))]]
+    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov)
+
+
+def fit_disk(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    cov: np.ndarray | None = None,
+) -> FitResult:
+    """Fit a centred uniform disk: parameter ``diameter`` (mas); see :func:`fit_binary`
+    for ``kind`` and ``cov``."""
+    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov)
+
+
+def fit_gaussian(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    cov: np.ndarray | None = None,
+) -> FitResult:
+    """Fit a centred circular Gaussian: parameter ``fwhm`` (mas)."""
+    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov)
