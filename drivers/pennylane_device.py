@@ -104,9 +104,10 @@ class PennyLaneDriver(RecordStreamDriver):
         Records per batch; records in all (``None``: endless); records per second
         (``None``: as fast as possible); whether to sleep to honour ``rate``.
     seed:
-        Seeds the samplers (state mode) and the random bases of
-        ``shadow_method="rotations"``.  The device's own randomness is seeded
-        where the device is created (``qml.device(..., seed=...)``).
+        Seeds the samplers (state mode) and the random bases (of
+        ``qml.classical_shadow`` and of ``shadow_method="rotations"``).  The
+        device's own shot noise is seeded where the device is created
+        (``qml.device(..., seed=...)``).
     source, seq0, time_origin:
         Record metadata: ``source`` name, first ``seq`` (then +1 per batch), and
         an offset added to the stream-relative timestamps (e.g. ``time.time()``).
@@ -240,7 +241,10 @@ class PennyLaneDriver(RecordStreamDriver):
 
         reg = list(self._wires)
         if self._native_ok is not False:
-            tape = qml.tape.QuantumScript(self._register_ops(ops), [qml.classical_shadow(wires=reg)], shots=shots)
+            # the measurement draws its bases from its own seed (unseeded it would not
+            # replay): a fresh one per batch from the driver's generator
+            mp = qml.classical_shadow(wires=reg, seed=int(self._rng.integers(2**31)))
+            tape = qml.tape.QuantumScript(self._register_ops(ops), [mp], shots=shots)
             try:
                 bits, recipes = np.asarray(qml.execute([tape], self.device)[0])
                 self._native_ok = True

@@ -373,3 +373,15 @@ def test_example_runs_as_its_docstring_says():
     assert ratio > 3, out
     worst = float(out.rsplit("largest deviation:", 1)[1].split()[0])
     assert worst < 5.0, out
+
+
+def test_native_classical_shadow_bases_follow_the_driver_seed():
+    # qml.classical_shadow draws its recipes from its own seed: the driver's seed fixes it
+    def run(seed):
+        dev = qml.device("default.qubit", wires=4, seed=5)
+        return PennyLaneDriver(pl_ghz, dev, mode="device", batch_size=50, seed=seed).sample(50)
+
+    a, b, c = run(1), run(1), run(2)
+    np.testing.assert_array_equal(a.bases, b.bases)
+    np.testing.assert_array_equal(a.outcomes, b.outcomes)
+    assert not np.array_equal(a.bases, c.bases)
