@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from qsense.acquisition.scheduler import Plan, TargetCost, plan_adaptive
+from qsense.estimators.purity import MAX_SUBSYSTEM
 from qsense.acquisition.targets import (
     Expval,
     PauliSquare,
@@ -163,9 +164,11 @@ def target_sets():
     out["squares"] = (lambda: [PauliSquare("Z0"), PauliSquare("X0 X1 X2 X3", tol=0.03), PauliSquare("ZZZZZZZZ")], {"<Z0>^2": 0.5})
     out["visibility"] = (lambda: [visibility_squared(0, 1), visibility_squared(1, 2, tol=0.08), Expval("Z0")], {"|rho_01|^2": 0.1})
     out["purities"] = (lambda: [Purity(wires=(0, 1)), Purity(wires=(0, 1, 2, 3), label="p4"), Purity(n=6)], {"purity": 0.9, "p4": None})
-    # a 12-qubit purity: out of the shadows' reach, Bell only (unreachable without memory)
-    out["big_purity"] = (lambda: [Purity(n=12), Expval("Z0")], {"purity": 0.4})
-    out["only_unreachable"] = (lambda: [Purity(n=12)], {})
+    # a purity on more qubits than the shadow estimator takes (MAX_SUBSYSTEM): Bell only
+    # (unreachable without memory)
+    big = MAX_SUBSYSTEM + 1
+    out["big_purity"] = (lambda: [Purity(n=big), Expval("Z0")], {"purity": 0.4})
+    out["only_unreachable"] = (lambda: [Purity(n=big)], {})
     out["scalar_only"] = (lambda: [ScalarOnlySquare(4, "sq4"), Expval("Z1")], {"sq4": 0.2})
     return out
 
