@@ -11,7 +11,10 @@ reweighted for waiting when T2 is finite).
 Policies: ``shadow``, ``bell``, ``fixed`` (ratios 0.25 and 0.5) and ``adaptive``.
 The non-adaptive ones get a wait cap of 0.1 T2 when T2 is finite (a common
 rule of thumb; without one the reweighted 8-qubit purity has infinite variance
-when λT2 < 16); the adaptive policy chooses its own.
+when λT2 < 16); the adaptive policy chooses its own.  Two fixed ratios with
+one cap say nothing about the *best* fixed policy: ``bench_scheduler_fair.py``
+sweeps fraction × cap, picks the best with hindsight and compares with
+confidence intervals.
 
 Figure of merit: the worst target's standard error divided by its tolerance
 (``worst se/tol``, the estimators' reported error bars, averaged in quadrature

@@ -49,8 +49,9 @@ import os
 import pathlib
 import sys
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class BufferedBackend(SimulatedBackend):
     run's backend is its own (seeded), so results depend on the seed only."""
 
     #: samplers (tables of a state, no random state) shared by every run of the process
-    _samplers: dict[tuple, tuple[Any, Any]] = {}
+    _samplers: ClassVar[dict[tuple, tuple[Any, Any]]] = {}
 
     def __init__(self, seed: Any = None, chunk: int = 1 << 13) -> None:
         super().__init__(seed=seed)

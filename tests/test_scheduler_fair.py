@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import itertools
 import math
 import pathlib
 import sys
@@ -100,7 +101,7 @@ def test_wait_moment_with_piston_against_quadrature():
     rate, t2, D = 1e4, 2e-3, 700.0
     for j, cap in [(2, 1e-4), (4, 3e-4), (12, 5e-5), (0, 1e-4)]:
         a = j / t2 + (2 * D if j else 0.0)
-        num = integrate.quad(lambda t: rate * math.exp(-rate * t) * math.exp(a * t), 0, cap)[0]
+        num = integrate.quad(lambda t, a=a: rate * math.exp(-rate * t) * math.exp(a * t), 0, cap)[0]
         want = num / -math.expm1(-rate * cap)
         assert wait_moment(j, rate, t2, cap, piston=D) == pytest.approx(want, rel=1e-10)
         assert WaitMoments(rate, t2, [cap], piston=D)(j)[0] == pytest.approx(want, rel=1e-10)
@@ -121,7 +122,7 @@ def test_larger_piston_diffusion_shortens_the_wait_cap(t2):
         p = plan_adaptive(TELESCOPE, {"<Z0>": 0.1}, rate=1e4, t2=t2, piston_diffusion=D)
         caps.append(math.inf if p.cap is None else p.cap)
         assert p.piston == D and (D == 0 or "piston" in p.reason)
-    assert all(b <= a for a, b in zip(caps, caps[1:])), caps
+    assert all(b <= a for a, b in itertools.pairwise(caps)), caps
     assert caps[-1] < 0.6 * caps[0] and caps[-1] < 1e-4, caps
     if math.isinf(t2):
         assert caps[0] == math.inf  # nothing is lost by waiting: no cap
@@ -180,7 +181,9 @@ def test_adaptive_does_not_pair_on_a_guessed_rate():
     """Without arrivals or a rate_hint the rate is a guess: no openers until 16 arrivals have
     measured it (then the usual capped plan); a caller's rate_hint is planned on at once."""
     sched = _adaptive_scheduler()
-    copy = lambda i: Copy(state=None, t=i * 1e-4, source="s", wires=tuple(range(6)))  # noqa: E731
+    def copy(i):
+        return Copy(state=None, t=i * 1e-4, source="s", wires=tuple(range(6)))
+
     for i in range(15):
         asyncio.run(sched.on_arrival(copy(i)))
     assert sched.plan.pair_fraction == 0.0 and "not measured" in sched.plan.reason

@@ -3,7 +3,8 @@
 Two pieces, each with one job:
 
 * a **policy** turns what is known (targets and their running estimates, the
-  copy arrival rate λ, the memory's capacity and T2) into a :class:`Plan`: the
+  copy arrival rate λ, the memory's capacity and T2, the piston phase
+  diffusion D between the two copies of a pair) into a :class:`Plan`: the
   fraction ``pair_fraction`` of arriving copies committed to Bell pairs and the
   longest time ``cap`` a stored copy may wait for its partner.  Policies:
   ``shadow`` (f = 0), ``bell`` (f = 1), ``fixed`` (a given f) and ``adaptive``

@@ -15,10 +15,10 @@ import numpy as np
 from qsense.estimators.decoherence import DecoherenceModel, check_decoherence, decoherence_of, make_decoherence
 
 from .. import blocks as _blocks
-from ..targets import check_piston
 from ..backends import BlockPlan
 from ..blocks import CopyBlock
 from ..memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory, StoredCopy
+from ..targets import check_piston
 from .plans import Plan, PlanContext
 from .policies import Policy, make_policy
 
