@@ -30,6 +30,9 @@ _SQ2 = 1.0 / math.sqrt(2.0)
 _TINY = 1e-150
 
 
+#: fill a block qubit by qubit (rows of the block stay in L1) up to this many qubits, else
+#: shot by shot: 1.2x faster at M = 64, 0.9x at M = 256
+_COLUMN_FILL_MAX = 128
 #: shots measured together: the per-qubit update runs over a block of shots as one
 #: vectorised, branch-free loop (the outcome and basis tests of one shot at a time are
 #: unpredictable branches, ~3x slower)
@@ -107,46 +110,91 @@ def shadow_kernel(amps, bases, u, draw_bases, out_bases, out):  # pragma: no cov
     cr = np.empty(S)
     ci = np.empty(S)
     zero = 0
+    acc = np.zeros(S)
     for t0 in range(0, T, S):
         L = min(S, T - t0)
-        for j in range(L):
-            row = amps[t0 + j]
-            urow = u[t0 + j]
-            acc = 0.0
+        if M <= _COLUMN_FILL_MAX:
+            # fill the (M, S) block qubit by qubit: contiguous writes along the shots, and the
+            # S amplitude rows being read stay in L1 while q sweeps
+            acc[:] = 0.0
             for q in range(M - 1, -1, -1):  # rest_q = sum_{j > q} |beta_j|^2
-                x = row[q + 1]
-                xr[q, j] = x.real
-                xi[q, j] = x.imag
-                rr[q, j] = acc
-                acc += x.real * x.real + x.imag * x.imag
-            x = row[0]
-            nrm = acc + x.real * x.real + x.imag * x.imag
-            if nrm == 0.0:
-                zero += 1
-                nrm = 1.0
-            s = 1.0 / math.sqrt(nrm)
-            ar[j] = x.real * s
-            ai[j] = x.imag * s
-            cr[j] = s
-            ci[j] = 0.0
+                for j in range(L):
+                    x = amps[t0 + j, q + 1]
+                    xr[q, j] = x.real
+                    xi[q, j] = x.imag
+                    rr[q, j] = acc[j]
+                    acc[j] += x.real * x.real + x.imag * x.imag
+            for j in range(L):
+                x = amps[t0 + j, 0]
+                nrm = acc[j] + x.real * x.real + x.imag * x.imag
+                if nrm == 0.0:
+                    zero += 1
+                    nrm = 1.0
+                s = 1.0 / math.sqrt(nrm)
+                ar[j] = x.real * s
+                ai[j] = x.imag * s
+                cr[j] = s
+                ci[j] = 0.0
             if draw_bases:
-                brow = out_bases[t0 + j]
                 for q in range(M):
-                    y = 3.0 * urow[q]  # < 3: a double below 1, times 3, rounds below 3
-                    b = int(y)
-                    brow[q] = b
-                    uu[q, j] = y - b
-                    fb = np.float64(b)
-                    # indicators of X (b = 0) and Y (b = 1) as polynomials: no branches
-                    ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
-                    iy[q, j] = fb * (2.0 - fb)
+                    for j in range(L):
+                        y = 3.0 * u[t0 + j, q]  # < 3: a double below 1, times 3, rounds below 3
+                        b = int(y)
+                        uu[q, j] = y - b
+                        fb = np.float64(b)
+                        # indicators of X (b = 0) and Y (b = 1) as polynomials: no branches
+                        ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
+                        iy[q, j] = fb * (2.0 - fb)
+                for j in range(L):
+                    brow = out_bases[t0 + j]
+                    for q in range(M):
+                        brow[q] = np.uint8(2.0 - 2.0 * ix[q, j] - iy[q, j])
             else:
-                brow = bases[t0 + j]
                 for q in range(M):
-                    fb = np.float64(brow[q])
-                    uu[q, j] = urow[q]
-                    ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
-                    iy[q, j] = fb * (2.0 - fb)
+                    for j in range(L):
+                        fb = np.float64(bases[t0 + j, q])
+                        uu[q, j] = u[t0 + j, q]
+                        ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
+                        iy[q, j] = fb * (2.0 - fb)
+        else:  # long rows: fill shot by shot (the S rows of a block would not fit in L1)
+            for j in range(L):
+                row = amps[t0 + j]
+                urow = u[t0 + j]
+                a = 0.0
+                for q in range(M - 1, -1, -1):  # rest_q = sum_{j > q} |beta_j|^2
+                    x = row[q + 1]
+                    xr[q, j] = x.real
+                    xi[q, j] = x.imag
+                    rr[q, j] = a
+                    a += x.real * x.real + x.imag * x.imag
+                x = row[0]
+                nrm = a + x.real * x.real + x.imag * x.imag
+                if nrm == 0.0:
+                    zero += 1
+                    nrm = 1.0
+                s = 1.0 / math.sqrt(nrm)
+                ar[j] = x.real * s
+                ai[j] = x.imag * s
+                cr[j] = s
+                ci[j] = 0.0
+                if draw_bases:
+                    brow = out_bases[t0 + j]
+                    for q in range(M):
+                        y = 3.0 * urow[q]  # < 3: a double below 1, times 3, rounds below 3
+                        b = int(y)
+                        brow[q] = b
+                        uu[q, j] = y - b
+                        fb = np.float64(b)
+                        # indicators of X (b = 0) and Y (b = 1) as polynomials: no branches
+                        ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
+                        iy[q, j] = fb * (2.0 - fb)
+                else:
+                    brow = bases[t0 + j]
+                    for q in range(M):
+                        fb = np.float64(brow[q])
+                        uu[q, j] = urow[q]
+                        ix[q, j] = 0.5 * (1.0 - fb) * (2.0 - fb)
+                        iy[q, j] = fb * (2.0 - fb)
         for j in range(L, S):  # idle lanes of a short last block
             ar[j] = 1.0
             ai[j] = 0.0
