@@ -15,6 +15,8 @@ device runs every measurement), batches of ``--batch`` snapshots:
 * **qsense, uniform**: the same driver without ``bases=`` (the device's own
   ``qml.classical_shadow``), stopped when ``ShadowEstimator(targets,
   method="matched")`` has every error bar <= eps;
+* **qsense QiskitDriver on Aer** (device mode, derandomized and uniform): the
+  same circuit through the Qiskit driver, every batch one Aer job;
 * **PennyLane** (the peer): ``qml.classical_shadow`` QNode executions of the same
   batch size, then ``qml.ClassicalShadow(bits, recipes).expval(targets)``, for
   (a) as many snapshots as qsense's uniform stream needed (PennyLane reports no
@@ -85,6 +87,41 @@ def qsense_uniform(args, seed: int, mode: str = "device") -> tuple[int, np.ndarr
     return asyncio.run(until(drv, done)), est.estimate().values
 
 
+def qiskit_circuit():
+    """The example's circuit as a Qiskit QuantumCircuit (qubit i = wire i)."""
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(N)
+    for i in range(N):
+        qc.ry(ANGLES[i], i)
+    for i in range(N - 1):
+        qc.cx(i, i + 1)
+    for i in range(N):
+        qc.rx(0.5 * ANGLES[(i + 2) % N], i)
+    return qc
+
+
+def qsense_qiskit(args, seed: int, derandomized: bool) -> tuple[int, np.ndarray]:
+    from qiskit_aer import AerSimulator
+
+    from qsense.drivers.qiskit_device import QiskitDriver
+
+    est = qsense.ShadowEstimator(TARGETS, method="matched")
+    policy = DerandomizedBasisPolicy(TARGETS, args.eps, random_fraction=args.random_fraction, n=N, seed=seed)
+
+    def done(batch):
+        if derandomized:
+            return policy.converged
+        est.update(batch)
+        return bool(np.all(est.estimate().stderr <= args.eps))
+
+    # one Aer thread: the shared cores; the padded sweep runs every setting of a batch as one job
+    drv = QiskitDriver(qiskit_circuit(), AerSimulator(max_parallel_threads=1), mode="device",
+                       bases=policy if derandomized else None, batch_size=args.batch, total=2_000_000, seed=seed)
+    T = asyncio.run(until(drv, done))
+    return T, (policy.estimate() if derandomized else est.estimate()).values
+
+
 def pennylane_shadows(args, seed: int, T: int) -> tuple[int, np.ndarray]:
     dev = qml.device("default.qubit", wires=N, seed=seed)
 
@@ -120,6 +157,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--seeds", type=int, default=8, help="seeds for the snapshot counts (state mode)")
+    ap.add_argument("--no-qiskit", action="store_true", help="skip the QiskitDriver rows")
     args = ap.parse_args()
     exact = sims.exact_expval(exact_state(qml.device("default.qubit", wires=N)), TARGETS)
     print(f"# {N} qubits, {len(TARGETS)} targets of weight 2-3, eps = {args.eps}, random fraction {args.random_fraction}, "
@@ -134,6 +172,9 @@ def main() -> None:
         _, v, cpu, wall = best(lambda T=T: pennylane_shadows(args, args.seed, T), args.repeat)
         rows.append((f"PennyLane ClassicalShadow, {what}", T, v, cpu, wall))
     rows.append(("qsense, derandomized, state mode", T_s, v_s, cpu_s, wall_s))
+    if not args.no_qiskit:
+        for flag, name in ((True, "derandomized"), (False, "uniform")):
+            rows.append((f"qsense QiskitDriver on Aer, {name}",) + best(lambda f=flag: qsense_qiskit(args, args.seed, f), args.repeat))
     print(f"{'':52s} {'snapshots':>9s} {'CPU s':>7s} {'wall s':>7s} {'RMS err/eps':>11s} {'max err/eps':>11s}")
     for name, T, v, cpu, wall in rows:
         err = np.abs(v - exact) / args.eps
