@@ -122,6 +122,31 @@ def test_median_of_means_same_rule_bit_identical(archive_path, client):
     assert again.estimators[0].to_bytes() == local.estimators[0].to_bytes()
 
 
+def _worker_state() -> tuple[int, bool]:
+    from qsense.estimators import kernels
+
+    return kernels.get_threads(), kernels._count_supports_jit is not None
+
+
+@pytest.mark.slow
+def test_local_cluster_shares_cores_and_warms_the_kernels(archive_path):
+    from qsense.estimators import kernels
+
+    cluster, client = qd.local_cluster(2, dashboard=False)
+    try:
+        cores = len(os.sched_getaffinity(0))
+        state = client.run(_worker_state)  # before any task: the compiled kernels are already loaded
+        assert len(state) == 2
+        assert all(t == max(1, cores // 2) for t, _ in state.values()), state
+        assert all(loaded for _, loaded in state.values()) == kernels.jit_available(), state
+        res = qd.estimate(archive_path, [ShadowEstimator(OBS4)], client=client, partition_bytes=1, progress=False)
+        local = qd.estimate(archive_path, [ShadowEstimator(OBS4)], client=None, partition_bytes=1, progress=False)
+        assert res.estimators[0].to_bytes() == local.estimators[0].to_bytes()
+    finally:
+        client.close()
+        cluster.close()
+
+
 class SlowShadow(ShadowEstimator):
     """A shadow estimator that takes its time, so that a worker can be killed mid-job."""
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
-from .tasks import Partial, finish, merge_partials, pack_templates, run_partition
+from .tasks import Partial, finish, merge_partials, pack_templates, run_partition, warm_worker
 
 __all__ = ["DistributedError", "DistributedResult", "connect", "estimate", "local_cluster"]
 
@@ -146,19 +146,43 @@ def connect(address: str, *, timeout: float = 10.0) -> Any:
                                f"({type(exc).__name__}{': ' + str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def local_cluster(n_workers: int, *, dashboard: bool = True) -> tuple[Any, Any]:
-    """A LocalCluster of ``n_workers`` single-threaded worker processes on 127.0.0.1 and its client: ``(cluster, client)``."""
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True) -> tuple[Any, Any]:
+    """A LocalCluster of ``n_workers`` single-threaded worker processes on 127.0.0.1 and its client: ``(cluster, client)``.
+
+    Each worker's counting kernels get ``cores // n_workers`` threads (at least
+    one: the processes, not threads inside them, share the cores; set
+    ``QSENSE_THREADS`` to override), and with ``warm`` every worker loads the
+    compiled kernels before this returns (:func:`~qsense.distributed.tasks.warm_worker`:
+    ~2 s per fresh process, otherwise paid inside each worker's first task).
+    """
     import dask
     from distributed import Client, LocalCluster
 
     if int(n_workers) < 1:
         raise ValueError("need at least one worker")
+    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
+    env.setdefault("QSENSE_THREADS", os.environ.get("QSENSE_THREADS") or str(max(1, _cores() // int(n_workers))))
     # Dask's statistical profiler samples every worker's stacks every 10 ms under the GIL; our tasks do not need
     # it (on this machine its cost was within the run-to-run noise); the workers inherit this config
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
+    with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": env}):
         cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
-    return cluster, Client(cluster, set_as_default=False)
+    client = Client(cluster, set_as_default=False)
+    if warm:
+        try:
+            client.run(warm_worker)
+        except BaseException:
+            client.close()
+            cluster.close()
+            raise
+    return cluster, client
 
 
 def estimate(archive: Any, estimators: Sequence[Any], *, client: Any = None, source: str | Iterable[str] | None = None,
