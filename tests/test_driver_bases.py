@@ -385,3 +385,14 @@ def test_native_classical_shadow_bases_follow_the_driver_seed():
     np.testing.assert_array_equal(a.bases, b.bases)
     np.testing.assert_array_equal(a.outcomes, b.outcomes)
     assert not np.array_equal(a.bases, c.bases)
+
+
+@pytest.mark.parametrize("name", ["pennylane-device", "qiskit-aer-unpadded"])
+def test_one_snapshot_batches(name):
+    # small T: every batch one snapshot, the policy asked and fed back each time
+    rec = Recording(DerandomizedBasisPolicy(["Z0 Z1 Z2 Z3"], 0.2, random_fraction=0.0, n=4, seed=3))
+    batches = asyncio.run(make(name, rec, batch_size=1, total=5, seed=2).collect())
+    assert [b.T for b in batches] == [1] * 5 and rec.asked == [1] * 5 and len(rec.updates) == 5
+    data = qsense.concatenate(batches)
+    assert (data.bases == 2).all() and (data.outcomes == data.outcomes[:, :1]).all()  # designed ZZZZ on GHZ
+    assert rec.inner.estimate().values[0] == 1.0
