@@ -40,6 +40,7 @@ class SupportGroups:
     sign: np.ndarray  # int64 (S, max(kmax, 1)): the support's outcome rows (zero row as padding)
     match: np.ndarray  # int64 (M, max(kmax, 1)): each term's letter rows, in support order
     term_id: np.ndarray  # int64 (M,): the table's index of each row of ``match``
+    items1: np.ndarray  # int64 (S, 2): the work items of a one-range job, (s, 0)
 
     @property
     def S(self) -> int:
@@ -89,6 +90,7 @@ def _compute_groups(support: np.ndarray, match_idx: np.ndarray, sign_idx: np.nda
         sign=np.ascontiguousarray(sign[first]),
         match=np.ascontiguousarray(match[by_support]),
         term_id=by_support.astype(np.int64),
+        items1=np.stack([np.arange(uniq.shape[0]), np.zeros(uniq.shape[0], dtype=np.int64)], axis=1).astype(np.int64),
     )
 
 
@@ -123,6 +125,13 @@ def count_by_support(
     M = groups.term_id.shape[0]
     W = rows.shape[1]
     parallel = pool is not None and threads > 1 and W * M >= PARALLEL_MIN_WORK
+    if not parallel and G == 1 and W > 0:  # the usual small job: one range, items precomputed
+        part_m = np.zeros((1, M), dtype=np.int64)
+        part_o = np.zeros((1, M), dtype=np.int64)
+        whole = np.array([0, W], dtype=np.int64)
+        kernel(rows, signs, groups.items1, groups.start, groups.k, groups.sign, groups.match, groups.term_id,
+               whole[:1], whole[1:], part_m, part_o)
+        return part_m, part_o
     # enough items for an even split: several per thread, fewer when supports are many
     pieces = max(G, -(-4 * threads // max(groups.S, 1))) if parallel else G
     r_start, r_end, r_seg = _ranges(word_starts, W, pieces)
