@@ -1,4 +1,4 @@
-"""Pipeline throughput: copies per second, per-copy path vs block path.
+"""Pipeline throughput: one copy at a time vs the default (coalesced) vs explicit blocks.
 
 The whole acquisition pipeline runs in event time (driver → memory → scheduler →
 simulated backend → records → a ``TargetSet`` estimator), as in
@@ -7,17 +7,29 @@ docs/scheduler.md: a simulated memory with 2 slots and T2 = 2 ms, arrivals at
 ⟨X1 Y2⟩, tr(Z^{⊗n} ρ)² and the n-qubit purity (tolerance 0.05).  States: a
 depth-3 random circuit state on n = 3, 5, 8 qubits with 15% white noise.
 
-Policies: ``adaptive`` (re-planning every 500 arrivals; in the block path at
+Policies: ``adaptive`` (re-planning every 500 arrivals; on the block paths at
 the first block boundary after that) and ``fixed`` (ratio 0.25, cap 2/λ).
-Paths: ``per-copy`` (``poisson_copies``: one ``Copy`` per arrival) and
-``block B`` (``poisson_blocks(..., block=B)``: ``CopyBlock`` s of B copies).
-Every run is checked: ``report.unaccounted == 0`` and no errors.
 
-Throughput is copies / wall time of ``Pipeline.run()`` (best of ``--reps``),
-after one warm-up run per configuration (numba compiles the scheduling scan
-once per machine and caches it on disk; the 8-qubit sampler builds its table).
+Paths, side by side in one run:
 
-Usage: ``python benchmarks/bench_pipeline.py [--quick] [--reps R]``
+* ``per-copy``: ``poisson_copies`` (one ``Copy`` per arrival) with
+  ``Pipeline(coalesce=0)``: one scheduler decision, queue entry and plan row
+  per copy — the behaviour before coalescing, the peer;
+* ``default``: the same per-copy driver and a ``Pipeline`` with default
+  options: its copies are coalesced into ``CopyBlock`` s of up to 4096 at the
+  driver (``coalesce_at == "driver"``);
+* ``blocks``: ``poisson_blocks(..., block=4096)``, a driver that yields blocks;
+* ``driver only``: iterating ``poisson_copies`` with nothing behind it — the
+  floor of any per-copy driver (one Python object per copy).
+
+Every pipeline run is checked: ``report.unaccounted == 0`` and no errors.
+Throughput is copies / wall time of ``Pipeline.run()`` (best of ``--reps``,
+after one warm-up per configuration: numba compiles the scheduling scan once
+and caches it, the 8-qubit sampler builds its table); ``cpu µs/copy`` is the
+process CPU time of that run per copy, which the load of a shared machine
+disturbs much less than wall time.  ``uptime`` is printed before and after.
+
+Usage: ``python benchmarks/bench_pipeline.py [--quick] [--reps R] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import time
 
 import numpy as np
@@ -40,6 +53,8 @@ from qsense.sims.memory_sim import SimulatedMemory
 
 RATE = 1e4
 T2 = 2e-3
+BLOCK = 4096
+PATHS = ("per-copy", "default", "blocks")
 
 
 def make_state(n: int) -> np.ndarray:
@@ -47,57 +62,84 @@ def make_state(n: int) -> np.ndarray:
     return 0.85 * sims.to_density_matrix(psi) + 0.15 * np.eye(2**n) / 2**n
 
 
-async def one_run(rho: np.ndarray, n: int, policy: str, copies: int, block: int | None, seed: int) -> dict:
+async def one_run(rho: np.ndarray, n: int, policy: str, copies: int, path: str, seed: int) -> dict:
     mem = SimulatedMemory(capacity=2, t2=T2, clock=ManualClock())
     ts = TargetSet([Expval("Z0"), Expval("X1 Y2"), PauliSquare("Z" * n), Purity()], tol=0.05, t2=T2)
     if policy == "adaptive":
         sched = Scheduler("adaptive", mem, targets=ts, replan_every=500)
     else:
         sched = Scheduler(FixedPolicy(0.25, cap=2.0 / RATE), mem)
-    drv = poisson_copies(rho, RATE, copies, seed=seed, source="a", block=block)
-    pipe = Pipeline({"a": drv}, mem, sched, SimulatedBackend(seed=seed + 1), estimators=[ts], batch_size=512)
-    t0 = time.perf_counter()
+    drv = poisson_copies(rho, RATE, copies, seed=seed, source="a", block=BLOCK if path == "blocks" else None)
+    opts = {"coalesce": 0} if path == "per-copy" else {}
+    pipe = Pipeline({"a": drv}, mem, sched, SimulatedBackend(seed=seed + 1), estimators=[ts], batch_size=512, **opts)
+    c0, t0 = time.process_time(), time.perf_counter()
     rep = await pipe.run()
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if rep.unaccounted != 0 or rep.errors:
         raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors}")
     return {
-        "seconds": dt, "copies_per_s": copies / dt, "bell_pairs": rep["scheduler.bell_pairs"],
-        "shadows": rep["scheduler.shadow_copies"], "replans": rep["scheduler.replans"],
+        "seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6,
+        "bell_pairs": rep["scheduler.bell_pairs"], "shadows": rep["scheduler.shadow_copies"],
+        "replans": rep["scheduler.replans"], "blocks": rep["scheduler.blocks"],
     }
+
+
+async def driver_only(rho: np.ndarray, copies: int) -> dict:
+    c0, t0 = time.process_time(), time.perf_counter()
+    async for _ in poisson_copies(rho, RATE, copies, seed=1, source="a"):
+        pass
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6}
+
+
+def load() -> str:
+    return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer copies (smoke test)")
+    ap.add_argument("--quick", action="store_true", help="fewer copies, one repetition (smoke test)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
     args = ap.parse_args()
     if args.quick:
         args.reps = 1
     logging.basicConfig(level=logging.WARNING)
-    per_copy_n = 3000 if args.quick else 20_000
-    block_n = 50_000 if args.quick else 400_000
-    paths: list[tuple[str, int | None, int]] = [("per-copy", None, per_copy_n), ("block 4096", 4096, block_n), ("block 16384", 16384, block_n)]
+    counts = {"per-copy": 3000, "default": 50_000, "blocks": 50_000} if args.quick else \
+             {"per-copy": 20_000, "default": 200_000, "blocks": 400_000}
+    print(f"before: {load()} ({os.cpu_count()} CPUs)", flush=True)
     rows = []
     for n in (3, 5, 8):
         rho = make_state(n)
         for policy in ("adaptive", "fixed"):
-            for label, block, copies in paths:
-                asyncio.run(one_run(rho, n, policy, min(copies, 20_000), block, seed=99))  # warm-up
-                runs = [asyncio.run(one_run(rho, n, policy, copies, block, seed=r)) for r in range(args.reps)]
+            for path in PATHS:
+                copies = counts[path]
+                asyncio.run(one_run(rho, n, policy, min(copies, 20_000), path, seed=99))  # warm-up
+                runs = [asyncio.run(one_run(rho, n, policy, copies, path, seed=r)) for r in range(args.reps)]
                 best = max(runs, key=lambda r: r["copies_per_s"])
-                rows.append({"n": n, "policy": policy, "path": label, "copies": copies, **best})
-                print(f"n={n} {policy:8s} {label:12s} {copies:>8d} copies  {best['copies_per_s']:>12,.0f} copies/s  "
-                      f"(pairs {best['bell_pairs']}, replans {best['replans']})", flush=True)
+                rows.append({"n": n, "policy": policy, "path": path, "copies": copies, **best})
+                print(f"n={n} {policy:8s} {path:9s} {copies:>8d} copies  {best['copies_per_s']:>10,.0f} copies/s  "
+                      f"{best['cpu_us_per_copy']:6.2f} cpu µs/copy  (pairs {best['bell_pairs']}, replans {best['replans']}, "
+                      f"blocks {best['blocks']})", flush=True)
+    floor = max((asyncio.run(driver_only(make_state(3), counts["default"])) for _ in range(args.reps)),
+                key=lambda r: r["copies_per_s"])
+    rows.append({"n": None, "policy": None, "path": "driver only", "copies": counts["default"], **floor})
+    print(f"driver only (poisson_copies, nothing behind it): {floor['copies_per_s']:,.0f} copies/s, "
+          f"{floor['cpu_us_per_copy']:.2f} cpu µs/copy")
+    print(f"after: {load()}")
     print()
-    print("| n | policy | per-copy | block 4096 | block 16384 | speed-up (16384) |")
-    print("|---|---|---|---|---|---|")
+    print("| n | policy | per-copy (coalesce=0) | default | blocks 4096 | default / per-copy | blocks / default |")
+    print("|---|---|---|---|---|---|---|")
     for n in (3, 5, 8):
         for policy in ("adaptive", "fixed"):
-            r = {x["path"]: x["copies_per_s"] for x in rows if x["n"] == n and x["policy"] == policy}
-            print(f"| {n} | {policy} | {r['per-copy']:,.0f} | {r['block 4096']:,.0f} | {r['block 16384']:,.0f} | "
-                  f"{r['block 16384'] / r['per-copy']:.0f}× |")
+            r = {x["path"]: x for x in rows if x["n"] == n and x["policy"] == policy}
+            cells = [f"{r[p]['copies_per_s']:,.0f}/s · {r[p]['cpu_us_per_copy']:.2f} µs" for p in PATHS]
+            sp = r["default"]["copies_per_s"] / r["per-copy"]["copies_per_s"]
+            cpu_sp = r["per-copy"]["cpu_us_per_copy"] / r["default"]["cpu_us_per_copy"]
+            bd = r["blocks"]["copies_per_s"] / r["default"]["copies_per_s"]
+            print(f"| {n} | {policy} | {' | '.join(cells)} | {sp:.1f}× (cpu {cpu_sp:.1f}×) | {bd:.1f}× |")
+    print(f"\ndriver only: {floor['copies_per_s']:,.0f}/s · {floor['cpu_us_per_copy']:.2f} µs "
+          "(the ceiling of any pipeline fed one Copy object at a time)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

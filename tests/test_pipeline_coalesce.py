@@ -203,11 +203,15 @@ def test_defaults_and_bad_options(rho3):
     mem = SimulatedMemory(capacity=1, t2=T2, clock=ManualClock())
     sched = Scheduler(FixedPolicy(0.5), mem)
     be = SimulatedBackend(seed=1)
-    assert Pipeline([], mem, sched, be).coalesce == 4096  # event time: on
-    assert Pipeline([], mem, sched, be, on_arrival_full="drop").coalesce == 0  # a source that cannot pause
-    assert Pipeline([], mem, sched, be, coalesce=False).coalesce == 0
+    on = Pipeline([], mem, sched, be)
+    assert (on.coalesce, on.coalesce_at) == (4096, "driver")  # event time: cut at the drivers
+    # a source that cannot pause, or a wall clock: cut on the queue's backlog (no copy waits)
+    assert Pipeline([], mem, sched, be, on_arrival_full="drop").coalesce_at == "ingest"
     wall = SimulatedMemory(capacity=1, t2=T2, clock=MonotonicClock())
-    assert Pipeline([], wall, Scheduler(FixedPolicy(0.5), wall), be).coalesce == 0  # wall clock: off
+    assert Pipeline([], wall, Scheduler(FixedPolicy(0.5), wall), be).coalesce_at == "ingest"
+    assert Pipeline([], mem, sched, be, coalesce=False).coalesce_at is None
+    assert Pipeline([], mem, sched, be, coalesce=0).coalesce_at is None
+    assert Pipeline([], mem, sched, be, coalesce=True).coalesce == 4096
     for bad in (-1, 2.5, "4096"):
         with pytest.raises(ValueError, match="coalesce must be"):
             Pipeline([], mem, sched, be, coalesce=bad)
@@ -241,3 +245,28 @@ async def test_stop_and_failure_with_open_runs_keep_the_books(rho3):
     assert rep["arrived"] > 0 and rep["coalesced_blocks"] > 0
     if rep["driver_errors"]:
         assert rep["arrived.bad"] == 700  # what it yielded before failing arrived
+
+
+@pytest.mark.parametrize("stamped", [True, False])
+async def test_wall_clock_backlog_is_taken_as_blocks(rho3, stamped):
+    """On a wall clock the ingest takes the copies already queued as one block:
+    a source that outruns one-by-one handling gets the block path, the books
+    balance and the estimates are right."""
+    n = 6000
+
+    async def flood():
+        for i in range(n):
+            yield Copy(rho3, t=None if stamped else i * 1e-4, source="f", seq=i)
+            if i % 1000 == 999:
+                await asyncio.sleep(0)
+
+    mem = SimulatedMemory(capacity=2, t2=T2, clock=MonotonicClock())
+    ts = TargetSet([Expval("Z0"), Expval("X1 Y2"), PauliSquare("ZZZ"), Purity()], tol=0.05, t2=T2)
+    pipe = Pipeline([flood()], mem, Scheduler(FixedPolicy(0.3), mem), SimulatedBackend(seed=4), estimators=[ts],
+                    arrival_queue=2048)
+    rep = await asyncio.wait_for(pipe.run(), 30)
+    assert rep.errors == [] and _accounted(rep) and rep["arrived"] == n
+    assert rep["coalesced_blocks"] >= 2 and rep["coalesced_copies"] > n // 2, rep.counters
+    assert rep["scheduler.bell_pairs"] > 0
+    e = ts.estimate()
+    assert np.all(np.abs(e.values - _truth(rho3)) < 4.5 * e.stderr), (e, _truth(rho3))

@@ -14,7 +14,9 @@ when the next copy arrives more than ``span`` seconds (of the copies' own
 clock) after the run's first one, or when the driver ends or is stopped.  Every
 one of these depends on the copy stream alone, never on task scheduling, so a
 seeded event-time simulation still gives the same blocks, plans and records on
-every run.  Runs shorter than :data:`MIN_BLOCK` are handed on copy by copy (a
+every run.  (On a wall clock the pipeline's ingest uses the same runs on its
+queue instead: copies already waiting there when it gets to them are decided
+together, which adds no latency; see :class:`~qsense.acquisition.pipeline.Pipeline`.)  Runs shorter than :data:`MIN_BLOCK` are handed on copy by copy (a
 block's fixed cost is larger than a few per-copy decisions).
 """
 
@@ -63,12 +65,14 @@ class CopyRun:
     def __len__(self) -> int:
         return self.n
 
-    def offer(self, c: Copy) -> int:
+    def offer(self, c: Copy, stamp: float | None = None) -> int:
         """Add ``c`` if it continues the open run, or starts one when the run is
         empty: :data:`ADDED`, :data:`FULL` (added, and the run holds ``limit``
-        copies: take it) or :data:`REFUSED` (not added; the run is unchanged)."""
+        copies: take it) or :data:`REFUSED` (not added; the run is unchanged).
+        ``stamp``: the arrival time of a copy without one (``t=None``; the
+        pipeline's ingest stamps what it takes from its queue with "now")."""
         f = self.first
-        t = c.t
+        t = c.t if c.t is not None else stamp
         if f is None:
             if t is None or c.meta or not math.isfinite(t):
                 return REFUSED

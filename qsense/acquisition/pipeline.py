@@ -56,6 +56,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import (
     Any,
@@ -76,7 +77,7 @@ from qsense.records import BellBatch, ShadowBatch
 
 from .backends import BlockPlan, MeasurementBackend, MeasurementPlan
 from .blocks import CopyBlock
-from .coalesce import ADDED, FULL, REFUSED, CopyRun
+from .coalesce import ADDED, FULL, MIN_BLOCK, REFUSED, CopyRun
 from .memory import Clock, Copy, Counters, MonotonicClock, QuantumMemory
 from .scheduler import Item, Scheduler
 
@@ -263,21 +264,25 @@ class Pipeline:
     name:
         Prefix of the records' ``source`` (``"<name>.shadow"``, ``"<name>.bell"``).
     coalesce:
-        Micro-batching of per-copy drivers (:mod:`qsense.acquisition.coalesce`):
-        each driver's consecutive copies of one state (same object, source, key
-        and wires, no ``meta``, consecutive ``seq``, own timestamps) are handed to
-        the scheduler as one :class:`~qsense.acquisition.blocks.CopyBlock` of up
-        to ``coalesce`` copies, which is 10-50x cheaper per copy.  Default
-        ``None``: 4096 in event time with ``on_arrival_full="block"``, off
-        otherwise (a live wall-clock source should not wait for its run to
-        fill).  ``0`` (or ``False``) turns it off: every copy its own scheduler
-        decision, as before.
+        Micro-batching of per-copy drivers (:mod:`qsense.acquisition.coalesce`),
+        on by default: consecutive copies of one state (the same object, source,
+        key and wires, no ``meta``, consecutive ``seq``) go to the scheduler as
+        one :class:`~qsense.acquisition.blocks.CopyBlock` of up to ``coalesce``
+        copies (default 4096), 10-50x cheaper per copy than one decision each.
+        Where the runs are cut (:attr:`coalesce_at`): in event time with
+        ``on_arrival_full="block"``, ``"driver"``: each driver's copies with
+        their own timestamps are collected as they are yielded, so blocks
+        depend on the copies alone (reproducible); otherwise ``"ingest"``: the
+        copies already waiting in the arrivals queue when the ingest gets to
+        them are taken together (no copy waits for a run to fill; a live
+        source gets blocks exactly when it outruns one-by-one handling).
+        ``0`` (or ``False``) turns it off: every copy its own scheduler
+        decision.
     coalesce_span:
-        A run also ends when a copy arrives more than this many seconds (of
-        the copies' clock) after the run's first copy.  Default: no bound
-        (``inf``).  Runs end, too, at a copy that does not fit and when the
-        driver ends or is stopped, so their boundaries are a function of the
-        copies alone and a seeded event-time run stays reproducible.
+        With ``coalesce_at == "driver"``, a run also ends when a copy arrives
+        more than this many seconds (of the copies' clock) after the run's
+        first copy.  Default: no bound.  Runs end, too, at a copy that does not
+        fit and when the driver ends or is stopped.
     """
 
     def __init__(
@@ -332,7 +337,7 @@ class Pipeline:
         if isinstance(coalesce, bool):  # True: the default, False: off
             coalesce = None if coalesce else 0
         if coalesce is None:
-            coalesce = 4096 if self.event_time and on_arrival_full == "block" else 0
+            coalesce = 4096
         if not isinstance(coalesce, (int, np.integer)) or coalesce < 0:
             raise ValueError(f"coalesce must be None or an int >= 0 (copies per block; 0 = off); got {coalesce!r}")
         #: most copies per coalesced block (0 or 1: every copy goes on alone)
@@ -341,6 +346,10 @@ class Pipeline:
         if not span > 0:
             raise ValueError(f"coalesce_span must be positive seconds; got {coalesce_span!r}")
         self.coalesce_span = span
+        #: where runs are cut: "driver" (deterministic, event time), "ingest" (the queue's backlog) or None (off)
+        self.coalesce_at: str | None = None
+        if self.coalesce >= 2:
+            self.coalesce_at = "driver" if self.event_time and on_arrival_full == "block" else "ingest"
         self._qsizes = (int(arrival_queue), int(plan_queue), int(record_queue))
         self.counters = Counters()
         self.errors: list[tuple[str, str]] = []
@@ -413,7 +422,7 @@ class Pipeline:
                 self.counters["dropped_arrival"] += m
 
     async def _drive(self, name: str, driver: AsyncIterable[Any], arrivals: asyncio.Queue) -> None:
-        run = CopyRun(self.coalesce, self.coalesce_span) if self.coalesce >= 2 else None
+        run = CopyRun(self.coalesce, self.coalesce_span) if self.coalesce_at == "driver" else None
         try:
             async for obj in driver:
                 if isinstance(obj, CopyBlock):
@@ -497,19 +506,28 @@ class Pipeline:
                 if bufs[fam] and now - born[fam] >= self.flush_interval:
                     await self._flush(fam, bufs[fam], plans)
 
+        # runs cut on the queue (coalesce_at == "ingest"): items taken but not yet handled
+        todo: deque[Any] = deque()
+        run = CopyRun(self.coalesce) if self.coalesce_at == "ingest" else None
         while True:
             try:
-                copy = arrivals.get_nowait()
+                copy = todo.popleft() if todo else arrivals.get_nowait()
             except asyncio.QueueEmpty:
                 if self._drivers_done.is_set():
                     break
                 try:
-                    copy = await asyncio.wait_for(arrivals.get(), self.tick_interval)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that lands as the get completes, and run() then never ends
+                    async with asyncio.timeout(self.tick_interval):
+                        copy = await arrivals.get()
                 except TimeoutError:
                     if not self.event_time:
                         await route(await self.scheduler.on_tick(self.clock()))
                     await flush_aged()
                     continue
+            if run is not None and not todo and type(copy) is Copy and arrivals.qsize() >= MIN_BLOCK - 1:
+                todo.extend(self._take_run(copy, arrivals, run))
+                copy = todo.popleft()
             if isinstance(copy, CopyBlock):
                 await self._ingest_block(copy, route, plans)
                 await flush_aged()
@@ -529,6 +547,33 @@ class Pipeline:
         # cancelled too and a put into a full queue could wait forever
         for _ in range(self.workers):
             await plans.put(_END)
+
+    def _take_run(self, first: Copy, arrivals: asyncio.Queue, run: CopyRun) -> list[Any]:
+        """``first`` and the queued copies that continue it, as one block (or,
+        when short, the copies), then the first queued item that did not fit.
+        Copies without a timestamp are stamped now, as one by one they would be
+        (within microseconds)."""
+        now = self.clock()
+        if run.offer(first, now) == REFUSED:
+            return [first]
+        held: list[Any] = []
+        while True:
+            try:
+                c = arrivals.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            r = run.offer(c, now) if type(c) is Copy else REFUSED
+            if r == REFUSED:
+                held.append(c)
+                break
+            if r == FULL:
+                break
+        out = run.take()
+        if isinstance(out, CopyBlock):
+            self.counters["coalesced_blocks"] += 1
+            self.counters["coalesced_copies"] += len(out)
+            return [out, *held]
+        return [*out, *held]
 
     async def _ingest_block(self, block: CopyBlock, route: Callable[[list[Item]], Awaitable[None]], plans: asyncio.Queue) -> None:
         """One block through the scheduler: per-copy items are routed as usual,
