@@ -270,3 +270,30 @@ async def test_wall_clock_backlog_is_taken_as_blocks(rho3, stamped):
     assert rep["scheduler.bell_pairs"] > 0
     e = ts.estimate()
     assert np.all(np.abs(e.values - _truth(rho3)) < 4.5 * e.stderr), (e, _truth(rho3))
+
+
+@pytest.mark.parametrize("options", [{}, {"coalesce": 0}])
+async def test_a_chain_gets_blocks_by_default_and_can_opt_out(rho3, options):
+    """What a driver added to a Chain gets without asking: coalesced blocks
+    (event time); ``pipeline_options={"coalesce": 0}`` restores one-by-one."""
+    from qsense.apps.chain import Chain
+
+    seen = {}
+
+    async def sink(batch):
+        seen[batch.kind] = seen.get(batch.kind, 0) + batch.T
+
+    chain = (Chain(name="lab", clock=ManualClock(), pipeline_options=options)
+             .driver(poisson_copies(rho3, RATE, 5000, seed=3), label="src")
+             .memory("simulated", capacity=2)
+             .scheduler("fixed", ratio=0.4)
+             .backend("simulated", seed=5)
+             .sink(sink))
+    res = await asyncio.wait_for(chain.run(), 30)
+    rep = res.report
+    assert res.errors == [] and _accounted(rep) and rep["arrived.src"] == 5000
+    assert seen["shadow"] == rep["records.shadow"] and seen["bell"] == rep["records.bell"] > 500
+    if options:
+        assert rep["coalesced_blocks"] == 0 and rep["scheduler.blocks"] == 0
+    else:
+        assert rep["coalesced_blocks"] == 2 and rep["scheduler.blocks"] == 2  # 4096 + 904
