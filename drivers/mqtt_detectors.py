@@ -72,6 +72,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 #: messages up to this size are parsed on the event loop; larger ones in a worker thread
 INLINE_PARSE_BYTES = 64 * 1024
 _LETTERS = {"X": 0, "Y": 1, "Z": 2}
+#: events converted to an array at a time (bounds how long one conversion holds the GIL)
+_EVENT_CHUNK = 2048
 
 
 class DetectorBatch(NamedTuple):
@@ -137,9 +139,17 @@ def _number(d: dict, key: str, default: float | None) -> float | None:
 def _events(kind: str, events: Sequence[Any], now: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if len(events) > MAX_RECORDS:
         raise PayloadError(f"more than {MAX_RECORDS} events in one message", "too_large")
-    rows, ts, waits = [], [], []
+    rows: list = []
+    ts: list = []
+    waits: list = []
+    # converted to arrays in chunks: one np.asarray over a list of 600,000 rows would hold the GIL (and
+    # stall the event loop, when parsing in a worker thread) for as long as the whole conversion takes
+    row_chunks: list[np.ndarray] = []
     n = None
     for i, ev in enumerate(events):
+        if len(rows) == _EVENT_CHUNK:
+            row_chunks.append(np.asarray(rows, dtype=np.uint8))
+            rows = []
         if not isinstance(ev, dict):
             raise PayloadError(f"event {i} is not an object", "schema")
         if kind == "shadow":
@@ -167,10 +177,12 @@ def _events(kind: str, events: Sequence[Any], now: float) -> tuple[np.ndarray, n
         rows.append(row)
         ts.append(_number(ev, "t", now))
     t = np.asarray(ts, dtype=np.float64)
+    shape = (2, n or 0) if kind == "shadow" else (n or 0,)
+    row_chunks.append(np.asarray(rows, dtype=np.uint8).reshape(len(rows), *shape))
+    arr = np.concatenate([c.reshape(len(c), *shape) for c in row_chunks]) if len(row_chunks) > 1 else row_chunks[0]
     if kind == "shadow":
-        arr = np.asarray(rows, dtype=np.uint8).reshape(len(rows), 2, n or 0)
         return arr, t, None
-    return np.asarray(rows, dtype=np.uint8).reshape(len(rows), n or 0), t, np.asarray(waits, dtype=np.float64)
+    return arr, t, np.asarray(waits, dtype=np.float64)
 
 
 def parse_payload(payload: bytes, topic: str, default_kind: str = "shadow", now: float | None = None) -> _Parsed:

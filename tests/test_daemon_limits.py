@@ -24,7 +24,7 @@ import zmq.asyncio
 from conftest_broker import broker, tls_material  # noqa: F401  (fixtures)
 
 from qsense import ShadowBatch
-from qsense.drivers.mqtt_detectors import INLINE_PARSE_BYTES, event_json
+from qsense.drivers.mqtt_detectors import INLINE_PARSE_BYTES, event_json, parse_payload
 from qsense.streaming import daemon as daemon_mod
 from qsense.streaming.daemon import EstimationDaemon
 from qsense.streaming.metrics import METRIC_SOURCES
@@ -167,6 +167,9 @@ def _events_payload(n: int) -> bytes:
 async def test_mqtt_message_over_the_limit_is_counted_and_a_large_one_does_not_stall_the_loop(broker):  # noqa: F811
     big = _events_payload(60_000)
     assert len(big) > INLINE_PARSE_BYTES * 20
+    t0 = time.perf_counter()
+    parse_payload(big, "lab/big")  # what parsing it on the loop would stall it for, on this machine now
+    inline = time.perf_counter() - t0
     doc = {
         "daemon": {"name": "mq", "publish_interval": 60},
         "inputs": {"mqtt": [{"topics": ["lab/#"], "name": "det", "flush_interval": 0.05, "batch_size": 100_000,
@@ -177,6 +180,7 @@ async def test_mqtt_message_over_the_limit_is_counted_and_a_large_one_does_not_s
     async with EstimationDaemon(doc, resume=False) as d:
         src = d._mqtt_sources[0]
         await src.wait_subscribed()
+        d.ingest(_shadow(10, 2, 0, source="warm-up"))  # the kernels' first call compiles them (numba): not parsing
         lags: list[float] = []
 
         async def ticker() -> None:
@@ -192,13 +196,13 @@ async def test_mqtt_message_over_the_limit_is_counted_and_a_large_one_does_not_s
             await c.publish("lab/big", big + b" ", qos=1)  # one byte over: dropped, counted
             await c.publish("lab/big", big, qos=1)
         try:
-            await _until(lambda: d.slots[0].count == 60_000, 20)
+            await _until(lambda: d.slots[0].count == 60_010, 20)
         except TimeoutError:
             raise AssertionError((src.messages, src.invalid, src.events, d.slots[0].count, d.slots[0].rejected, src.dropped_records))
         tick.cancel()
         assert src.invalid.get("too_large") == 1
-    # the parse took far longer than any pause of the loop (it ran in a worker thread)
-    assert max(lags) < 0.5, max(lags)
+    # the parse took far longer than any pause of the loop (it ran in a worker thread; GIL slices let the loop in)
+    assert max(lags) < 0.4 * inline, (max(lags), inline)
 
 
 # -- 10. refused handshakes and oversized frames are counted; binding everything is warned about -----
@@ -244,3 +248,34 @@ def test_binding_every_interface_is_warned_about(caplog, endpoint, warned):
     assert bool(lines) is warned
     if warned:
         assert "inputs.zmq[0].endpoint" in lines[0] and "every network interface" in lines[0] and "no CURVE" in lines[0]
+
+
+def test_first_batch_does_not_wait_for_kernel_compilation():
+    """The estimators' kernels compile (or load from numba's cache) at start, not on the event loop under the
+    first batch: in a fresh process the first fold costs about what the second does."""
+    import subprocess
+    import sys
+
+    code = r"""
+import asyncio, time, numpy as np
+from qsense import ShadowBatch
+from qsense.streaming.daemon import EstimationDaemon
+async def main():
+    doc = {"estimators": [{"name": "z", "type": "shadow", "observables": ["Z0", "X0 X1"], "wires": 2},
+                          {"name": "p", "type": "purity", "subsystems": [[0, 1]], "wires": 2},
+                          {"name": "b", "type": "bell", "observables": ["XX"], "wires": 2}]}
+    async with EstimationDaemon(doc, resume=False) as d:
+        rng = np.random.default_rng(0)
+        from qsense import BellBatch
+        times = []
+        for seq in range(2):
+            s = ShadowBatch(rng.integers(0, 3, (50, 2)), rng.integers(0, 2, (50, 2)), source="s", seq=seq)
+            b = BellBatch(rng.integers(0, 4, (50, 2)), source="b", seq=seq)
+            t0 = time.perf_counter(); d.ingest(s); d.ingest(b); d.estimates(); times.append(time.perf_counter() - t0)
+        print(times[0], times[1])
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    first, second = map(float, out.stdout.split())
+    assert first < 0.3, (first, second)  # ~1.5 s of compiling when the daemon did not warm its kernels

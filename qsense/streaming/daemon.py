@@ -199,6 +199,23 @@ class EstimatorSlot:
             self.last_record_time = float(batch.t[-1])
         return True
 
+    def warm(self) -> None:
+        """Fold a tiny synthetic batch into a throwaway estimator of this configuration and build its body,
+        so that the kernels' first-call compilation (numba: ~1.5 s per process even from its disk cache)
+        happens at start -- not on the event loop while the first real batch waits. Needs declared wires."""
+        wires = self.cfg.wires
+        if wires is None:
+            return
+        rng = np.random.default_rng(0)
+        n = len(wires)
+        if self.cfg.record_kind == "shadow":
+            batch: ShadowBatch | BellBatch = ShadowBatch(rng.integers(0, 3, (4, n)), rng.integers(0, 2, (4, n)), wires=wires)
+        else:
+            batch = BellBatch(rng.integers(0, 4, (4, n)), wires=wires, wait=np.zeros(4))
+        est = self._make()
+        est.update(batch)
+        estimate_body(self.cfg, est)
+
     def body(self) -> dict:
         """The JSON-friendly estimate: ``Estimate.as_dict()`` plus identification."""
         return estimate_body(self.cfg, self.est, sources=self.last_seq, updated=self.last_update,
@@ -783,6 +800,13 @@ class EstimationDaemon:
             if cfg.kernel_threads is not None and cfg.kernel_threads != kernels.get_threads():
                 # process-wide: the counting kernels of every estimator use them
                 kernels.set_threads(cfg.kernel_threads)
+            t_warm = time.perf_counter()
+            for slot in self.slots:
+                try:
+                    slot.warm()
+                except Exception as exc:  # noqa: BLE001 -- a warm-up problem only costs the first batch's latency
+                    log.debug("warming estimator %r failed: %s", slot.name, exc)
+            log.debug("estimator kernels ready in %.2f s", time.perf_counter() - t_warm)
             if cfg.checkpoint is not None:  # also without resume: the key signs every checkpoint written
                 self._restore(cfg.checkpoint)
             if cfg.archive is not None:
