@@ -247,26 +247,35 @@ async def test_stop_and_failure_with_open_runs_keep_the_books(rho3):
         assert rep["arrived.bad"] == 700  # what it yielded before failing arrived
 
 
-@pytest.mark.parametrize("stamped", [True, False])
-async def test_wall_clock_backlog_is_taken_as_blocks(rho3, stamped):
-    """On a wall clock the ingest takes the copies already queued as one block:
-    a source that outruns one-by-one handling gets the block path, the books
-    balance and the estimates are right."""
+@pytest.mark.parametrize("case", ["wall, stamped on arrival", "wall, own times", "event time, drop"])
+async def test_the_queued_backlog_is_taken_as_blocks(rho3, case):
+    """On a wall clock (or with on_arrival_full="drop") the ingest takes the
+    copies already queued as one block: a source that outruns one-by-one
+    handling gets the block path, the books balance and the estimates are
+    right.  On a wall clock copies with their own timestamps go one by one."""
     n = 6000
+    stamped = case.startswith("wall, stamped")
+
+    clock = MonotonicClock() if case.startswith("wall") else ManualClock()
+    t0 = clock()  # own timestamps are on the pipeline's clock
 
     async def flood():
         for i in range(n):
-            yield Copy(rho3, t=None if stamped else i * 1e-4, source="f", seq=i)
+            yield Copy(rho3, t=None if stamped else t0 + i * 1e-6, source="f", seq=i)
             if i % 1000 == 999:
                 await asyncio.sleep(0)
 
-    mem = SimulatedMemory(capacity=2, t2=T2, clock=MonotonicClock())
+    mem = SimulatedMemory(capacity=2, t2=T2, clock=clock)
     ts = TargetSet([Expval("Z0"), Expval("X1 Y2"), PauliSquare("ZZZ"), Purity()], tol=0.05, t2=T2)
     pipe = Pipeline([flood()], mem, Scheduler(FixedPolicy(0.3), mem), SimulatedBackend(seed=4), estimators=[ts],
-                    arrival_queue=2048)
-    rep = await asyncio.wait_for(pipe.run(), 30)
-    assert rep.errors == [] and _accounted(rep) and rep["arrived"] == n
-    assert rep["coalesced_blocks"] >= 2 and rep["coalesced_copies"] > n // 2, rep.counters
+                    arrival_queue=8192, on_arrival_full="drop" if case.endswith("drop") else "block")
+    assert pipe.coalesce_at == "ingest"
+    rep = await asyncio.wait_for(pipe.run(), 60)
+    assert rep.errors == [] and _accounted(rep) and rep["arrived"] == n and rep["dropped_arrival"] == 0
+    if case == "wall, own times":
+        assert rep["coalesced_blocks"] == 0 and rep["scheduler.blocks"] == 0
+    else:
+        assert rep["coalesced_blocks"] >= 2 and rep["coalesced_copies"] > n // 2, rep.counters
     assert rep["scheduler.bell_pairs"] > 0
     e = ts.estimate()
     assert np.all(np.abs(e.values - _truth(rho3)) < 4.5 * e.stderr), (e, _truth(rho3))

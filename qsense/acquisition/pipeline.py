@@ -552,9 +552,12 @@ class Pipeline:
         """``first`` and the queued copies that continue it, as one block (or,
         when short, the copies), then the first queued item that did not fit.
         Copies without a timestamp are stamped now, as one by one they would be
-        (within microseconds)."""
+        (within microseconds).  On a wall clock a copy *with* a timestamp goes
+        on alone: one by one, its pair is released at the ingest's "now", while
+        a block would release it at the closer's own timestamp."""
         now = self.clock()
-        if run.offer(first, now) == REFUSED:
+        own_times = self.event_time
+        if not (own_times or first.t is None) or run.offer(first, now) == REFUSED:
             return [first]
         held: list[Any] = []
         while True:
@@ -562,7 +565,7 @@ class Pipeline:
                 c = arrivals.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            r = run.offer(c, now) if type(c) is Copy else REFUSED
+            r = run.offer(c, now) if type(c) is Copy and (own_times or c.t is None) else REFUSED
             if r == REFUSED:
                 held.append(c)
                 break
