@@ -306,3 +306,26 @@ async def test_a_chain_gets_blocks_by_default_and_can_opt_out(rho3, options):
         assert rep["coalesced_blocks"] == 0 and rep["scheduler.blocks"] == 0
     else:
         assert rep["coalesced_blocks"] == 2 and rep["scheduler.blocks"] == 2  # 4096 + 904
+
+
+async def test_a_driver_mixing_copies_and_blocks_keeps_their_order(rho3):
+    """An open run is queued before a block the driver yields next, so the
+    scheduler sees arrivals in the driver's order (event time only moves on)."""
+    seen = []
+
+    class Spy(Scheduler):
+        async def on_block(self, block, now=None):
+            seen.append((block.seq, len(block)))
+            return await super().on_block(block, now)
+
+    async def mixed():
+        for i in range(50):
+            yield Copy(rho3, t=i * 1e-4, source="x", seq=i)
+        yield CopyBlock(rho3, 5e-3 + np.arange(100) * 1e-4, None, "x", 50)
+        for i in range(150, 200):
+            yield Copy(rho3, t=i * 1e-4, source="x", seq=i)
+
+    mem = SimulatedMemory(capacity=1, t2=T2, clock=ManualClock())
+    rep = await Pipeline([mixed()], mem, Spy(FixedPolicy(0.5), mem), SimulatedBackend(seed=1)).run()
+    assert rep.errors == [] and _accounted(rep) and rep["arrived"] == 200
+    assert seen == [(0, 50), (50, 100), (150, 50)] and rep["coalesced_blocks"] == 2

@@ -29,7 +29,7 @@ import numpy as np
 from .blocks import CopyBlock
 from .memory import Copy
 
-__all__ = ["CopyRun", "MIN_BLOCK", "ADDED", "FULL", "REFUSED"]
+__all__ = ["ADDED", "FULL", "MIN_BLOCK", "REFUSED", "CopyRun"]
 
 #: runs shorter than this go on as single copies
 MIN_BLOCK = 16
@@ -45,7 +45,7 @@ class CopyRun:
     run's first and last copy (seconds on the copies' clock; ``inf``: no bound).
     """
 
-    __slots__ = ("limit", "span", "first", "times", "copies", "n", "end", "last", "nxt")
+    __slots__ = ("copies", "end", "first", "last", "limit", "n", "nxt", "span", "times")
 
     def __init__(self, limit: int, span: float = math.inf) -> None:
         if int(limit) < 2:
