@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 4. fit the binary (complex V with its full cross-baseline covariance; |V|^2 alone)
     uv = array.uv()
-    fit1 = fit_binary(uv, V.values, V.stderr, kind="complex", cov=V.full_cov)
+    fit1 = fit_binary(uv, V.values, V.stderr, kind="complex", cov=V.full_cov, norm_var=V.norm_var)
     fit2 = fit_binary(uv, V2.values, V2.stderr, kind="squared")
     print(f"\ntruth:            separation {args.separation} mas, PA {args.position_angle} deg, flux ratio {args.flux_ratio}")
     print(f"single-copy fit:  {fit1}")

@@ -245,7 +245,7 @@ def test_binary_fit_lands_within_uncertainty():
     est = VisibilityEstimator(6)
     est.update(sim.shadows(ph[:15000]))
     e = est.estimate()
-    fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov)
+    fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
     _pull_ok(fit, truth)
     assert fit.chi2 < fit.dof + 5 * math.sqrt(2 * fit.dof)
     b = SquaredVisibilityEstimator(6)
@@ -265,12 +265,12 @@ def test_disk_and_gaussian_fits():
     est = VisibilityEstimator(6)
     est.update(sim.shadows(ph))
     e = est.estimate()
-    _pull_ok(fit_disk(sim.array.uv(), e.values, e.stderr, cov=e.full_cov), {"diameter": 1.5})
+    _pull_ok(fit_disk(sim.array.uv(), e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var), {"diameter": 1.5})
     sim = _sim(GaussianSource(1.0 * MAS), seed=14)
     est = VisibilityEstimator(6)
     est.update(sim.shadows(sim.photons(count=20000)))
     e = est.estimate()
-    _pull_ok(fit_gaussian(sim.array.uv(), e.values, e.stderr, cov=e.full_cov), {"fwhm": 1.0})
+    _pull_ok(fit_gaussian(sim.array.uv(), e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var), {"fwhm": 1.0})
 
 
 def test_models_and_geometry_helpers():
@@ -298,7 +298,7 @@ def test_fits_with_no_degrees_of_freedom_are_refused():
     b.update(sim.bell(ph[2000::2], ph[2001::2]))
     be = b.estimate()
     uv = sim.array.uv()
-    for fit in (fit_binary(uv, e.values, e.stderr, cov=e.full_cov), fit_binary(uv, be.values, be.stderr, kind="squared"),
+    for fit in (fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var), fit_binary(uv, be.values, be.stderr, kind="squared"),
                 fit_disk(uv, be.values, be.stderr, kind="squared")):
         assert fit.dof <= 0 and not fit.constrained and np.all(np.isnan(fit.values)) and np.all(np.isnan(fit.stderr))
         assert "unconstrained" in str(fit) and fit.as_dict()["constrained"] is False
@@ -324,7 +324,7 @@ def test_squared_binary_fit_flags_the_180_degree_ambiguity_and_flat_directions()
     est = VisibilityEstimator(6)
     est.update(sim.shadows(ph[:15000]))
     e = est.estimate()
-    assert not any("modulo 180" in f for f in fit_binary(uv, e.values, e.stderr, cov=e.full_cov).flags)
+    assert not any("modulo 180" in f for f in fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var).flags)
     # a model that only sees p0 + p1: the flat direction gets infinite errors and a flag, not the
     # pseudo-inverse's small ones
     x = np.linspace(0, 1, 20)
@@ -421,3 +421,38 @@ def test_piston_between_the_two_photons_is_reported_and_corrected(D):
         fixed.merge(SquaredVisibilityEstimator(6))
     with pytest.raises(ValueError):
         fixed.update(batch, separation=-1.0)
+
+
+def test_full_covariance_fit_evaluates_the_common_normalisation_at_the_model():
+    """With the pooled normalisation the full covariance holds norm_var * V V^T; evaluated at the noisy
+    estimate it points along the estimate's own noise, so a chi^2 at the truth fell far below its dof
+    (860 for 992 at 32 telescopes) and a disk fit landed ~6 sigma high. Evaluated at the model (the fit's
+    common scale with prior N(1, norm_var)) the chi^2 at the truth is ~dof and the fit lands on the truth."""
+    from qsense.estimators.interferometry.fits import _data_vector
+
+    M, N = 32, 40000
+    old_chi, new_chi, pulls, pulls_old = [], [], [], []
+    for seed in range(3):
+        sim = _sim(UniformDisk(1.5 * MAS), M=M, seed=200 + seed)
+        est = VisibilityEstimator(M)
+        est.update(sim.shadows(sim.photons(count=N)))
+        e = est.estimate(full_cov=True)
+        assert e.norm_var is not None and e.norm_var > 0
+        y, _ = _data_vector(e.values, e.stderr, "complex")
+        t, _ = _data_vector(sim.true_visibilities(), e.stderr, "complex")
+        r = y - t
+        old_chi.append(r @ np.linalg.solve(e.full_cov, r))
+        C_model = e.full_cov - e.norm_var * np.outer(y, y) + e.norm_var * np.outer(t, t)
+        new_chi.append(r @ np.linalg.solve(C_model, r))
+        uv = sim.array.uv()
+        f = fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
+        pulls.append((f.values[0] - 1.5) / f.stderr[0])
+        assert f.chi2 < f.dof + 4 * math.sqrt(2 * f.dof)
+        f_old = fit_disk(uv, e.values, e.stderr, cov=e.full_cov)
+        pulls_old.append((f_old.values[0] - 1.5) / f_old.stderr[0])
+    dof = 2 * M * (M - 1) // 2
+    tol = 4 * math.sqrt(2 * dof)
+    assert all(abs(c - dof) < tol for c in new_chi), (new_chi, dof)
+    assert all(c < dof - 2 * math.sqrt(2 * dof) for c in old_chi), old_chi  # the bias this fixes, visible
+    assert max(abs(p) for p in pulls) < 3.5, pulls
+    assert np.mean(pulls_old) > 3.0, pulls_old

@@ -410,7 +410,8 @@ async def run_demo(args: argparse.Namespace) -> DemoResult:
         e = visibilities_from_paulis(pairs, M, _values(bodies["visibility"], shadow_labels), count=ns)
         # correct for the known dark-count fraction (a dark count carries no coherence)
         s = 1.0 / (1 - dark)
-        single = VisibilityEstimate(e.pairs, e.values * s, e.cov * s**2, e.count, None if e.full_cov is None else e.full_cov * s**2)
+        single = VisibilityEstimate(e.pairs, e.values * s, e.cov * s**2, e.count, None if e.full_cov is None else e.full_cov * s**2,
+                                    e.norm_var)  # a relative variance: unchanged by the scale
     if nb > 1:
         e2 = squared_visibilities_from_paulis(pairs, M, _values(bodies["visibility2"], bell_labels), count=nb)
         s2 = 1.0 / (1 - dark) ** 2
@@ -469,7 +470,7 @@ def _fits(args: argparse.Namespace, uv: np.ndarray, single: VisibilityEstimate |
     jobs: list[tuple[str, Any]] = []
     if single is not None:
         jobs.append(("single-copy", lambda: fitter(uv, single.values, single.stderr, kind="complex", cov=single.full_cov,
-                                                   **start(single.values, single.stderr, "complex"))))
+                                                   norm_var=single.norm_var, **start(single.values, single.stderr, "complex"))))
     if double is not None and np.all(double.stderr > 0):
         jobs.append(("two-copy", lambda: fitter(uv, double.values, double.stderr, kind="squared",
                                                 **start(double.values, double.stderr, "squared"))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["FULL_COV_MAX_PAIRS", "POOLED_MIN"]
+__all__ = ["FULL_COV_MAX_PAIRS", "POOLED_MIN", "pooled_norm_var"]
 
 #: floor of the pooled population D = sum_l rho_ll (physically (0, 1]: the heralded
 #: photons still stored); only an estimate many sigma below its value reaches it
@@ -19,6 +19,22 @@ POOLED_MIN = 1e-3
 #: VisibilityEstimator.estimate() computes the full cross-pair covariance up to
 #: this many pairs by default (2P x 2P float64: 11 MB at 600 pairs).
 FULL_COV_MAX_PAIRS = 600
+
+
+def pooled_norm_var(d_sum: float, var_d_sum: float, N: float) -> float:
+    """kappa of the pooled normalisation: ``full_cov = C0 + kappa V V^T`` (V the visibilities).
+
+    ``V = c y / D`` with ``D = sum_l rho_ll`` estimated from the same snapshots: the
+    normalisation's error is one factor common to every pair, so its part of the
+    covariance is rank one along V -- ``var(D) / D^2`` less the y-D cross term
+    ``2 (1 - D) / (N D)`` (cov(y_p, D) = y_p (1 - D) / N, see ``_pooled``).  Evaluated
+    at the *estimated* V that term points along the estimate's own noise (at 64
+    telescopes its eigenvalue dwarfs the per-pair noise, and a chi^2 at the truth
+    came out 1,814 for 4,032 degrees of freedom); fits evaluate it at the model
+    instead (:func:`~.fits.fit_model` ``norm_var``)."""
+    D = max(float(d_sum), POOLED_MIN)
+    corr = N / (N - 1.0) if N > 1 else 1.0
+    return float(var_d_sum) / D**2 - 2.0 * (1.0 - float(d_sum)) * corr / (max(N, 1.0) * D)
 
 
 def _visibility_covariance(

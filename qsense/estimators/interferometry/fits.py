@@ -122,6 +122,7 @@ def fit_model(
     bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     cov: np.ndarray | None = None,
     jac: Callable[[np.ndarray], np.ndarray] | None = None,
+    norm_var: float | None = None,
 ) -> FitResult:
     """Weighted least squares of a real model vector ``model(params)`` to ``data``.
 
@@ -138,6 +139,14 @@ def fit_model(
     Jacobian errors are then meaningless).  The covariance comes from the SVD of
     the whitened Jacobian; parameters on a flat direction (singular value below
     ``_FLAT_RTOL`` of the largest) get an infinite error and a flag.
+
+    ``norm_var`` (with ``cov``; ``VisibilityEstimate.norm_var``): ``cov`` holds a
+    common-normalisation part ``norm_var * outer(data, data)``, evaluated at the
+    noisy data, where it points along the data's own noise; it is taken out and
+    modelled instead as a common scale ``s`` of the model with the prior
+    ``s ~ N(1, norm_var)`` -- equivalent to the covariance ``C0 + norm_var
+    outer(model, model)`` evaluated at the model -- and ``s`` is marginalised
+    out of the reported errors (it is not reported).
     """
     from scipy.linalg import solve_triangular
     from scipy.optimize import least_squares
@@ -146,6 +155,8 @@ def fit_model(
     err = np.asarray(err, dtype=np.float64)
     if data.size - len(p0) <= 0:
         return _unconstrained(names, units, data.size)
+    if cov is not None and norm_var is not None and norm_var > 0:
+        return _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, float(norm_var))
     if cov is not None:
         C = np.asarray(cov, dtype=np.float64)
         if C.shape != (data.size, data.size):
@@ -203,9 +214,54 @@ def fit_model(
     )
 
 
+def _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, norm_var) -> FitResult:
+    """:func:`fit_model` with a common model scale ``s ~ N(1, norm_var)`` and the covariance's
+    ``norm_var * outer(data, data)`` part removed (see ``norm_var`` there)."""
+    C0 = np.asarray(cov, dtype=np.float64) - norm_var * np.outer(data, data)
+    sd = math.sqrt(norm_var)
+    k = len(p0)
+
+    def model_s(q: np.ndarray) -> np.ndarray:
+        return q[k] * model(q[:k])
+
+    def jac_s(q: np.ndarray) -> np.ndarray:
+        m = model(q[:k])
+        Jp = jac(q[:k]) if jac is not None else _numeric_jac(model, q[:k], m)
+        return np.column_stack([q[k] * Jp, m])
+
+    lo, hi = bounds if bounds is not None else ([-np.inf] * k, [np.inf] * k)
+    lo = list(np.broadcast_to(np.asarray(lo, dtype=np.float64), (k,))) + [1e-6]
+    hi = list(np.broadcast_to(np.asarray(hi, dtype=np.float64), (k,))) + [np.inf]
+    # the prior on s is one more datum: (s - 1) / sd, appended as a model/data pair with unit error
+    prior_model = lambda q: np.append(model_s(q), (q[k] - 1.0) / sd)  # noqa: E731
+    prior_jac = lambda q: np.vstack([jac_s(q), np.append(np.zeros(k), 1.0 / sd)])  # noqa: E731
+    n = data.size
+    C = np.zeros((n + 1, n + 1))
+    C[:n, :n] = C0
+    C[n, n] = 1.0
+    full = fit_model(prior_model, np.append(data, 0.0), np.append(err, 1.0), [*p0, 1.0], [*names, "_scale"],
+                     [*(units or [""] * k), ""], bounds=(lo, hi), cov=C, jac=prior_jac)
+    # dof: one more datum (the prior) and one more parameter (s)
+    return FitResult(
+        tuple(names), tuple(units or [""] * k), full.values[:k], full.stderr[:k], full.cov[:k, :k], full.chi2,
+        full.dof, full.success, full.message, constrained=full.constrained,
+        flags=tuple(f.replace(", _scale", "").replace("_scale, ", "") for f in full.flags if f != "not separable by these data: _scale"),
+    )
+
+
+def _numeric_jac(model, p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    cols = []
+    for i in range(len(p)):
+        h = 1e-6 * max(1.0, abs(float(p[i])))
+        q = np.array(p, dtype=np.float64)
+        q[i] += h
+        cols.append((model(q) - m) / h)
+    return np.column_stack(cols)
+
+
 def fit_binary(
     uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
-    max_separation: float | None = None, cov: np.ndarray | None = None,
+    max_separation: float | None = None, cov: np.ndarray | None = None, norm_var: float | None = None,
 ) -> FitResult:
     """Fit a binary (primary at the phase centre) to visibilities.
 
@@ -217,7 +273,9 @@ def fit_binary(
     the start.  |V|^2 and |V| are unchanged by PA -> PA + 180 deg and r -> 1/r, so
     for those kinds PA is reported in [0, 180) and r <= 1.  ``cov``: full data
     covariance (for ``"complex"`` the (2P, 2P) ``VisibilityEstimate.full_cov``
-    over ``[Re..., Im...]``), used for the final fit.
+    over ``[Re..., Im...]``), used for the final fit; ``norm_var``: the estimate's
+    ``VisibilityEstimate.norm_var`` (pooled normalisation), so that the common
+    normalisation's covariance is evaluated at the model (:func:`fit_model`).
     """
     uv = np.asarray(uv, dtype=np.float64)
     y, e = _data_vector(data, err, kind)
@@ -259,14 +317,14 @@ def fit_binary(
     p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
     # let PA wander past its fold so the optimiser is not pinned at a bound
     fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov,
-                    jac=jac)
+                    jac=jac, norm_var=norm_var if kind == "complex" else None)
     vals = fit.values.copy()
     vals[1] %= pa_hi
     return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
                      constrained=fit.constrained, flags=fold_flag + fit.flags)
 
 
-def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape) -> FitResult:
+def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape, norm_var=None) -> FitResult:
     uv = np.asarray(uv, dtype=np.float64)
     y, e = _data_vector(data, err, kind)
     if y.size <= 1:
@@ -285,21 +343,22 @@ def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape) -> FitResult:
         grid = np.geomspace(0.02 / q.max(), 3.0 / max(q.min(), 1e-30), 400) / MAS
         chi = [np.sum(((model([g]) - y) / e) ** 2) for g in grid]
         p0 = [grid[int(np.argmin(chi))]]
-    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov, jac=jac)
+    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov, jac=jac,
+                     norm_var=norm_var if kind == "complex" else None)
 
 
 def fit_disk(
     uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
-    cov: np.ndarray | None = None,
+    cov: np.ndarray | None = None, norm_var: float | None = None,
 ) -> FitResult:
     """Fit a centred uniform disk: parameter ``diameter`` (mas); see :func:`fit_binary`
-    for ``kind`` and ``cov``."""
-    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov, "disk")
+    for ``kind``, ``cov`` and ``norm_var``."""
+    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov, "disk", norm_var)
 
 
 def fit_gaussian(
     uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
-    cov: np.ndarray | None = None,
+    cov: np.ndarray | None = None, norm_var: float | None = None,
 ) -> FitResult:
-    """Fit a centred circular Gaussian: parameter ``fwhm`` (mas)."""
-    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov, "gaussian")
+    """Fit a centred circular Gaussian: parameter ``fwhm`` (mas); see :func:`fit_binary` for ``norm_var``."""
+    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov, "gaussian", norm_var)

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance
+from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance, pooled_norm_var
 from .geometry import NORMALIZATIONS, _norm_factor
 from .results import SquaredVisibilityEstimate, VisibilityEstimate
 from .visibility import _pooled
@@ -103,7 +103,11 @@ def visibilities_from_paulis(
             cov[:, 0, 0] = full[ar, ar]
             cov[:, 1, 1] = full[P + ar, P + ar]
             cov[:, 0, 1] = cov[:, 1, 0] = full[ar, P + ar]
-            return VisibilityEstimate(p, Vr, cov, int(count), full)
+            kappa = None
+            if normalize == "pooled":
+                N = float(count)
+                kappa = pooled_norm_var(float(d.sum()), float(zraw.sum()) / 4.0 / (N - 1.0), N)
+            return VisibilityEstimate(p, Vr, cov, int(count), full, kappa)
         # large arrays: per-pair blocks only
         if normalize == "pooled":
             # the pooled population's own variance matters here (the pair-D covariance is

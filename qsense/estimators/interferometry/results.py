@@ -18,7 +18,10 @@ class VisibilityEstimate:
     ``pairs`` int64 (P, 2); ``values`` complex128 (P,); ``cov`` float64 (P, 2, 2);
     ``count`` records behind the estimate; ``full_cov`` (2P, 2P) the covariance of
     ``[Re V_1..Re V_P, Im V_1..Im V_P]`` across pairs (pairs that share a telescope
-    are correlated because they come from the same snapshots), or ``None``.  Amplitudes ``|V|`` from a noisy complex
+    are correlated because they come from the same snapshots), or ``None``; ``norm_var`` (pooled
+    normalisation with ``full_cov``): the part of ``full_cov`` due to the common normalisation is
+    ``norm_var * outer(V, V)`` over the same layout -- fits evaluate it at the model
+    (:func:`~qsense.estimators.interferometry.fits.fit_model`).  Amplitudes ``|V|`` from a noisy complex
     mean are biased up by ~sigma^2/(2|V|) at low signal-to-noise;
     :attr:`squared_amplitude` subtracts the noise power.
     """
@@ -28,6 +31,7 @@ class VisibilityEstimate:
     cov: np.ndarray
     count: int
     full_cov: np.ndarray | None = None
+    norm_var: float | None = None
 
     @property
     def stderr_re(self) -> np.ndarray:

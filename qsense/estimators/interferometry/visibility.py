@@ -10,7 +10,7 @@ import numpy as np
 from qsense.records import ShadowBatch
 
 from ..serial import checked_state, counts_array, dump_npz, load_npz, meta_int
-from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance
+from .covariance import FULL_COV_MAX_PAIRS, POOLED_MIN, _visibility_covariance, pooled_norm_var
 from .geometry import NORMALIZATIONS, _norm_factor, _pairs
 from .results import VisibilityEstimate
 
@@ -186,7 +186,8 @@ class VisibilityEstimator:
             return VisibilityEstimate(self.pairs, r * f, cov * (f**2)[:, None, None], self.count, full)
         if self.normalize == "pooled":
             V, vcov = _pooled(r, cov, d, dcov, self._factor, self.M, self.count)
-            return VisibilityEstimate(self.pairs, V, vcov, self.count, full)
+            kappa = pooled_norm_var(float(d.sum()), float(dcov.sum()), float(self.count)) if full is not None else None
+            return VisibilityEstimate(self.pairs, V, vcov, self.count, full, kappa)
         j, k = self.pairs[:, 0], self.pairs[:, 1]
         dj = np.maximum(d[j], 1e-12)
         dk = np.maximum(d[k], 1e-12)
