@@ -314,7 +314,9 @@ def _set_policy(chain: Chain, args: argparse.Namespace, pairs: np.ndarray, t2: f
         # only), both to --tol in visibility units
         targets = [visibility_squared(int(j), int(k), tol=args.tol / M**2) for j, k in pairs]
         targets += [Expval(f"X{j} X{k}", tol=2 * args.tol / M) for j, k in pairs]
-        ts = TargetSet(targets, tol=args.tol / M**2, t2=t2 if math.isfinite(t2) else None)
+        # the piston between a pair's photons costs visibility per unit wait, as T2 does: the adaptive
+        # scheduler's wait cap takes both (docs/scheduler.md)
+        ts = TargetSet(targets, tol=args.tol / M**2, t2=t2 if math.isfinite(t2) else None, piston_diffusion=args.piston)
         chain.scheduler("adaptive", targets=ts, replan_every=2000).estimator(ts)
     elif args.policy == "fixed":
         chain.scheduler("fixed", ratio=args.pair_fraction)
