@@ -212,6 +212,15 @@ def test_defaults_and_bad_options(rho3):
     assert Pipeline([], mem, sched, be, coalesce=False).coalesce_at is None
     assert Pipeline([], mem, sched, be, coalesce=0).coalesce_at is None
     assert Pipeline([], mem, sched, be, coalesce=True).coalesce == 4096
+    # where the scheduler would split blocks back into copies, the default is off
+    assert Pipeline([], mem, Scheduler(FixedPolicy(0.5), mem, salvage=True), be).coalesce_at is None
+
+    class NoBulk:  # a memory without bulk accounting (a hardware memory)
+        clock = ManualClock()
+        capacity = 1
+
+    assert Pipeline([], NoBulk(), sched, be).coalesce_at is None
+    assert Pipeline([], NoBulk(), sched, be, coalesce=64).coalesce_at == "driver"  # asked for: done
     for bad in (-1, 2.5, "4096"):
         with pytest.raises(ValueError, match="coalesce must be"):
             Pipeline([], mem, sched, be, coalesce=bad)

@@ -269,6 +269,8 @@ class Pipeline:
         key and wires, no ``meta``, consecutive ``seq``) go to the scheduler as
         one :class:`~qsense.acquisition.blocks.CopyBlock` of up to ``coalesce``
         copies (default 4096), 10-50x cheaper per copy than one decision each.
+        (Default off where the scheduler would hand blocks back copy by copy:
+        a memory without bulk accounting, e.g. hardware, or ``salvage=True``.)
         Where the runs are cut (:attr:`coalesce_at`): in event time with
         ``on_arrival_full="block"``, ``"driver"``: each driver's copies with
         their own timestamps are collected as they are yielded, so blocks
@@ -337,7 +339,10 @@ class Pipeline:
         if isinstance(coalesce, bool):  # True: the default, False: off
             coalesce = None if coalesce else 0
         if coalesce is None:
-            coalesce = 4096
+            # only where the scheduler can take the block path: otherwise it would
+            # split every block back into copies (Scheduler.on_block's fallback)
+            block_ok = hasattr(memory, "account_block") and not getattr(scheduler, "salvage", False)
+            coalesce = 4096 if block_ok else 0
         if not isinstance(coalesce, (int, np.integer)) or coalesce < 0:
             raise ValueError(f"coalesce must be None or an int >= 0 (copies per block; 0 = off); got {coalesce!r}")
         #: most copies per coalesced block (0 or 1: every copy goes on alone)
