@@ -10,6 +10,7 @@ never needs it.
 
 from .estimate import DistributedError, DistributedResult, connect, estimate, local_cluster
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
+from .tasks import warm_worker
 
 __all__ = [
            "DEFAULT_PARTITION_BYTES",
@@ -20,4 +21,5 @@ __all__ = [
            "estimate",
            "local_cluster",
            "plan",
+           "warm_worker",
 ]
