@@ -51,12 +51,18 @@ print("RESULT " + json.dumps({k: r[k] for k in ("snapshots_per_s", "snapshots_pe
 """
 
 
-def stage(tree: Path, into: Path) -> Path:
-    """``tree`` laid out as it installs: qsense/ with sims/ and drivers/ inside."""
+def stage(tree: Path, into: Path, overlay: tuple[Path, list[str]] | None = None) -> Path:
+    """``tree`` laid out as it installs: qsense/ with sims/ and drivers/ inside; ``overlay``: (tree, paths
+    under qsense/) copied over it, e.g. the current estimators into the old tree, so that only the rest differs."""
     pkg = into / "qsense"
     shutil.copytree(tree / "qsense", pkg, ignore=shutil.ignore_patterns("__pycache__"))
     for sub in ("sims", "drivers"):
         shutil.copytree(tree / sub, pkg / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    if overlay is not None:
+        src, paths = overlay
+        for rel in paths:
+            shutil.rmtree(pkg / rel, ignore_errors=True)
+            shutil.copytree(src / "qsense" / rel, pkg / rel, ignore=shutil.ignore_patterns("__pycache__"))
     return into
 
 
@@ -75,17 +81,22 @@ def main() -> None:
     ap.add_argument("--before", default="7ea627d^", help="the commit before the hardening (default: before issue 12's first fix)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--overlay", nargs="*", default=["estimators"], metavar="DIR",
+                    help="folders under qsense/ taken from the working tree into the 'before' tree too (default: "
+                         "estimators, so that faster kernels do not hide the hardening's cost); none: --overlay")
     args = ap.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="qsense-hardening-"))
     try:
         before_tree = scratch / "before-tree"
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(before_tree), args.before],
                        check=True, capture_output=True)
-        trees = {"before": (before_tree, stage(before_tree, scratch / "before")),
+        overlay = (REPO, list(args.overlay)) if args.overlay else None
+        trees = {"before": (before_tree, stage(before_tree, scratch / "before", overlay)),
                  "after": (REPO, stage(REPO, scratch / "after"))}
         rev = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.before], capture_output=True, text=True).stdout.strip()
         print(f"daemon end to end, saturated, n=16, 1,000 observables, batches of 65,536, tcp; before = {rev}, after = working tree; "
-              f"{args.rounds} rounds of {args.seconds:.0f} s; load average {os.getloadavg()[0]:.2f}")
+              f"{args.rounds} rounds of {args.seconds:.0f} s; 'before' with the working tree's "
+              f"{', '.join('qsense/' + p for p in args.overlay) or 'nothing'}; load average {os.getloadavg()[0]:.2f}")
         got: dict[str, list[dict]] = {"before": [], "after": []}
         for i in range(args.rounds):
             for name in (("before", "after") if i % 2 == 0 else ("after", "before")):
