@@ -35,6 +35,11 @@ compiled kernels on every worker before returning (so no timed task pays
 numba's ~2 s per fresh process; the benchmark also warms them with its own
 observables).
 
+``--part machine``: the machine's own share of the overhead, without Dask:
+the single-process read-and-count loop over one archive (``--snapshots``) in
+1 process, then in 2 plain processes at the same time, alternating twice;
+printed: each process's CPU seconds per pass (best of 3 after a warm-up pass).
+
 ``--part live`` runs ``run_live(args)`` of ``benchmarks/bench_scale_live.py``
 (the sharded live setup, when that file is present); ``--part all`` both.
 
@@ -42,6 +47,7 @@ Usage::
 
     python benchmarks/bench_scale.py                   # 2e8 snapshots, 100 observables (~3 min, ~1.5 GB scratch)
     python benchmarks/bench_scale.py --quick           # smoke run
+    python benchmarks/bench_scale.py --part machine --snapshots 6e7   # 1 vs 2 plain processes, no Dask (~1 min)
 """
 
 from __future__ import annotations
@@ -186,9 +192,54 @@ def run_offline(args: argparse.Namespace) -> dict:
     return out
 
 
+def _machine_job(path: str, obs: list, n: int, reps: int, q) -> None:
+    import qsense
+    from qsense.streaming.archive import open_archive
+
+    _warm(obs, n)
+    cpus = []
+    for _ in range(reps + 1):  # the first pass pays this fresh process's first-touch page faults: dropped
+        c0 = time.process_time()
+        est = qsense.ShadowEstimator(obs)
+        for b in open_archive(path).batches():
+            est.update(b)
+        cpus.append(time.process_time() - c0)
+    q.put(min(cpus[1:]))
+
+
+def run_machine(args: argparse.Namespace) -> dict:
+    """CPU seconds per pass of the single-process loop: one process alone vs two plain processes at once."""
+    import multiprocessing as mp
+
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="qsense-bench-scale-"))
+    path = scratch / "archive-machine"
+    shutil.rmtree(path, ignore_errors=True)
+    write_archive(str(path), args.n, args.batch, int(args.snapshots))
+    obs = random_paulis(np.random.default_rng(11), args.n, args.observables, 1, 4)
+    ctx = mp.get_context("spawn")
+    out: dict = {"alone": [], "two_at_once": []}
+    for k in (1, 2, 1, 2):
+        q = ctx.Queue()
+        procs = [ctx.Process(target=_machine_job, args=(str(path), obs, args.n, 3, q)) for _ in range(k)]
+        for p in procs:
+            p.start()
+        cpus = [q.get() for _ in procs]
+        for p in procs:
+            p.join()
+        out["alone" if k == 1 else "two_at_once"].extend(cpus)
+        print(f"machine: {k} plain process{'es' if k > 1 else ''} at once: CPU s per pass {[round(c, 3) for c in cpus]}; {_load()}",
+              flush=True)
+    ratio = np.mean(out["two_at_once"]) / np.mean(out["alone"])
+    out["cpu_ratio"] = float(ratio)
+    print(f"machine: two processes at once spend {100 * (ratio - 1):+.1f}% CPU per snapshot vs one alone (no Dask)")
+    if not args.keep:
+        shutil.rmtree(path if args.scratch else scratch, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("offline", "live", "all"), default="offline")
+    ap.add_argument("--part", choices=("offline", "live", "machine", "all"), default="offline")
     ap.add_argument("--quick", action="store_true", help="smoke run: a small archive, one repeat")
     ap.add_argument("--snapshots", type=float, default=2e8)
     ap.add_argument("--n", type=int, default=16)
@@ -205,6 +256,8 @@ def main() -> None:
     results: dict = {}
     if args.part in ("offline", "all"):
         results["offline"] = run_offline(args)
+    if args.part == "machine":
+        results["machine"] = run_machine(args)
     if args.part in ("live", "all"):
         here = Path(__file__).with_name("bench_scale_live.py")
         if not here.exists():
