@@ -360,3 +360,24 @@ async def test_default_path_error_bars_cover_the_truth_at_their_rate(rho3):
     assert np.all(cover >= 0.85), cover
     assert np.all((np.std(z, axis=0) > 0.7) & (np.std(z, axis=0) < 1.35)), np.std(z, axis=0)
     assert np.all(np.abs(np.mean(z, axis=0)) < 1.0), np.mean(z, axis=0)
+
+
+async def test_stop_measures_the_open_run_too(rho3):
+    """stop() while a driver holds an open run: those copies did arrive, so
+    they are queued and measured (nothing dropped when the queue has room)."""
+    class SlowBackend(SimulatedBackend):
+        async def measure_block(self, plan):
+            await asyncio.sleep(0.01)
+            return await super().measure_block(plan)
+
+    mem = SimulatedMemory(capacity=2, t2=T2, clock=ManualClock())
+    pipe = Pipeline([poisson_copies(rho3, RATE, 10**8, seed=2, source="s")], mem,
+                    Scheduler(FixedPolicy(0.5, cap=2.0 / RATE), mem), SlowBackend(seed=1))
+    task = asyncio.create_task(pipe.run())
+    await asyncio.sleep(0.3)
+    pipe.stop()
+    rep = await asyncio.wait_for(task, 30)
+    assert rep["drivers_stopped"] == 1 and _accounted(rep), rep.counters
+    assert rep["dropped_arrival"] == 0 and rep["arrived"] > 4096
+    assert rep["arrived"] % 4096 != 0 or rep["coalesced_copies"] == rep["arrived"]  # the open, partial run too
+    assert rep["records.shadow"] + 2 * rep["records.bell"] + rep["lost"] == rep["arrived"]

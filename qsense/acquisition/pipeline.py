@@ -253,7 +253,9 @@ class Pipeline:
         a function of the copies' timestamps alone, which makes a seeded
         simulation reproducible batch for batch.
     arrival_queue, plan_queue, record_queue:
-        Bounds of the three queues.
+        Bounds of the three queues.  The arrivals queue also holds at most
+        ``max(arrival_queue, 2 * coalesce)`` copies (a block counts its copies),
+        so drivers that never sleep cannot run far ahead of the scheduler.
     on_arrival_full:
         ``"block"`` (backpressure to the drivers) or ``"drop"`` (count and drop).
     workers:
@@ -364,6 +366,12 @@ class Pipeline:
         self._seq = {"shadow": 0, "bell": 0}
         self._plan_seq = 0
         self._running = False
+        # copies (not entries) in the arrivals queue: with coalescing one entry can hold
+        # thousands, and drivers that never sleep would fill it and starve the loop
+        self._queued = 0
+        self._copy_room = max(int(arrival_queue), 2 * self.coalesce)
+        self._room = asyncio.Event()
+        self._room.set()
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -384,9 +392,18 @@ class Pipeline:
         self.counters[f"arrived.{name}"] += m
         if self.on_arrival_full == "block":
             try:
-                await arrivals.put(item)
+                await self._wait_put(item, m, arrivals)
             except asyncio.CancelledError:
-                # stopped while waiting for room: these copies never got in
+                if self._stop.is_set():
+                    # stop(): the ingest drains until every driver is done, so these
+                    # copies, which did arrive, still get in (a second cancel drops them)
+                    try:
+                        await self._wait_put(item, m, arrivals)
+                    except asyncio.CancelledError:
+                        self.counters["dropped_arrival"] += m
+                        raise
+                    raise
+                # run() cancelled while waiting for room: these copies never got in
                 self.counters["dropped_arrival"] += m
                 raise
         else:
@@ -394,6 +411,23 @@ class Pipeline:
                 arrivals.put_nowait(item)
             except asyncio.QueueFull:
                 self.counters["dropped_arrival"] += m
+            else:
+                self._queued += m
+
+    async def _wait_put(self, item: Any, m: int, arrivals: asyncio.Queue) -> None:
+        # at most _copy_room copies queued (one oversized block may go in alone)
+        while self._queued and self._queued + m > self._copy_room:
+            self._room.clear()
+            await self._room.wait()
+        await arrivals.put(item)
+        self._queued += m
+
+    def _taken(self, item: Any) -> Any:
+        """Book ``item`` out of the arrivals queue (wakes drivers waiting for room)."""
+        self._queued -= len(item) if isinstance(item, CopyBlock) else 1
+        if self._queued <= self._copy_room // 2:
+            self._room.set()
+        return item
 
     async def _emit(self, name: str, run: CopyRun, arrivals: asyncio.Queue) -> None:
         """Queue the open run: one block, or its few copies one by one."""
@@ -425,6 +459,8 @@ class Pipeline:
                 arrivals.put_nowait(item)
             except asyncio.QueueFull:
                 self.counters["dropped_arrival"] += m
+            else:
+                self._queued += m
 
     async def _drive(self, name: str, driver: AsyncIterable[Any], arrivals: asyncio.Queue) -> None:
         run = CopyRun(self.coalesce, self.coalesce_span) if self.coalesce_at == "driver" else None
@@ -455,10 +491,15 @@ class Pipeline:
             self.counters["drivers_finished"] += 1
             log.info("%s: driver %r finished", self.name, name)
         except asyncio.CancelledError:
-            if run is not None and run.n:
-                self._emit_nowait(name, run, arrivals)
             self.counters["drivers_stopped"] += 1
             log.info("%s: driver %r stopped", self.name, name)
+            if run is not None and run.n:
+                if self._stop.is_set() and self.on_arrival_full == "block":
+                    # stop(): the ingest drains until every driver is done, so the
+                    # copies of the open run, which did arrive, get measured
+                    await self._emit(name, run, arrivals)
+                else:  # run() cancelled: nothing will drain the queue any more
+                    self._emit_nowait(name, run, arrivals)
             if not self._stop.is_set():
                 raise
         except Exception as exc:  # one driver's failure must not stop the others
@@ -516,7 +557,7 @@ class Pipeline:
         run = CopyRun(self.coalesce) if self.coalesce_at == "ingest" else None
         while True:
             try:
-                copy = todo.popleft() if todo else arrivals.get_nowait()
+                copy = todo.popleft() if todo else self._taken(arrivals.get_nowait())
             except asyncio.QueueEmpty:
                 if self._drivers_done.is_set():
                     break
@@ -524,7 +565,7 @@ class Pipeline:
                     # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
                     # cancellation that lands as the get completes, and run() then never ends
                     async with asyncio.timeout(self.tick_interval):
-                        copy = await arrivals.get()
+                        copy = self._taken(await arrivals.get())
                 except TimeoutError:
                     if not self.event_time:
                         await route(await self.scheduler.on_tick(self.clock()))
@@ -567,7 +608,7 @@ class Pipeline:
         held: list[Any] = []
         while True:
             try:
-                c = arrivals.get_nowait()
+                c = self._taken(arrivals.get_nowait())
             except asyncio.QueueEmpty:
                 break
             r = run.offer(c, now) if type(c) is Copy and (own_times or c.t is None) else REFUSED
@@ -682,6 +723,9 @@ class Pipeline:
         arrivals: asyncio.Queue = asyncio.Queue(aq)
         plans: asyncio.Queue = asyncio.Queue(pq)
         records: asyncio.Queue = asyncio.Queue(rq)
+        self._queued = 0  # a fresh arrivals queue
+        self._room = asyncio.Event()
+        self._room.set()
         done = [0]
         try:
             async with asyncio.TaskGroup() as tg:
