@@ -174,13 +174,13 @@ async def test_backend_and_sink_failures_are_counted(rho3, coalesce):
         async def measure(self, plan):
             Flaky.calls += 1
             if Flaky.calls % 2 == 0:
-                raise IOError("device busy")
+                raise OSError("device busy")
             return await super().measure(plan)
 
         async def measure_block(self, plan):
             Flaky.calls += 1
             if Flaky.calls % 2 == 0:
-                raise IOError("device busy")
+                raise OSError("device busy")
             return await super().measure_block(plan)
 
     async def bad_sink(batch):
