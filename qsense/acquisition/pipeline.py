@@ -32,6 +32,13 @@ cancels every task it started and waits for them.  An exception in one driver
 is logged and counted and the other drivers go on; errors in a backend call, an
 estimator or a sink are logged and counted too, never silent.
 
+Coalescing (default): consecutive copies of one state from a per-copy driver
+are handed to the scheduler as one :class:`~qsense.acquisition.blocks.CopyBlock`
+(:mod:`qsense.acquisition.coalesce`; cut at the driver in event time, so
+reproducibly, and from the queued backlog on a wall clock); ``coalesce=0``
+restores one decision per copy.  See the ``coalesce`` parameter and
+docs/pipeline.md.
+
 Blocks: a driver may also yield :class:`~qsense.acquisition.blocks.CopyBlock` s (many
 copies of one state with an array of arrival times; :func:`poisson_blocks`).
 A block is one queue entry; the scheduler decides all its copies at once
