@@ -456,3 +456,25 @@ def test_full_covariance_fit_evaluates_the_common_normalisation_at_the_model():
     assert all(c < dof - 2 * math.sqrt(2 * dof) for c in old_chi), old_chi  # the bias this fixes, visible
     assert max(abs(p) for p in pulls) < 3.5, pulls
     assert np.mean(pulls_old) > 3.0, pulls_old
+
+
+def test_a_rival_separation_in_the_grid_is_flagged():
+    """Few photons per baseline: a binary fit may land in one of several equally good minima; the grid
+    search has seen them all, so a rival within chi^2 9 of the best is named in the flags."""
+    from qsense.estimators.interferometry.fits import _rival_separation
+
+    seps = np.geomspace(0.1, 100.0, 160)
+    n_pa, R = 36, 3
+    base = 50.0 * (np.log(seps / 3.0)) ** 2  # one basin at 3 mas
+    rival = np.minimum(base, 400.0 * (np.log(seps / 27.0)) ** 2 + 4.0)  # a second basin at 27 mas, 4 worse
+    for per_sep, expect in ((base, None), (rival, 27.0)):
+        chi = np.repeat(per_sep[:, None, None], n_pa, axis=1).repeat(R, axis=2).reshape(len(seps) * n_pa, R)
+        got = _rival_separation(chi, seps, n_pa, len(seps) * n_pa)
+        if expect is None:
+            assert got is None
+        else:
+            assert got is not None and abs(got[0] / expect - 1) < 0.05 and abs(got[1] - 4.0) < 0.5
+    # a rival 20 worse is no rival
+    far = np.minimum(base, 400.0 * (np.log(seps / 27.0)) ** 2 + 20.0)
+    chi = np.repeat(far[:, None, None], n_pa, axis=1).repeat(R, axis=2).reshape(len(seps) * n_pa, R)
+    assert _rival_separation(chi, seps, n_pa, len(seps) * n_pa) is None

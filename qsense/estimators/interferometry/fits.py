@@ -314,6 +314,10 @@ def fit_binary(
         i, j = np.unravel_index(int(np.nanargmin(chi)), chi.shape)
         G = S.size
         p0 = (S.ravel()[i % G], math.degrees(A.ravel()[i % G]) + (180.0 if i >= G else 0.0), rs[j])
+        rival = _rival_separation(chi, seps, len(pas), G)
+        if rival is not None:
+            fold_flag = fold_flag + (f"another separation fits about as well: {rival[0]:.3g} mas (grid chi2 within "
+                                     f"{rival[1]:.1f} of the best); the error bars are those of one local minimum",)
     p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
     # let PA wander past its fold so the optimiser is not pinned at a bound
     fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov,
@@ -322,6 +326,36 @@ def fit_binary(
     vals[1] %= pa_hi
     return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
                      constrained=fit.constrained, flags=fold_flag + fit.flags)
+
+
+#: a grid minimum this far (factor in separation) from the best is a different solution
+_RIVAL_FACTOR = 1.5
+#: ... and flagged when its chi^2 is within this of the best (a 3-sigma interval for one parameter)
+_RIVAL_DCHI2 = 9.0
+
+
+def _rival_separation(chi: np.ndarray, seps: np.ndarray, n_pa: int, G: int) -> tuple[float, float] | None:
+    """The best grid separation outside the best one's basin, if its chi^2 is within :data:`_RIVAL_DCHI2`.
+
+    A binary fit from few photons per baseline can land in a minimum far from the truth with a
+    chi^2 as good (the Jacobian errors then describe that local minimum only); the grid search has
+    already evaluated the whole range, so say when another separation is about as good."""
+    c = np.where(np.isfinite(chi), chi, np.inf)
+    per_sep = c[:G].reshape(len(seps), n_pa, -1).min(axis=(1, 2))
+    if c.shape[0] > G:
+        per_sep = np.minimum(per_sep, c[G:].reshape(len(seps), n_pa, -1).min(axis=(1, 2)))
+    best = int(np.argmin(per_sep))
+    far = np.abs(np.log(seps / seps[best])) > math.log(_RIVAL_FACTOR)
+    if not far.any():
+        return None
+    # a rival must be a local minimum of its own, not the best basin's slope
+    local = np.r_[True, per_sep[1:] <= per_sep[:-1]] & np.r_[per_sep[:-1] <= per_sep[1:], True]
+    cand = np.flatnonzero(far & local)
+    if cand.size == 0:
+        return None
+    k = int(cand[np.argmin(per_sep[cand])])
+    d = float(per_sep[k] - per_sep[best])
+    return (float(seps[k]), d) if d < _RIVAL_DCHI2 else None
 
 
 def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape, norm_var=None) -> FitResult:
