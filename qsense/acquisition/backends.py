@@ -205,10 +205,22 @@ def group_items(items: Sequence[tuple[StoredCopy, ...]], decohered: bool = False
     (wires, id of each copy's state object).  ``decohered``: key on the
     decohered states (``StoredCopy.state``) instead of the raw ones."""
     groups: dict[tuple, list[int]] = {}
+    # the wires of a copy follow from (its state, its wires): work them out once per
+    # distinct pair, not once per copy (the per-copy path's plans repeat one state)
+    known: dict[tuple, tuple] = {}
+
+    def wires_of(sc: StoredCopy) -> tuple:
+        cw = sc.copy.wires
+        k = (id(sc.copy.state), cw if cw is None or type(cw) is tuple else tuple(cw))
+        w = known.get(k)
+        if w is None:
+            w = known[k] = _wires_of(sc)
+        return w
+
     for i, it in enumerate(items):
-        wires = _wires_of(it[0])
+        wires = wires_of(it[0])
         for other in it[1:]:
-            if _wires_of(other) != wires:
+            if wires_of(other) != wires:
                 raise ValueError(f"a Bell pair needs copies on the same wires; got {wires} and {_wires_of(other)}")
         states = tuple(id(sc.state if decohered else sc.raw_state) for sc in it)
         groups.setdefault((wires,) + states, []).append(i)
