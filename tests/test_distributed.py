@@ -132,9 +132,17 @@ def _worker_state() -> tuple[int, bool]:
 def test_local_cluster_shares_cores_and_warms_the_kernels(archive_path):
     from qsense.estimators import kernels
 
+    cores = len(os.sched_getaffinity(0))
+    cluster, client = qd.local_cluster(1, dashboard=False, warm=False)
+    try:
+        (threads, loaded), = client.run(_worker_state).values()
+        assert threads == cores and not loaded  # not warmed: nothing compiled yet
+    finally:
+        client.close()
+        cluster.close()
+    # a second cluster in the same process sizes its own workers (an earlier cluster's environment must not leak)
     cluster, client = qd.local_cluster(2, dashboard=False)
     try:
-        cores = len(os.sched_getaffinity(0))
         state = client.run(_worker_state)  # before any task: the compiled kernels are already loaded
         assert len(state) == 2
         assert all(t == max(1, cores // 2) for t, _ in state.values()), state

@@ -30,6 +30,7 @@ imported inside the functions that need it: ``import qsense`` never needs it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -41,6 +42,8 @@ from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
 from .tasks import Partial, finish, merge_partials, pack_templates, run_partition, warm_worker
 
 __all__ = ["DistributedError", "DistributedResult", "connect", "estimate", "local_cluster"]
+
+log = logging.getLogger(__name__)
 
 
 class DistributedError(RuntimeError):
@@ -167,21 +170,28 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True) 
 
     if int(n_workers) < 1:
         raise ValueError("need at least one worker")
-    env = dict(dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {})
-    env.setdefault("QSENSE_THREADS", os.environ.get("QSENSE_THREADS") or str(max(1, _cores() // int(n_workers))))
+    # set on each worker by a call, not through its environment: a spawned worker imports this process's
+    # __main__ (and with it qsense's kernels) before Dask applies a worker's env, and Dask's pre-spawn-environ
+    # stays in this process's os.environ, where it overrides the next cluster's
+    threads = max(1, _cores() // int(n_workers))
+    if os.environ.get("QSENSE_THREADS"):
+        try:
+            threads = max(1, int(os.environ["QSENSE_THREADS"]))
+        except ValueError:  # as the kernels themselves treat it: said, and the default kept
+            log.warning("QSENSE_THREADS=%r is not an integer; workers use %d kernel thread(s)",
+                        os.environ["QSENSE_THREADS"], threads)
     # Dask's statistical profiler samples every worker's stacks every 10 ms under the GIL; our tasks do not need
     # it (on this machine its cost was within the run-to-run noise); the workers inherit this config
-    with dask.config.set({"distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": env}):
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
         cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
                                dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
     client = Client(cluster, set_as_default=False)
-    if warm:
-        try:
-            client.run(warm_worker)
-        except BaseException:
-            client.close()
-            cluster.close()
-            raise
+    try:
+        client.run(warm_worker, threads, warm)
+    except BaseException:
+        client.close()
+        cluster.close()
+        raise
     return cluster, client
 
 

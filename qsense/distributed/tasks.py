@@ -125,13 +125,25 @@ class _PartitionArchive(Archive):
         return super()._sealed_tables(sid, path, row_groups=self._part.row_groups if self._part.sealed else row_groups)
 
 
-def warm_worker() -> int:
-    """Load the compiled counting kernels in this process (numba: ~2-3 s on first use) with a tiny shadow and
-    Bell update, and import every estimator module a task imports; run on every worker before the first task
-    (``client.run``).  Returns the process id."""
+def warm_worker(threads: int | None = None, kernels: bool = True) -> int:
+    """Prepare this process for tasks; run on every worker before the first (``client.run(warm_worker)``).
+
+    ``threads``: counting-kernel threads for this worker (``None``: leave them);
+    ``kernels``: load the compiled counting kernels (numba: ~2-3 s on first use)
+    with a tiny shadow and Bell update, and import every estimator module a
+    task imports.  Returns the process id.
+    """
     import os
 
     import numpy as np
+
+    if threads is not None:
+        from qsense.estimators import kernels as _k
+
+        if _k.get_threads() != int(threads):
+            _k.set_threads(int(threads))
+    if not kernels:
+        return os.getpid()
 
     from qsense.estimators.bell import BellEstimator
     from qsense.estimators.shadow import ShadowEstimator
