@@ -81,6 +81,8 @@ log = logging.getLogger(__name__)
 
 #: Batches smaller than this are joined into one estimator update (up to this many records).
 JOIN_BELOW_RECORDS = 16384
+#: Records of the large synthetic batch an estimator slot folds at start to load every compiled kernel path.
+WARM_RECORDS = 65536
 #: Sources listed by name in the status body (the others are summed in "other_sources").
 STATUS_SOURCES = 256
 #: Batches stored but not yet durable before the inputs wait for a commit.
@@ -208,12 +210,16 @@ class EstimatorSlot:
             return
         rng = np.random.default_rng(0)
         n = len(wires)
-        if self.cfg.record_kind == "shadow":
-            batch: ShadowBatch | BellBatch = ShadowBatch(rng.integers(0, 3, (4, n)), rng.integers(0, 2, (4, n)), wires=wires)
-        else:
-            batch = BellBatch(rng.integers(0, 4, (4, n)), wires=wires, wait=np.zeros(4))
         est = self._make()
-        est.update(batch)
+        # a small batch and a large one: the kernels split large work over threads and count a
+        # batch's bit planes through other compiled paths than a few records' tables
+        for T in (4, WARM_RECORDS):
+            if self.cfg.record_kind == "shadow":
+                batch: ShadowBatch | BellBatch = ShadowBatch(rng.integers(0, 3, (T, n), dtype=np.uint8),
+                                                             rng.integers(0, 2, (T, n), dtype=np.uint8), wires=wires)
+            else:
+                batch = BellBatch(rng.integers(0, 4, (T, n), dtype=np.uint8), wires=wires, wait=np.zeros(T))
+            est.update(batch)
         estimate_body(self.cfg, est)
 
     def body(self) -> dict:
