@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -96,6 +97,11 @@ async def _serve(cfg: DaemonConfig, args: argparse.Namespace) -> int:
     if daemon.resume_summary is not None and not logging.getLogger("qsense.streaming.daemon").isEnabledFor(logging.WARNING):
         # the daemon logged it at WARNING; say it anyway when the log level hides that: resuming is never silent
         print(f"qsense daemon: {daemon.resume_summary}", file=sys.stderr)
+    # everything imported and built so far (numpy, numba, scipy, the estimators) lives as long as the
+    # process: move it out of the collector's way, so that a full collection triggered while a large
+    # message is parsed does not hold the interpreter (and the event loop) for a scan of every module
+    gc.collect()
+    gc.freeze()
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
         tmp.write_text(json.dumps({"pid": os.getpid(), "endpoints": daemon.endpoints}))
