@@ -270,7 +270,9 @@ async def test_bridge_example_forwards_detector_events(broker, tmp_path):  # noq
         await daemon.stop()
     assert proc.returncode == 0, out
     records = stats["totals"]["records"]
-    assert records > 500 and f"forwarded {records} records" in out
+    # ~3,000 at 2,000/s for 1.5 s on a quiet machine; the simulated detector is paced in wall time, so a
+    # loaded machine makes fewer -- what matters is that every one forwarded arrives, once
+    assert records > 100 and f"forwarded {records} records" in out
     assert stats["totals"]["gaps"] == 0 and stats["totals"]["duplicates"] == 0
     assert stats["estimators"]["ghz"]["rejected"] == {} and ghz["count"] == records  # nothing refused
     for label in ("Z0 Z1", "Z1 Z2", "Z2 Z3", "X0 X1 X2 X3"):  # GHZ: <ZZ> = <XXXX> = 1
