@@ -240,8 +240,10 @@ def _on_cluster(client: Any, root: str, parts: list[Partition], templates: bytes
                 progress: bool, retries: int) -> Partial:
     from distributed import as_completed
 
-    # one small blob for every task instead of a copy per task in the graph
-    tmpl = client.scatter(templates, broadcast=True, hash=True)
+    # one small blob for every task instead of a copy per task in the graph; a key of its own per call
+    # (hash=True would give equal templates the key of an earlier call's blob, which the scheduler may be
+    # forgetting as that call's futures are released: "lost dependencies")
+    tmpl = client.scatter(templates, broadcast=True, hash=False)
     leaves = [client.submit(run_partition, root, p, tmpl, sel, verify, retries=retries, pure=False,
                             key=f"qsense-partition-{p.number}-{os.urandom(4).hex()}") for p in parts]
     try:
