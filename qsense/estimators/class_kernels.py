@@ -31,20 +31,9 @@ __all__ = ["MAX_KEY_QUBITS", "PAULI_ROUTE_MAX", "ClassCounts", "class_keys", "de
 MAX_KEY_QUBITS = 24
 
 try:  # numba is a core dependency; the NumPy fallback keeps the module importable without it
-    from llvmlite import ir
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
 
-    @intrinsic
-    def _popcount(typingctx, x):
-        sig = types.uint64(types.uint64)
-
-        def codegen(context, builder, signature, args):
-            fnty = ir.FunctionType(ir.IntType(64), [ir.IntType(64)])
-            fn = builder.module.declare_intrinsic("llvm.ctpop", [ir.IntType(64)], fnty)
-            return builder.call(fn, args)
-
-        return sig, codegen
+    from ._jit import _popcount64 as _popcount  # the one LLVM ctpop intrinsic the compiled kernels share
 
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     njit = None
