@@ -414,12 +414,16 @@ class Pipeline:
                 self.counters["dropped_arrival"] += m
                 raise
         else:
-            try:
-                arrivals.put_nowait(item)
-            except asyncio.QueueFull:
-                self.counters["dropped_arrival"] += m
-            else:
-                self._queued += m
+            self._put_nowait(item, m, arrivals)
+
+    def _put_nowait(self, item: Any, m: int, arrivals: asyncio.Queue) -> None:
+        """Queue ``item`` (``m`` copies) if there is room, else count its copies dropped."""
+        try:
+            arrivals.put_nowait(item)
+        except asyncio.QueueFull:
+            self.counters["dropped_arrival"] += m
+        else:
+            self._queued += m
 
     async def _wait_put(self, item: Any, m: int, arrivals: asyncio.Queue) -> None:
         # at most _copy_room copies queued (one oversized block may go in alone)
@@ -462,12 +466,7 @@ class Pipeline:
             m = len(item) if isinstance(item, CopyBlock) else 1
             self.counters["arrived"] += m
             self.counters[f"arrived.{name}"] += m
-            try:
-                arrivals.put_nowait(item)
-            except asyncio.QueueFull:
-                self.counters["dropped_arrival"] += m
-            else:
-                self._queued += m
+            self._put_nowait(item, m, arrivals)
 
     async def _drive(self, name: str, driver: AsyncIterable[Any], arrivals: asyncio.Queue) -> None:
         run = CopyRun(self.coalesce, self.coalesce_span) if self.coalesce_at == "driver" else None
