@@ -1,21 +1,34 @@
 """Async driver: heralded photons from a simulated telescope array, as a stream of copies.
 
 :class:`TelescopeDriver` turns a :class:`qsense.sims.telescope.TelescopeSim` into an
-async iterable of :class:`qsense.acquisition.memory.Copy` for :class:`qsense.acquisition.pipeline.Pipeline`:
+async iterable for :class:`qsense.acquisition.pipeline.Pipeline`.  By default it
+yields :class:`qsense.acquisition.blocks.CopyBlock` s (the block path: one queue
+entry, one scheduler scan and one sampler call per family for up to ``block``
+photons); ``block=0`` (or :meth:`TelescopeDriver.copies`) yields one
+:class:`qsense.acquisition.memory.Copy` per photon instead.
 
 * photons are generated in chunks of ``chunk_time`` seconds of *simulation* time
   (arrival times, dark counts and the atmospheric piston random walk, see
-  :mod:`qsense.sims.telescope`);
-* each photon becomes one ``Copy`` whose ``state`` is the simulation object
-  (shared by every copy, so backends can batch them), ``t`` its arrival time on
-  the simulation clock, ``wires`` the M memory qubits and ``meta`` the row
-  ``{"photons": chunk, "index": i}`` that :class:`qsense.sims.telescope.TelescopeBackend`
-  reads (piston phases, dark-count flag);
+  :mod:`qsense.sims.telescope`), the same chunks on both paths, so a seeded
+  driver gives the same arrivals whichever it yields;
+* a block holds the photons of ``block_time`` seconds of simulation time (whole
+  chunks), split into blocks of at most ``block`` copies.  Its ``state`` is the
+  simulation object, ``t`` the arrival times (simulation clock), ``wires`` the M
+  memory qubits and ``rows`` the block's :class:`qsense.sims.telescope.Photons`
+  (row j = copy j: arrival time, dark-count flag and site, piston phases),
+  which the scheduler gathers into each ``BlockPlan`` and
+  :meth:`qsense.sims.telescope.TelescopeBackend.measure_block` measures.  Block
+  boundaries depend on the seed alone (never on the event loop);
+* per copy, each photon's ``Copy`` has ``meta = {"photons": chunk, "index": i}``,
+  which :class:`qsense.sims.telescope.TelescopeBackend` reads;
 * ``rate`` (copies per wall-clock second) paces the stream: the driver sleeps
   so that wall time follows simulation time scaled by ``rate / sim.herald_rate``
   (``rate=None`` runs as fast as the consumer takes copies, for event-time
-  simulation).  Pacing is checked once per ``tick`` of wall time, so sleeps are
-  coarse and cheap.
+  simulation).  Per copy, pacing is checked once per ``tick`` of wall time; a
+  block is yielded when its last photon is due.
+
+The timestamps are on the simulation clock, so the pipeline runs in event time
+(``ManualClock``), as the demo does.
 
 ``photon_batches()`` yields the raw :class:`qsense.sims.telescope.Photons` chunks with
 the same pacing, for callers that measure directly.
@@ -39,6 +52,7 @@ from typing import Any, AsyncIterator
 
 import numpy as np
 
+from qsense.acquisition.blocks import CopyBlock
 from qsense.acquisition.memory import Copy
 
 __all__ = ["TelescopeDriver"]
@@ -69,6 +83,13 @@ class TelescopeDriver:
     seed:
         seed of a generator for the arrivals, separate from ``sim.rng`` (see the
         module docstring); default ``None``: arrivals draw from ``sim.rng``.
+    block:
+        most copies per :class:`~qsense.acquisition.blocks.CopyBlock` (default
+        4096); ``0`` yields one ``Copy`` per photon.
+    block_time:
+        simulation seconds of photons per block (default 0.05, rounded to whole
+        chunks): the latency a block adds in real time, and the size of a block
+        at low rates.
     """
 
     def __init__(
@@ -83,6 +104,8 @@ class TelescopeDriver:
         source: str = "telescope",
         key: Any = None,
         seed: Any = None,
+        block: int = 4096,
+        block_time: float = 0.05,
     ) -> None:
         if rate is not None and not (rate > 0 and math.isfinite(rate)):
             raise ValueError(f"rate must be a positive number of copies per second; got {rate!r}")
@@ -90,6 +113,10 @@ class TelescopeDriver:
             raise ValueError("duration must be positive")
         if not chunk_time > 0:
             raise ValueError("chunk_time must be positive")
+        if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 0:
+            raise ValueError(f"block must be an int >= 0 (copies per block; 0 = one Copy per photon); got {block!r}")
+        if not (block_time > 0 and math.isfinite(block_time)):
+            raise ValueError(f"block_time must be positive seconds; got {block_time!r}")
         self.sim = sim
         self.rate = float(rate) if rate is not None else float(sim.herald_rate)
         self.realtime = bool(realtime)
@@ -102,6 +129,10 @@ class TelescopeDriver:
         self.emitted = 0
         self._stop = False
         self._rng = None if seed is None else np.random.default_rng(seed)
+        self.block = int(block)
+        self.block_time = float(block_time)
+        #: whole chunks per block (block_time rounded, at least one)
+        self.block_chunks = max(1, int(round(self.block_time / self.chunk_time)))
 
     def _photons(self, duration: float) -> Any:
         """The next chunk from the simulation, drawn on the driver's own generator when
@@ -124,8 +155,68 @@ class TelescopeDriver:
         """Finish after the copy being yielded."""
         self._stop = True
 
-    def __aiter__(self) -> AsyncIterator[Copy]:
-        return self.copies()
+    def __aiter__(self) -> AsyncIterator[CopyBlock | Copy]:
+        return self.blocks() if self.block else self.copies()  # type: ignore[return-value]
+
+    def _chunk_step(self, sim0: float) -> float:
+        """Simulation seconds of the next chunk (0: the duration is done)."""
+        step = self.chunk_time
+        if self.duration is not None:
+            step = min(step, sim0 + self.duration - float(self.sim.now))
+        return max(step, 0.0)
+
+    async def blocks(self) -> AsyncIterator[CopyBlock]:
+        """The photons as :class:`~qsense.acquisition.blocks.CopyBlock` s with their
+        :class:`~qsense.sims.telescope.Photons` as ``rows`` (module docstring), paced by
+        ``rate``.  The arrivals are those of :meth:`copies` for the same seed."""
+        from qsense.sims.telescope import Photons
+
+        loop = asyncio.get_running_loop()
+        wall0 = loop.time()
+        sim0 = float(self.sim.now)
+        limit = self.block if self.block >= 1 else 4096
+        pending: list[Any] = []
+        held = 0
+        chunks = 0
+        done = False
+        while not done and not self._stop:
+            step = self._chunk_step(sim0)
+            if step <= 0:
+                done = True
+            else:
+                ph = self._photons(step)
+                if self.count is not None:
+                    left = self.count - self.emitted - held
+                    if len(ph) >= left:
+                        ph, done = ph[:left], True
+                if len(ph):
+                    pending.append(ph)
+                    held += len(ph)
+                chunks += 1
+            # a block: every `limit` copies, and what is left at the end of a span
+            if held and (held >= limit or done or chunks >= self.block_chunks):
+                allp = pending[0] if len(pending) == 1 else Photons.concatenate(pending)
+                cut = held if (done or chunks >= self.block_chunks) else held - held % limit
+                pending = [allp[cut:]] if cut < held else []
+                for a in range(0, cut, limit):
+                    ph = allp[a : min(a + limit, cut)]
+                    if self.realtime:
+                        due = wall0 + (float(ph.t[-1]) - sim0) / self.speed
+                        delay = due - loop.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    else:
+                        await asyncio.sleep(0)  # let the consumer run
+                    yield CopyBlock(self.sim, ph.t, None, self.source, self.emitted, self.wires, self.key, rows=ph)
+                    self.emitted += len(ph)
+                    held -= len(ph)
+                    if self._stop:
+                        break
+            if chunks >= self.block_chunks:
+                chunks = 0
+            if not held and not pending:
+                await asyncio.sleep(0)
+        log.debug("telescope driver %r: %d copies in blocks", self.source, self.emitted)
 
     async def photon_batches(self) -> AsyncIterator[Any]:
         """Paced :class:`qsense.sims.telescope.Photons` chunks (the last one trimmed to

@@ -106,7 +106,11 @@ class BlockPlan:
     * ``waits``: float64 ``(T, m)``, m = 1 (shadow) or 2 (Bell: first copy, second
       copy), the time each copy spent in memory;
     * ``seqs``: int64 ``(T, m)``, the copies' sequence numbers (for the per-copy
-      fallback and for logs).
+      fallback and for logs);
+    * ``rows``: ``None``, or one per-copy payload per column (the block's
+      :attr:`~qsense.acquisition.blocks.CopyBlock.rows` gathered for that
+      column's copies, each of length ``T``): what a backend needs of each copy
+      besides the shared state (the telescope's photon rows).
 
     ``coherence`` is the memory's coherence model (decoherence by ``waits``).
     A backend with ``measure_block(plan)`` measures it with one sampler call;
@@ -125,6 +129,7 @@ class BlockPlan:
     key: Any = None
     coherence: Any = None
     seq: int = 0
+    rows: tuple | None = None
 
     def __post_init__(self) -> None:
         if self.family not in ("shadow", "bell"):
@@ -135,6 +140,8 @@ class BlockPlan:
         T = int(np.shape(self.released)[0])
         if np.shape(self.waits) != (T, m) or np.shape(self.seqs) != (T, m):
             raise ValueError(f"waits and seqs must have shape ({T}, {m})")
+        if self.rows is not None and (len(self.rows) != m or any(len(r) != T for r in self.rows)):
+            raise ValueError(f"rows must hold {m} per-copy payloads of {T} rows each")
 
     def __len__(self) -> int:
         return int(self.released.shape[0])
@@ -166,7 +173,8 @@ class BlockPlan:
         return p
 
     def to_plan(self) -> MeasurementPlan:
-        """The same measurements as a per-copy :class:`MeasurementPlan`."""
+        """The same measurements as a per-copy :class:`MeasurementPlan` (with ``rows``,
+        each copy's ``meta`` is ``{"rows": rows[column], "index": row}``)."""
         from .memory import Copy
 
         items = []
@@ -175,7 +183,8 @@ class BlockPlan:
             for c, state in enumerate(self.states):
                 w = float(self.waits[r, c])
                 at = float(self.released[r])
-                copy = Copy(state, at - w, self.source, int(self.seqs[r, c]), self.wires, self.key)
+                meta = {} if self.rows is None else {"rows": self.rows[c], "index": r}
+                copy = Copy(state, at - w, self.source, int(self.seqs[r, c]), self.wires, self.key, meta)
                 row.append(StoredCopy(copy, w, at, None, self.coherence if w > 0 else None))
             items.append(tuple(row))
         return MeasurementPlan(self.family, tuple(items), self.seq)

@@ -86,6 +86,16 @@ class CopyBlock:
         has ``seq + j``).
     wires, key, meta:
         As for :class:`~qsense.acquisition.memory.Copy` (``key`` defaults to ``source``).
+    rows:
+        Per-copy payload, row ``j`` belonging to copy ``j`` (``None``: none): any
+        object with ``len(rows) == N`` that NumPy-style integer-array indexing
+        ``rows[idx]`` gathers into the same type — a NumPy array, or a
+        dataclass of arrays such as the telescope's
+        :class:`~qsense.sims.telescope.Photons` (layout in ``docs/pipeline.md``,
+        "Per-copy rows").  The scheduler gathers each
+        :class:`~qsense.acquisition.backends.BlockPlan` row's copies' rows
+        (``BlockPlan.rows``); a copy taken out of the block (:meth:`copy`)
+        carries ``meta["rows"]`` (the whole array) and ``meta["index"]`` (its row).
     """
 
     state: Any = None
@@ -96,6 +106,7 @@ class CopyBlock:
     wires: tuple | None = None
     key: Hashable = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    rows: Any = None
 
     def __post_init__(self) -> None:
         if self.t is not None:
@@ -112,6 +123,8 @@ class CopyBlock:
             raise ValueError("a block without times needs count >= 0")
         else:
             object.__setattr__(self, "count", int(self.count))
+        if self.rows is not None and len(self.rows) != self.count:
+            raise ValueError(f"rows has {len(self.rows)} entries for a block of {self.count} copies")
 
     def __len__(self) -> int:
         return int(self.count)  # type: ignore[arg-type]
@@ -127,15 +140,19 @@ class CopyBlock:
     def stamped(self, t: np.ndarray | float) -> "CopyBlock":
         """The same block with arrival times ``t`` (a scalar: all at once)."""
         arr = np.broadcast_to(np.asarray(t, dtype=np.float64), (len(self),)).copy()
-        return CopyBlock(self.state, arr, None, self.source, self.seq, self.wires, self.key, self.meta)
+        return CopyBlock(self.state, arr, None, self.source, self.seq, self.wires, self.key, self.meta, self.rows)
 
     def with_source(self, source: str) -> "CopyBlock":
-        return CopyBlock(self.state, self.t, self.count if self.t is None else None, source, self.seq, self.wires, self.key, self.meta)
+        return CopyBlock(self.state, self.t, self.count if self.t is None else None, source, self.seq, self.wires, self.key,
+                         self.meta, self.rows)
 
     def copy(self, j: int) -> Copy:
-        """Copy ``j`` as a :class:`~qsense.acquisition.memory.Copy` (for the per-copy paths)."""
+        """Copy ``j`` as a :class:`~qsense.acquisition.memory.Copy` (for the per-copy paths;
+        with ``rows``, its ``meta`` adds ``"rows"`` and ``"index": j``)."""
         t = None if self.t is None else float(self.t[j])
-        return Copy(self.state, t, self.source, self.seq + int(j), self.wires, self.key, self.meta)
+        meta = self.meta if self.rows is None else {**self.meta, "rows": self.rows, "index": int(j)}
+        return Copy(self.state, t, self.source, self.seq + int(j), self.wires, self.key, meta)
+
 
     def copies(self) -> Iterator[Copy]:
         """Every copy, in order (the per-copy fallback; O(N) Python objects)."""

@@ -1,8 +1,10 @@
 """Pipeline integration: the coherence model and measurement backend for telescope copies.
 
 :class:`TelescopeCoherence` is what ``qsense.acquisition.memory`` plans with,
-:class:`TelescopeBackend` measures plans of stored photons, and
-:func:`photons_of` gathers the :class:`Photons` rows behind a list of copies.
+:class:`TelescopeBackend` measures plans of stored photons (per-copy
+``MeasurementPlan`` s, and ``BlockPlan`` s whose ``rows`` are the photons of a
+block from the telescope driver), and :func:`photons_of` gathers the
+:class:`Photons` rows behind a list of copies.
 """
 
 from __future__ import annotations
@@ -44,20 +46,31 @@ class TelescopeCoherence:
 
 
 def photons_of(copies: Sequence[Any]) -> Photons:
-    """Gather the :class:`Photons` rows behind telescope copies (``Copy.meta`` holds
-    ``{"photons": Photons chunk, "index": row}``, as :mod:`qsense.drivers.telescope` makes them)."""
+    """Gather the :class:`Photons` rows behind telescope copies.
+
+    A copy's ``meta`` names its row: ``{"photons": Photons chunk, "index": row}``
+    (the per-copy telescope driver) or ``{"rows": Photons, "index": row}`` (a copy
+    taken out of a :class:`~qsense.acquisition.blocks.CopyBlock` whose ``rows``
+    are the block's photons).  Rows are gathered with one fancy index per
+    distinct chunk."""
     chunks: dict[int, tuple[Photons, list[int], list[int]]] = {}
     for pos, c in enumerate(copies):
         meta = c.meta
         try:
-            ph, i = meta["photons"], int(meta["index"])
+            ph = meta["photons"] if "photons" in meta else meta["rows"]
+            i = int(meta["index"])
         except (KeyError, TypeError):
             raise ValueError(f"copy {c.source!r}#{c.seq} carries no telescope photon (meta lacks 'photons'/'index')") from None
+        if not isinstance(ph, Photons):
+            raise ValueError(f"copy {c.source!r}#{c.seq}: its photon rows are a {type(ph).__name__}, not Photons")
         entry = chunks.setdefault(id(ph), (ph, [], []))
         entry[1].append(i)
         entry[2].append(pos)
     T = len(copies)
     M = next(iter(chunks.values()))[0].piston.shape[1] if chunks else 0
+    if len(chunks) == 1:  # one chunk (the usual plan): a single gather, no scatter
+        ph, rows, _ = next(iter(chunks.values()))
+        return ph[np.asarray(rows, dtype=np.int64)]
     out = Photons(np.empty(T), np.empty(T, bool), np.empty(T, np.int64), np.empty((T, M)))
     for ph, rows, pos in chunks.values():
         r, p = np.asarray(rows), np.asarray(pos)
@@ -89,6 +102,34 @@ class TelescopeBackend:
 
             return await asyncio.to_thread(self.measure_sync, plan)
         return self.measure_sync(plan)
+
+    async def measure_block(self, plan: Any) -> list[ShadowBatch | BellBatch]:
+        """Measure a :class:`~qsense.acquisition.backends.BlockPlan` whose ``rows`` are
+        :class:`Photons` (what the scheduler makes of the telescope driver's blocks):
+        one sampler call per plan, rows in plan order."""
+        if self.offload:
+            import asyncio
+
+            return await asyncio.to_thread(self.measure_block_sync, plan)
+        return self.measure_block_sync(plan)
+
+    def measure_block_sync(self, plan: Any) -> list[ShadowBatch | BellBatch]:
+        """The synchronous core of :meth:`measure_block`."""
+        if len(plan) == 0:
+            return []
+        if any(s is not self.sim for s in plan.states):
+            raise ValueError(f"block plan of {plan.source!r} is not from this telescope simulation")
+        rows = plan.rows
+        if rows is None or not all(isinstance(r, Photons) for r in rows):
+            raise ValueError(f"block plan of {plan.source!r} carries no telescope photons (BlockPlan.rows)")
+        wires = tuple(plan.wires) if plan.wires is not None else tuple(range(self.sim.M))
+        released = np.asarray(plan.released, dtype=np.float64)
+        if plan.family == "shadow":
+            b = self.sim.shadows(rows[0], plan.waits[:, 0], t=released)
+            return [b.with_meta(wires=wires)]
+        wa, wb = plan.waits[:, 0], plan.waits[:, 1]
+        b = self.sim.bell(rows[0], rows[1], wa, wb, t=released)
+        return [b.with_meta(wires=wires, wait=wa + wb)]
 
     def measure_sync(self, plan: Any) -> list[ShadowBatch | BellBatch]:
         """The synchronous core of :meth:`measure`."""

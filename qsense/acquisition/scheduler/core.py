@@ -415,6 +415,7 @@ class Scheduler:
             plans.append(BlockPlan(
                 "shadow", (block.state,), t[shadows], np.zeros((shadows.size, 1)),
                 (block.seq + shadows)[:, None], wires, block.source, block.key, coherence,
+                rows=None if block.rows is None else (block.rows[shadows],),
             ))
         if closers.size:
             waits = np.zeros((closers.size, 2))
@@ -422,6 +423,7 @@ class Scheduler:
             seqs = np.stack([block.seq + closers - 1, block.seq + closers], axis=1)
             plans.append(BlockPlan(
                 "bell", (block.state, block.state), t[closers], waits, seqs, wires, block.source, block.key, coherence,
+                rows=None if block.rows is None else (block.rows[closers - 1], block.rows[closers]),
             ))
         return BlockResult(items, plans, roles)
 
