@@ -23,7 +23,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["bell_kernel", "shadow_kernel"]
+__all__ = ["bell_kernel", "rotate_kernel", "shadow_kernel"]
 
 _SQ2 = 1.0 / math.sqrt(2.0)
 #: rescale the running coefficients when the selected branch weight drops below this
@@ -281,3 +281,18 @@ def bell_kernel(A, B, u, out):  # pragma: no cover - compiled
                 g = 1.0 / math.sqrt(ps)
                 c00, c01, c10, c11 = c00 * g, c01 * g, c10 * g, c11 * g
     return zero
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def rotate_kernel(amps, phase):  # pragma: no cover - compiled
+    """``amps[:, 1:] *= exp(1j * phase)`` in place (``amps`` complex128 (T, M+1),
+    ``phase`` float64 (T, M)): one cos and sin per telescope and copy, no temporaries."""
+    T, M1 = amps.shape
+    for t in range(T):
+        row = amps[t]
+        ph = phase[t]
+        for q in range(M1 - 1):
+            c = math.cos(ph[q])
+            s = math.sin(ph[q])
+            x = row[q + 1]
+            row[q + 1] = complex(x.real * c - x.imag * s, x.real * s + x.imag * c)

@@ -6,7 +6,8 @@ qubit is an O(1) update per shot and a shot costs O(M), not O(2^M).  The
 samplers are exact: their outcomes are distributed as those of measuring the
 2^M embedding (:func:`~qsense.sims.telescope.single_excitation_to_qubits`).
 The per-shot loops are compiled (:mod:`qsense.sims.telescope.kernels`): about
-10 ns per qubit, > 1 M shots/s at M = 64.
+10 ns per qubit and shot on one core; long jobs run on every core
+(:mod:`~qsense.sims.telescope.parallel`, records independent of the thread count).
 """
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ import numpy as np
 from qsense.records import BellBatch, ShadowBatch
 
 from .excitation import _draw_from_mixture, _parse_state
+from .parallel import UNIFORM_RUN, map_runs, run_in_chunks
 
 __all__ = [
     "bell_from_amplitudes",
+    "rotate_phases",
     "sample_single_excitation_bell",
     "sample_single_excitation_shadows",
     "shadows_from_amplitudes",
 ]
 
-#: uniforms drawn per run of the shadow kernel (float64: 2 MiB)
-_UNIFORM_RUN = 1 << 18
 
 
 def shadows_from_amplitudes(
@@ -63,18 +64,26 @@ def shadows_from_amplitudes(
         bases = np.ascontiguousarray(bases, dtype=np.uint8)
         if bases.shape != (T, M) or (bases.size and bases.max() > 2):
             raise ValueError(f"bases must be (T, M) = ({T}, {M}) values in 0..2")
-    # uniforms in cache-sized runs of shots, into one reused buffer (no fresh pages per call)
-    step = max(1, _UNIFORM_RUN // max(M, 1))
-    u = np.empty((min(T, step), M))
-    zero = 0
-    for lo in range(0, T, step):
-        hi = min(T, lo + step)
-        uu = u[: hi - lo]
-        rng.random(out=uu)
-        zero += shadow_kernel(amps[lo:hi], bases[lo:hi], uu, draw, bases[lo:hi], outcomes[lo:hi])
+    # uniforms in cache-sized runs of shots, drawn in order; the runs' kernels on every core
+    zero = run_in_chunks(
+        T, M, rng, lambda lo, hi, u: shadow_kernel(amps[lo:hi], bases[lo:hi], u, draw, bases[lo:hi], outcomes[lo:hi])
+    )
     if zero:
         raise ValueError(f"zero amplitude vector ({zero} of {T} shots)")
     return bases, outcomes
+
+
+def rotate_phases(amps: np.ndarray, phase: np.ndarray) -> None:
+    """``amps[:, 1:] *= exp(1j * phase)`` in place, compiled and on every core for long
+    jobs (``amps`` complex128 (T, M+1) C-contiguous, ``phase`` float64 (T, M)); equal to
+    the NumPy expression to a few ulp."""
+    from .kernels import rotate_kernel  # compiled on first use
+
+    phase = np.ascontiguousarray(phase, dtype=np.float64)
+    if amps.dtype != np.complex128 or not amps.flags.c_contiguous or phase.shape != (amps.shape[0], amps.shape[1] - 1):
+        raise ValueError(f"need complex128 C-contiguous (T, M+1) amplitudes and (T, M) phases; got {amps.shape}, {phase.shape}")
+    run = max(1, UNIFORM_RUN // max(phase.shape[1], 1))
+    map_runs(len(amps), run, lambda lo, hi: rotate_kernel(amps[lo:hi], phase[lo:hi]))
 
 
 def bell_from_amplitudes(amps_a: np.ndarray, amps_b: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -101,7 +110,8 @@ def bell_from_amplitudes(amps_a: np.ndarray, amps_b: np.ndarray, rng: np.random.
         raise ValueError(f"amplitudes must be (T, M+1) with M >= 1; got shape {A.shape}")
     T, M1 = A.shape
     out = np.empty((T, M1 - 1), dtype=np.uint8)
-    zero = bell_kernel(A, B, rng.random((T, M1 - 1)), out)
+    # the uniforms of rng.random((T, M)), drawn run by run (no (T, M) float64 temporary)
+    zero = run_in_chunks(T, M1 - 1, rng, lambda lo, hi, u: bell_kernel(A[lo:hi], B[lo:hi], u, out[lo:hi]))
     if zero:
         raise ValueError(f"zero amplitude vector ({zero} of {T} shots)")
     return out

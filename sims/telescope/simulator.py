@@ -18,7 +18,7 @@ from qsense.records import BellBatch, ShadowBatch
 
 from .array import TelescopeArray
 from .photons import Photons
-from .samplers import bell_from_amplitudes, shadows_from_amplitudes
+from .samplers import bell_from_amplitudes, rotate_phases, shadows_from_amplitudes
 from .sky import Source
 
 __all__ = ["TelescopeSim"]
@@ -176,7 +176,7 @@ class TelescopeSim:
             pflip = 0.5 * (1.0 - np.exp(-tau / self.t2))
             phase = phase + np.pi * (rng.random((T, M)) < pflip[:, None])
         if phase.any():  # the trigonometry dominates a shot's cost: skip it without piston or flips
-            amps[:, 1:] *= np.exp(1j * phase)
+            rotate_phases(amps, phase)
         if np.any(photons.dark):
             d = np.flatnonzero(photons.dark)
             amps[d] = 0.0

@@ -1,0 +1,117 @@
+"""The telescope samplers on several threads: the same records as on one, the same
+uniform stream as one ``rng.random((T, M))`` draw, errors raised in a worker reach the caller."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from qsense.estimators import kernels
+from qsense.sims.telescope import TelescopeArray, TelescopeSim, UniformDisk, demo_array
+from qsense.sims.telescope.kernels import bell_kernel, shadow_kernel
+from qsense.sims.telescope.parallel import UNIFORM_RUN, run_in_chunks
+from qsense.sims.telescope.samplers import bell_from_amplitudes, shadows_from_amplitudes
+
+
+@pytest.fixture
+def restore_threads():
+    before = kernels.get_threads()
+    yield
+    kernels.set_threads(before)
+
+
+def _amps(M: int, T: int) -> np.ndarray:
+    sim = TelescopeSim(TelescopeArray(demo_array(M), 800e-9), UniformDisk(0.8e-9), piston_diffusion=100.0, seed=M)
+    return sim.amplitudes(sim.photons(count=T))
+
+
+@pytest.mark.parametrize("M", [4, 64])
+def test_records_do_not_depend_on_the_thread_count(M, restore_threads):
+    T = 3 * (UNIFORM_RUN // M) + 17  # several runs and a short last one
+    amps = _amps(M, T)
+    given = np.random.default_rng(9).integers(0, 3, size=(T, M), dtype=np.uint8)
+    out = {}
+    for threads in (1, 2, 3):
+        kernels.set_threads(threads)
+        drawn = shadows_from_amplitudes(amps, np.random.default_rng(3))
+        fixed = shadows_from_amplitudes(amps, np.random.default_rng(3), given)
+        bell = bell_from_amplitudes(amps[: T // 2], amps[T // 2 : 2 * (T // 2)], np.random.default_rng(4))
+        out[threads] = (drawn, fixed, bell)
+    for threads in (2, 3):
+        (b1, o1), (fb1, fo1), bell1 = out[1]
+        (b, o), (fb, fo), bell = out[threads]
+        assert np.array_equal(b, b1) and np.array_equal(o, o1)
+        assert np.array_equal(fb, given) and np.array_equal(fo, fo1)
+        assert np.array_equal(bell, bell1)
+    # drawn bases are not the given ones: the comparison above can fail
+    assert not np.array_equal(out[1][0][0], given)
+
+
+def test_bell_uniforms_are_one_draw_of_the_whole_table(restore_threads):
+    M, T = 64, 2 * (UNIFORM_RUN // 64) + 5
+    amps = _amps(M, 2 * T)
+    A, B = np.ascontiguousarray(amps[:T]), np.ascontiguousarray(amps[T:])
+    want = np.empty((T, M), dtype=np.uint8)
+    bell_kernel(A, B, np.random.default_rng(11).random((T, M)), want)
+    kernels.set_threads(2)
+    assert np.array_equal(bell_from_amplitudes(A, B, np.random.default_rng(11)), want)
+
+
+def test_shadow_runs_equal_one_kernel_call(restore_threads):
+    M, T = 16, 2 * (UNIFORM_RUN // 16) + 3
+    amps = _amps(M, T)
+    b = np.empty((T, M), dtype=np.uint8)
+    o = np.empty((T, M), dtype=np.uint8)
+    shadow_kernel(amps, b, np.random.default_rng(5).random((T, M)), True, b, o)
+    kernels.set_threads(2)
+    b2, o2 = shadows_from_amplitudes(amps, np.random.default_rng(5))
+    assert np.array_equal(b2, b) and np.array_equal(o2, o)
+
+
+def test_a_worker_error_reaches_the_caller_and_nothing_runs_on(restore_threads):
+    kernels.set_threads(2)
+    seen = []
+
+    def kernel(lo, hi, u):
+        seen.append(lo)
+        if lo >= 2 * (UNIFORM_RUN // 8):
+            raise RuntimeError("kernel failed")
+        return 0
+
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        run_in_chunks(10 * (UNIFORM_RUN // 8), 8, np.random.default_rng(0), kernel)
+    n = len(seen)
+    assert n < 10  # stopped at the failure, not run to the end
+    time.sleep(0.2)
+    assert len(seen) == n  # no run was left going after the call returned
+
+
+def test_zero_vectors_are_counted_across_runs(restore_threads):
+    kernels.set_threads(2)
+    M = 8
+    T = 3 * (UNIFORM_RUN // M)
+    amps = np.ones((T, M + 1), dtype=np.complex128)
+    amps[[5, T - 1]] = 0.0
+    with pytest.raises(ValueError, match=r"zero amplitude vector \(2 of"):
+        shadows_from_amplitudes(amps, np.random.default_rng(0))
+
+
+def test_phase_rotation_equals_numpy_on_any_thread_count(restore_threads):
+    from qsense.sims.telescope.samplers import rotate_phases
+
+    rng = np.random.default_rng(2)
+    T, M = 3 * (UNIFORM_RUN // 64) + 9, 64
+    amps = rng.standard_normal((T, M + 1)) + 1j * rng.standard_normal((T, M + 1))
+    phase = rng.standard_normal((T, M)) * 40.0  # far beyond 2 pi: argument reduction matters
+    want = amps.copy()
+    want[:, 1:] *= np.exp(1j * phase)
+    for threads in (1, 2):
+        kernels.set_threads(threads)
+        got = amps.copy()
+        rotate_phases(got, phase)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
+        assert np.array_equal(got[:, 0], amps[:, 0])  # the vacuum column is not rotated
+    with pytest.raises(ValueError, match="complex128 C-contiguous"):
+        rotate_phases(amps[:, ::2], phase)
