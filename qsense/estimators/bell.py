@@ -31,6 +31,7 @@ from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observ
 from qsense.records import BellBatch
 
 from .decoherence import DecoherenceModel, Depolarizing, make_decoherence
+from .bell_weighted import shot_weights, weighted_plan, weighted_sums, weighted_term_values
 from .kernels import bell_counts_batch, bell_term_values
 from .result import Estimate, renyi2_from_purity
 from .serial import checked_state, counts_array, dump_npz, float_array, load_npz, meta_int, obs_from_json, obs_to_json, wires_from_json, wires_to_json
@@ -46,13 +47,6 @@ def _as_bell(batch: Any) -> BellBatch:
     if not isinstance(batch, BellBatch):
         raise ValueError(f"expected a BellBatch; got {type(batch).__name__}")
     return batch
-
-
-def _sign_table(outcomes: np.ndarray) -> np.ndarray:
-    """uint8 (T, 3n+1): per record, the parity bits for X (a), Y (a^b), Z (b), and a 0 column."""
-    a = outcomes >> 1
-    b = outcomes & 1
-    return np.concatenate([a, a ^ b, b, np.zeros((outcomes.shape[0], 1), np.uint8)], axis=1)
 
 
 class BellEstimator:
@@ -189,27 +183,19 @@ class BellEstimator:
             model = self.decoherence
             depol = isinstance(model, Depolarizing)
             singlet = batch.outcomes == 3
-            if depol:
-                w = np.exp(batch.wait / self.t2)  # (T,): the historical arithmetic, kept bit for bit
-            else:
-                rate_p = model.pauli_rate(np.where(t.support < 0, 0, t.letters))  # (M,) 1/s
+            w = np.exp(batch.wait / self.t2) if depol else None  # (T,): the historical arithmetic, kept bit for bit
             if t.M:
-                sign_idx = np.where(t.support < 0, 3 * batch.n, (t.letters.astype(np.int64) - 1) * batch.n + np.maximum(t.support, 0))
-                for lo in range(0, T, 8192):
-                    hi = min(T, lo + 8192)
-                    st = _sign_table(batch.outcomes[lo:hi])
-                    par = np.zeros((hi - lo, t.M), dtype=np.uint8)
-                    for s in range(sign_idx.shape[1]):
-                        par ^= st[:, sign_idx[:, s]]
-                    if depol:
-                        reweight = np.power(w[lo:hi, None], t.weight[None, :])
-                    else:
-                        reweight = np.exp(batch.wait[lo:hi, None] * rate_p[None, :])
-                    vals = (1.0 - 2.0 * par) * ysign * reweight
-                    self._S += vals.sum(axis=0)
-                    self._Q += (vals**2).sum(axis=0)
-                    if self._sums:
-                        self._sums.add(vals[:, self._sums.terms])
+                # grouped by support and rate: no (shots x terms) matrix (qsense.estimators.bell_weighted)
+                plan = weighted_plan(t, model)
+                R = shot_weights(plan, batch.wait, w)
+                S, Q = weighted_sums(batch.outcomes, R, plan)
+                self._S += S
+                self._Q += Q
+                if self._sums:
+                    for lo in range(0, T, 8192):
+                        hi = min(T, lo + 8192)
+                        vals = bell_term_values(batch.outcomes[lo:hi], t, self._sums.terms)
+                        self._sums.add(weighted_term_values(R[:, lo:hi], plan, self._sums.terms, vals))
             if depol:
                 f_trip = (1.0 + w) / 2.0
                 f_sing = (1.0 - 3.0 * w) / 2.0
