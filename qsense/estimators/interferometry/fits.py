@@ -16,6 +16,7 @@ import numpy as np
 
 from .jacobians import binary_grid_chi2, binary_model_jac, kind_jac, symmetric_model_jac
 from .models import MAS, binary_visibility, disk_visibility, gaussian_visibility
+from .whitening import CovarianceWhitener
 
 __all__ = ["FitResult", "fit_model", "fit_binary", "fit_disk", "fit_gaussian"]
 
@@ -128,10 +129,11 @@ def fit_model(
 
     Residuals are whitened by the one-sigma ``err`` or, when given, by the
     Cholesky factor of the full data covariance ``cov`` (correlated data),
-    factorised once per fit; parameter covariance ``(J^T J)^-1`` of the whitened
-    residuals.  ``jac(params)`` (data x parameters, optional) is the analytic
-    Jacobian of ``model``: one whitening solve per iteration for all parameters
-    instead of one per finite-difference step.
+    factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`);
+    parameter covariance ``(J^T J)^-1`` of the whitened residuals.
+    ``jac(params)`` (data x parameters, optional) is the analytic Jacobian of
+    ``model``: one whitening solve per iteration for residual and all parameters
+    together instead of one per finite-difference step.
 
     A fit with ``dof = len(data) - len(p0) <= 0`` is refused: the result has
     ``constrained=False`` and NaN values (with as many parameters as data the
@@ -147,49 +149,54 @@ def fit_model(
     ``s ~ N(1, norm_var)`` -- equivalent to the covariance ``C0 + norm_var
     outer(model, model)`` evaluated at the model -- and ``s`` is marginalised
     out of the reported errors (it is not reported).
-    """
-    from scipy.linalg import solve_triangular
-    from scipy.optimize import least_squares
 
+    Raises ``ValueError`` for a ``cov`` of the wrong shape, with non-finite
+    entries or not positive definite, and for non-positive ``err`` without ``cov``.
+    """
     data = np.asarray(data, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
     if data.size - len(p0) <= 0:
         return _unconstrained(names, units, data.size)
     if cov is not None and norm_var is not None and norm_var > 0:
-        return _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, float(norm_var))
+        return _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, float(norm_var))
     if cov is not None:
-        C = np.asarray(cov, dtype=np.float64)
-        if C.shape != (data.size, data.size):
-            raise ValueError(f"cov must be ({data.size}, {data.size}); got {C.shape}")
-        # the jitter keeps a covariance that is singular in round-off factorisable
-        C = C + np.eye(len(C)) * (1e-15 * np.trace(C) / len(C))
-        try:
-            L = np.linalg.cholesky(C)
-        except np.linalg.LinAlgError:
-            raise ValueError("cov is not positive definite") from None
+        wh = CovarianceWhitener(cov, data.size)
         if jac is None:
-            fun = lambda p: solve_triangular(L, model(p) - data, lower=True, check_finite=False)  # noqa: E731
+            fun = lambda p: wh.solve(model(p) - data)  # noqa: E731
             wjac = None
         else:
             # a triangular solve streams all of L (65 MB at 4032 data) whatever the number of
             # right-hand sides: whiten residual and Jacobian together, once per point
-            memo: dict = {}
-
-            def whitened(p: np.ndarray) -> dict:
-                key = np.asarray(p, dtype=np.float64).tobytes()
-                if memo.get("key") != key:
-                    A = np.column_stack([model(p) - data, jac(p)])
-                    W = solve_triangular(L, A, lower=True, check_finite=False)
-                    memo.update(key=key, r=W[:, 0], J=W[:, 1:])
-                return memo
-
-            fun = lambda p: whitened(p)["r"].copy()  # noqa: E731
-            wjac = lambda p: whitened(p)["J"].copy()  # noqa: E731
+            point = _per_point(lambda p: wh.solve(np.column_stack([model(p) - data, jac(p)])))
+            fun = lambda p: point(p)[:, 0].copy()  # noqa: E731
+            wjac = lambda p: point(p)[:, 1:].copy()  # noqa: E731
     else:
         if np.any(~(err > 0)):
             raise ValueError("all error bars must be positive")
         fun = lambda p: (model(p) - data) / err  # noqa: E731
         wjac = None if jac is None else (lambda p: jac(p) / err[:, None])  # noqa: E731
+    return _least_squares(fun, wjac, p0, bounds, names, units, data.size)
+
+
+def _per_point(f: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    """``f`` evaluated once per parameter point: least squares asks for the residual and the
+    Jacobian at the same point in two calls, and both come from one whitening solve."""
+    memo: dict = {}
+
+    def at(p: np.ndarray) -> np.ndarray:
+        key = np.asarray(p, dtype=np.float64).tobytes()
+        if memo.get("key") != key:
+            memo.update(key=key, value=f(p))
+        return memo["value"]
+
+    return at
+
+
+def _least_squares(fun, wjac, p0, bounds, names, units, n_data: int) -> FitResult:
+    """Minimise ``sum(fun(p)^2)`` (whitened residuals) and read the errors off the SVD of the
+    whitened Jacobian at the optimum."""
+    from scipy.optimize import least_squares
+
     lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
     res = least_squares(fun, np.asarray(p0, dtype=np.float64), jac=wjac if wjac is not None else "2-point",
                         bounds=(lo, hi), x_scale="jac", method="trf")
@@ -210,37 +217,43 @@ def fit_model(
     k = len(p0)
     return FitResult(
         tuple(names), tuple(units or [""] * k), res.x, np.sqrt(var), pcov, chi2,
-        int(len(data) - k), bool(res.success), str(res.message), flags=tuple(flags),
+        int(n_data - k), bool(res.success), str(res.message), flags=tuple(flags),
     )
 
 
-def _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, norm_var) -> FitResult:
+def _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, norm_var) -> FitResult:
     """:func:`fit_model` with a common model scale ``s ~ N(1, norm_var)`` and the covariance's
-    ``norm_var * outer(data, data)`` part removed (see ``norm_var`` there)."""
-    C0 = np.asarray(cov, dtype=np.float64) - norm_var * np.outer(data, data)
+    ``norm_var * outer(data, data)`` part removed (see ``norm_var`` there).
+
+    The prior on ``s`` is one more datum, ``(s - 1) / sd`` with unit error, uncorrelated
+    with the data: the whitened system is the data's (``L0^-1`` of ``C0 = cov - norm_var
+    y y^T``) with that row appended, so only ``C0`` is factorised.  The residual
+    ``L0^-1 (s m - y) = s L0^-1 m - L0^-1 y`` reuses ``L0^-1 y``, whitened once."""
+    n, k = data.size, len(p0)
     sd = math.sqrt(norm_var)
-    k = len(p0)
+    wh = CovarianceWhitener(cov, n, downdate=(norm_var, data))
+    wy = wh.solve(data)
 
-    def model_s(q: np.ndarray) -> np.ndarray:
-        return q[k] * model(q[:k])
+    def whiten(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p, s = q[:k], float(q[k])
+        m = model(p)
+        Jp = jac(p) if jac is not None else _numeric_jac(model, p, m)
+        W = wh.solve(np.column_stack([m, Jp]))
+        r = np.empty(n + 1)
+        r[:n] = s * W[:, 0] - wy
+        r[n] = (s - 1.0) / sd
+        Jw = np.zeros((n + 1, k + 1))
+        Jw[:n, :k] = s * W[:, 1:]
+        Jw[:n, k] = W[:, 0]
+        Jw[n, k] = 1.0 / sd
+        return r, Jw
 
-    def jac_s(q: np.ndarray) -> np.ndarray:
-        m = model(q[:k])
-        Jp = jac(q[:k]) if jac is not None else _numeric_jac(model, q[:k], m)
-        return np.column_stack([q[k] * Jp, m])
-
+    point = _per_point(whiten)
     lo, hi = bounds if bounds is not None else ([-np.inf] * k, [np.inf] * k)
     lo = list(np.broadcast_to(np.asarray(lo, dtype=np.float64), (k,))) + [1e-6]
     hi = list(np.broadcast_to(np.asarray(hi, dtype=np.float64), (k,))) + [np.inf]
-    # the prior on s is one more datum: (s - 1) / sd, appended as a model/data pair with unit error
-    prior_model = lambda q: np.append(model_s(q), (q[k] - 1.0) / sd)  # noqa: E731
-    prior_jac = lambda q: np.vstack([jac_s(q), np.append(np.zeros(k), 1.0 / sd)])  # noqa: E731
-    n = data.size
-    C = np.zeros((n + 1, n + 1))
-    C[:n, :n] = C0
-    C[n, n] = 1.0
-    full = fit_model(prior_model, np.append(data, 0.0), np.append(err, 1.0), [*p0, 1.0], [*names, "_scale"],
-                     [*(units or [""] * k), ""], bounds=(lo, hi), cov=C, jac=prior_jac)
+    full = _least_squares(lambda q: point(q)[0].copy(), lambda q: point(q)[1].copy(), [*p0, 1.0],
+                          (lo, hi), [*names, "_scale"], [*(units or [""] * k), ""], n + 1)
     # dof: one more datum (the prior) and one more parameter (s)
     return FitResult(
         tuple(names), tuple(units or [""] * k), full.values[:k], full.stderr[:k], full.cov[:k, :k], full.chi2,
@@ -375,7 +388,13 @@ def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape, norm_var=None)
             raise ValueError("all error bars must be positive (the grid search weights by them)")
         q = np.hypot(uv[:, 0], uv[:, 1])
         grid = np.geomspace(0.02 / q.max(), 3.0 / max(q.min(), 1e-30), 400) / MAS
-        chi = [np.sum(((model([g]) - y) / e) ** 2) for g in grid]
+        # the models broadcast over a column of sizes: the grid as (sizes x data) tables, in
+        # chunks of ~4 M entries
+        chi = np.empty(grid.size)
+        step = max(1, (1 << 22) // max(y.size, 1))
+        for lo in range(0, grid.size, step):
+            g = grid[lo : lo + step, None] * MAS
+            chi[lo : lo + step] = np.sum(((_model_vector(fn(uv, g).astype(np.complex128), kind) - y) / e) ** 2, axis=1)
         p0 = [grid[int(np.argmin(chi))]]
     return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov, jac=jac,
                      norm_var=norm_var if kind == "complex" else None)

@@ -1,0 +1,62 @@
+"""Whitening by a full data covariance for the fits: one Cholesky factorisation, built in place.
+
+At 64 telescopes the covariance of ``[Re V..., Im V...]`` is 4,032 x 4,032 (130 MB) and
+its factorisation is most of a fit's time, so :class:`CovarianceWhitener` makes exactly
+one copy of it (column-major, the layout LAPACK works in), applies the optional rank-one
+downdate ``- kappa y y^T`` (``norm_var``) and the round-off jitter in that buffer, and
+factorises it there (``dpotrf``, no clean-up of the unused upper triangle).  Every
+later solve reads the lower triangle only (``dtrtrs``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["CovarianceWhitener"]
+
+#: jitter added to the diagonal, relative to the mean variance: keeps a covariance that
+#: is singular in round-off factorisable and moves nothing else (1e-15 relative)
+_JITTER = 1e-15
+
+
+class CovarianceWhitener:
+    """``solve(B) = L^-1 B`` for ``L L^T = cov - kappa outer(y, y) + jitter``.
+
+    ``cov`` (n, n) symmetric positive definite (it is copied once and never modified);
+    ``downdate = (kappa, y)`` takes ``kappa y y^T`` out before the factorisation.  Raises
+    ``ValueError`` for a wrong shape, non-finite entries or a matrix that is not positive
+    definite.
+    """
+
+    def __init__(self, cov: np.ndarray, n: int, downdate: tuple[float, np.ndarray] | None = None) -> None:
+        from scipy.linalg import blas, lapack
+
+        C = np.asarray(cov, dtype=np.float64)
+        if C.shape != (n, n):
+            raise ValueError(f"cov must be ({n}, {n}); got {C.shape}")
+        # C.T of a row-major C is column-major: this copy is a plain memcpy, and for a
+        # symmetric C the buffer holds C itself in LAPACK's layout
+        A = np.array(C.T, order="F")
+        if not np.isfinite(A).all():
+            raise ValueError("cov has non-finite entries")
+        if downdate is not None:
+            kappa, y = downdate
+            # dsyr updates the lower triangle only, in place (np.outer would be another 130 MB)
+            A = blas.dsyr(-float(kappa), np.ascontiguousarray(y, dtype=np.float64), lower=1, a=A, overwrite_a=1)
+        diag = A.reshape(-1, order="F")[:: n + 1]  # a view of the diagonal
+        diag += _JITTER * float(diag.sum()) / n
+        L, info = lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+        if info != 0:
+            raise ValueError("cov is not positive definite" + (" once norm_var * outer(data, data) is taken out" if downdate is not None else ""))
+        self._L = L
+        self._trtrs = lapack.dtrtrs
+        self.n = n
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """``L^-1 B`` for ``B`` (n,) or (n, m); one pass over ``L`` for all columns."""
+        B = np.asarray(B, dtype=np.float64)
+        one = B.ndim == 1
+        X, info = self._trtrs(self._L, B[:, None] if one else B, lower=1)
+        if info != 0:
+            raise ValueError("the covariance factor is singular")
+        return X[:, 0] if one else X
