@@ -47,8 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from qsense.estimators.bell import BellEstimator
-from qsense.estimators.purity import ShadowPurity
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import METHODS, ShadowEstimator
 from qsense.pauli import PauliObservable, parse_observable
@@ -66,6 +64,26 @@ KINDS = ("shadow", "bell")
 
 class UsageError(ValueError):
     """Bad input: reported as one line on stderr with exit status 2."""
+
+
+# The Bell and purity estimators are imported when a command needs them: the purity
+# class kernels cost numba compilations' worth of start-up that shadow-only runs skip.
+def _bell_estimator(*args: Any, **kwargs: Any) -> Any:
+    from qsense.estimators.bell import BellEstimator
+
+    return BellEstimator(*args, **kwargs)
+
+
+def _shadow_purity(*args: Any, **kwargs: Any) -> Any:
+    from qsense.estimators.purity import ShadowPurity
+
+    return ShadowPurity(*args, **kwargs)
+
+
+def _is_instance(obj: Any, module: str, name: str) -> bool:
+    """``isinstance(obj, module.name)`` without importing ``module``: an instance exists only once it is loaded."""
+    mod = sys.modules.get(module)
+    return mod is not None and isinstance(obj, getattr(mod, name))
 
 
 # -- options -------------------------------------------------------------------------------------
@@ -238,7 +256,7 @@ def _load(path: Path) -> ShadowBatch | BellBatch:
 
 def _run_bell_file(args: argparse.Namespace, batch: BellBatch, observables: list, subsystems: list) -> int:
     """A file of Bell records: tr(P rho)^2 per ``-o``, purity per ``-s`` and of the whole register."""
-    est = BellEstimator(observables, t2=args.t2, purity_subsystems=subsystems)
+    est = _bell_estimator(observables, t2=args.t2, purity_subsystems=subsystems)
     try:
         est.update(batch)
     except ValueError as exc:
@@ -296,7 +314,7 @@ def _run_file(args: argparse.Namespace, observables: list, subsystems: list) -> 
         for lab, v, s in zip(r.labels, r.values, r.stderr):
             print(f"{lab:<24} {v:>12.6f} {s:>10.6f}")
     if subsystems:
-        p = ShadowPurity(subsystems)
+        p = _shadow_purity(subsystems)
         try:
             p.update(batch)
             pur, ent = p.purity(), p.entropy()
@@ -326,9 +344,9 @@ def _make_group(kind: str, wires: tuple, args: argparse.Namespace, observables: 
         if observables:
             g.estimators.append(ShadowEstimator(observables, groups=args.groups, method=args.method))
         if subsystems:
-            g.estimators.append(ShadowPurity(subsystems))
+            g.estimators.append(_shadow_purity(subsystems))
     elif observables or subsystems or args.bell_purity:
-        g.estimators.append(BellEstimator(observables, t2=args.t2, purity_subsystems=subsystems))
+        g.estimators.append(_bell_estimator(observables, t2=args.t2, purity_subsystems=subsystems))
     return g
 
 
@@ -340,7 +358,7 @@ def _rows(g: _Group, label: str, args: argparse.Namespace, subsystems: list) -> 
             r = est.estimate()
             for lab, v, s in zip(r.labels, r.values, r.stderr):
                 yield label, "expval", lab, float(v), float(s)
-        elif isinstance(est, ShadowPurity):
+        elif _is_instance(est, "qsense.estimators.purity", "ShadowPurity"):
             try:
                 pur, ent = est.purity(), est.entropy()
             except ValueError:  # fewer than two snapshots: no U-statistic
@@ -349,7 +367,7 @@ def _rows(g: _Group, label: str, args: argparse.Namespace, subsystems: list) -> 
                 yield label, "purity", lab, float(v), float(s)
             for lab, v, s in zip(ent.labels, ent.values, ent.stderr):
                 yield label, "renyi2", lab, float(v), float(s)
-        elif isinstance(est, BellEstimator):
+        elif _is_instance(est, "qsense.estimators.bell", "BellEstimator"):
             if est.observables:
                 r = est.estimate()
                 for lab, v, s in zip(r.labels, r.values, r.stderr):
@@ -531,7 +549,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--groups must be a positive integer")
         if subsystems:
             try:
-                ShadowPurity(subsystems)  # its limits (size, repeats) before any data is read
+                _shadow_purity(subsystems)  # its limits (size, repeats) before any data is read
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         path: Path = args.measurements
