@@ -2,26 +2,29 @@
 
 Data: a simulated array (``demo_array(M)``, 800 nm) observing a binary
 (3 mas, PA 60 deg, r = 0.5) and a uniform disk (1.5 mas); single-copy visibilities
-with their full (2P x 2P) covariance from 30,000 shadows and squared visibilities
-from 15,000 Bell pairs, as the demo fits them.
+with their full (2P x 2P) covariance and ``norm_var`` from 30,000 shadows and
+squared visibilities from 15,000 Bell pairs, as the demo fits them.
 
 Timed (process CPU seconds, best of ``--repeat``; ``--wall`` for wall clock):
 
-* ``fit_binary`` complex with ``cov`` (grid start + Cholesky whitening + least
-  squares), ``fit_binary`` squared, ``fit_disk`` complex with ``cov`` and squared;
-* the same calls on the implementation before issue 17 (``_reference_fits.py``:
+* ``fit_binary`` / ``fit_disk`` complex with ``cov`` and ``norm_var`` (as the demo
+  fits: grid start + one factorisation of the covariance + least squares), complex
+  with ``cov`` only, and squared;
+* "dense": the same calls on the fits as they were before the full-covariance
+  speed-up (``_fits_before.py``: ``np.linalg.cholesky`` of fresh copies, the prior
+  on the common scale as an (n+1)^2 matrix).  Their results are compared with the
+  current ones: the largest ``|difference| / stderr`` over values and errors, and
+  the chi^2 difference, are printed (they must be far below 1e-3);
+* "pre-17": the implementation before issue 17 (``_reference_fits.py``:
   finite-difference Jacobians, one whitening solve per evaluation, a grid loop
-  per flux ratio).  At M = 64 the old binary grid alone takes ~20 CPU-seconds, so
-  the old complex binary fit is timed from the new fit's start (``p0``), which is
-  what the demo's subset seeding gave it;
-* the floor: one Cholesky factorisation of the (2P x 2P) covariance.
-
-Fitted values of old and new are printed side by side (they agree to the
-optimiser's tolerance).
+  per flux ratio; no ``norm_var``).  At M = 64 its binary grid alone takes ~20
+  CPU-seconds, so its complex binary fit is timed from the new fit's start (``p0``);
+* the floor: one in-place Cholesky factorisation (``dpotrf``) of the (2P x 2P)
+  covariance, and ``np.linalg.cholesky`` for comparison.
 
 Usage::
 
-    python benchmarks/bench_fits.py            # M = 16 and 64 (~1-2 min, data simulation included)
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_fits.py     # M = 16 and 64 (~1-2 min, data simulation included)
     python benchmarks/bench_fits.py --M 16
 """
 
@@ -40,6 +43,7 @@ from qsense.estimators.interferometry import MAS, SquaredVisibilityEstimator, Vi
 from qsense.sims.telescope import BinaryStar, TelescopeArray, TelescopeSim, UniformDisk, demo_array
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _fits_before as dense  # noqa: E402
 import _reference_fits as old  # noqa: E402
 
 CLOCK: Callable[[], float] = time.process_time
@@ -64,8 +68,34 @@ def data(M: int, source: object, seed: int) -> dict:
     b.update(sim.bell(ph[30_000::2], ph[30_001::2]))
     be = b.estimate()
     ok = be.stderr > 0  # as the demo does: |V|^2 fits use the baselines with a positive error bar
-    return {"uv": sim.array.uv(), "v": e.values, "se": e.stderr, "cov": e.full_cov, "uv2": sim.array.uv()[ok],
-            "v2": be.values[ok], "se2": be.stderr[ok]}
+    return {"uv": sim.array.uv(), "v": e.values, "se": e.stderr, "cov": e.full_cov, "nv": e.norm_var,
+            "uv2": sim.array.uv()[ok], "v2": be.values[ok], "se2": be.stderr[ok]}
+
+
+def agreement(new: object, ref: object) -> tuple[float, float]:
+    """Largest |new - ref| / stderr over the values and the errors, and chi2(new) - chi2(ref)."""
+    se = np.where(np.isfinite(ref.stderr) & (ref.stderr > 0), ref.stderr, 1.0)
+    dv = np.abs(np.asarray(new.values) - np.asarray(ref.values))
+    if "position_angle" in ref.names:  # PA is reported modulo its fold
+        i = ref.names.index("position_angle")
+        dv[i] = min(dv[i], abs(dv[i] - 180.0), abs(dv[i] - 360.0))
+    return float(max(np.max(dv / se), np.max(np.abs(new.stderr - ref.stderr) / se))), float(new.chi2 - ref.chi2)
+
+
+def floors(cov: np.ndarray, repeat: int) -> tuple[float, float]:
+    """CPU of one in-place dpotrf of a column-major copy (what the fits do), and of np.linalg.cholesky."""
+    from scipy.linalg import lapack
+
+    n = len(cov)
+    buf = np.array(cov.T, order="F")
+
+    def potrf() -> None:
+        buf[...] = cov.T
+        lapack.dpotrf(buf, lower=1, clean=0, overwrite_a=1)
+
+    tp, _ = best(potrf, repeat)
+    tn, _ = best(lambda: np.linalg.cholesky(cov + np.eye(n) * 1e-15 * np.trace(cov) / n), repeat)
+    return tp, tn
 
 
 def main() -> int:
@@ -73,37 +103,45 @@ def main() -> int:
     ap.add_argument("--M", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--wall", action="store_true")
+    ap.add_argument("--no-pre17", action="store_true", help="skip the (slow) pre-issue-17 reference")
     args = ap.parse_args()
     global CLOCK
     if args.wall:
         CLOCK = time.perf_counter
-    print(f"source fits, new vs before issue 17 ({'wall' if args.wall else 'process CPU'} seconds); "
-          f"load average {os.getloadavg()[0]:.2f}\n")
-    print(f"{'case':<44} {'new s':>8} {'old s':>8} {'speed-up':>9}   new fit | old fit")
+    print(f"source fits, new vs dense (before the full-covariance speed-up) vs pre-issue-17 "
+          f"({'wall' if args.wall else 'process CPU'} seconds); load average {os.getloadavg()[0]:.2f}\n")
+    new_mod = sys.modules[fit_binary.__module__]
+    worst = 0.0
     for M in args.M:
         b = data(M, BinaryStar(3.0 * MAS, math.radians(60.0), 0.5), 3)
         d = data(M, UniformDisk(1.5 * MAS), 4)
         P = len(b["uv"])
-        tc, _ = best(lambda: np.linalg.cholesky(b["cov"] + np.eye(2 * P) * 1e-15 * np.trace(b["cov"]) / (2 * P)), args.repeat)
-        print(f"M={M}: {P} baselines, covariance {2 * P}x{2 * P}; one Cholesky {tc:.3f} s (the floor of a full-cov fit)")
+        tp, tn = floors(b["cov"], args.repeat)
+        print(f"M={M}: {P} baselines, covariance {2 * P}x{2 * P}; floor: one in-place dpotrf {tp:.3f} s "
+              f"(np.linalg.cholesky {tn:.3f} s); load {os.getloadavg()[0]:.2f}")
+        print(f"  {'case':<36} {'new s':>7} {'dense s':>8} {'pre-17 s':>9}  {'max|d|/se':>9} {'d chi2':>8}   new fit")
         cases = [
-            ("binary complex, full cov", lambda m, **k: m.fit_binary(b["uv"], b["v"], b["se"], cov=b["cov"], **k)),
-            ("binary |V|^2", lambda m, **k: m.fit_binary(b["uv2"], b["v2"], b["se2"], kind="squared", **k)),
-            ("disk complex, full cov", lambda m, **k: m.fit_disk(d["uv"], d["v"], d["se"], cov=d["cov"], **k)),
-            ("disk |V|^2", lambda m, **k: m.fit_disk(d["uv2"], d["v2"], d["se2"], kind="squared", **k)),
+            ("binary complex, cov + norm_var", True, lambda m, **k: m.fit_binary(b["uv"], b["v"], b["se"], cov=b["cov"], norm_var=b["nv"], **k)),
+            ("disk complex, cov + norm_var", True, lambda m, **k: m.fit_disk(d["uv"], d["v"], d["se"], cov=d["cov"], norm_var=d["nv"], **k)),
+            ("binary complex, cov", False, lambda m, **k: m.fit_binary(b["uv"], b["v"], b["se"], cov=b["cov"], **k)),
+            ("disk complex, cov", False, lambda m, **k: m.fit_disk(d["uv"], d["v"], d["se"], cov=d["cov"], **k)),
+            ("binary |V|^2", False, lambda m, **k: m.fit_binary(b["uv2"], b["v2"], b["se2"], kind="squared", **k)),
+            ("disk |V|^2", False, lambda m, **k: m.fit_disk(d["uv2"], d["v2"], d["se2"], kind="squared", **k)),
         ]
-        new_mod = sys.modules[fit_binary.__module__]
-        for name, call in cases:
-            tn, fn = best(lambda: call(new_mod), args.repeat)
-            kw = {}
-            label = name
-            if M >= 64 and name.startswith("binary complex"):
-                kw = {"p0": list(fn.values)}  # the old grid alone is ~20 CPU-s here
-                label += " (old from p0)"
-            to, fo = best(lambda: call(old, **kw), 1)
-            print(f"  {label:<42} {tn:8.3f} {to:8.3f} {to / tn:8.1f}x   {fn} | {fo}", flush=True)
-    print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
-    return 0
+        for name, with_nv, call in cases:
+            tn_, fn = best(lambda: call(new_mod), args.repeat)
+            td, fd = best(lambda: call(dense), 1)
+            dev, dchi = agreement(fn, fd)
+            worst = max(worst, dev)
+            pre = "-"
+            if not with_nv and not args.no_pre17:
+                kw = {"p0": list(fn.values)} if M >= 64 and name.startswith("binary complex") else {}
+                to, _ = best(lambda: call(old, **kw), 1)  # at M = 64 the old binary grid alone is ~20 CPU-s
+                pre = f"{to:.3f}" + ("*" if kw else "")
+            print(f"  {name:<36} {tn_:7.3f} {td:8.3f} {pre:>9}  {dev:9.1e} {dchi:8.1e}   {fn}", flush=True)
+    print(f"\n* pre-17 binary complex at M >= 64 started from the new fit's values (p0)")
+    print(f"largest |new - dense| / stderr over all fits: {worst:.1e}; load average {os.getloadavg()[0]:.2f} at the end")
+    return 0 if worst < 1e-3 else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,402 @@
+"""Reference copy (benchmarks only) of qsense.estimators.interferometry.fits at the start of the
+full-covariance speed-up (dense np.linalg.cholesky of a fresh copy, the prior as an (n+1)^2 matrix,
+float64 range reduction in the grid); bench_fits.py prints its fits next to the current ones.
+
+Least-squares fits of the source models to visibilities (complex, squared or
+amplitude), with parameter errors from the Jacobian (:class:`FitResult`).
+
+Fast at large arrays (2,016 baselines at M = 64 in well under a second): analytic
+Jacobians (:mod:`.jacobians`), the data covariance factorised once per fit, and
+the binary start found by a grid search written as matrix products.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from _jacobians_before import binary_grid_chi2, binary_model_jac, kind_jac, symmetric_model_jac
+from qsense.estimators.interferometry.models import MAS, binary_visibility, disk_visibility, gaussian_visibility
+
+__all__ = ["FitResult", "fit_model", "fit_binary", "fit_disk", "fit_gaussian"]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """Best-fit parameters with one-sigma errors from the Jacobian.
+
+    ``names``/``units`` per parameter, ``values``/``stderr`` (K,), ``cov`` (K, K),
+    ``chi2`` at the optimum, ``dof`` = data - parameters.  Errors are absolute
+    (the data's error bars are taken at face value); multiply by
+    ``sqrt(chi2/dof)`` if they are doubted.
+
+    ``constrained`` is False when the data cannot determine the parameters at
+    all (``dof <= 0``: as many parameters as data or more, so any chi2 of 0 is
+    meaningless); such a result carries NaN values and errors and is never a
+    measurement.  ``flags`` name what the data cannot separate even when
+    ``dof > 0``: exact model degeneracies (a |V|^2-only binary fit cannot tell
+    PA from PA + 180 deg) and directions of parameter space the data leave flat
+    (a null singular value of the whitened Jacobian; the parameters on such a
+    direction get an infinite error rather than the pseudo-inverse's small one).
+    """
+
+    names: tuple[str, ...]
+    units: tuple[str, ...]
+    values: np.ndarray
+    stderr: np.ndarray
+    cov: np.ndarray
+    chi2: float
+    dof: int
+    success: bool
+    message: str = ""
+    constrained: bool = True
+    flags: tuple[str, ...] = ()
+
+    def __getitem__(self, name: str) -> tuple[float, float]:
+        i = self.names.index(name)
+        return float(self.values[i]), float(self.stderr[i])
+
+    def as_dict(self) -> dict:
+        """JSON-friendly view; NaN (refused fit) and infinite (flat direction) numbers become
+        ``None``, since strict JSON has neither."""
+        def num(x: float) -> float | None:
+            return float(x) if math.isfinite(x) else None
+
+        return {
+            "parameters": {n: {"value": num(v), "stderr": num(e), "unit": u} for n, u, v, e in zip(self.names, self.units, self.values, self.stderr)},
+            "chi2": num(self.chi2),
+            "dof": int(self.dof),
+            "constrained": bool(self.constrained),
+            "flags": list(self.flags),
+        }
+
+    def __str__(self) -> str:
+        if not self.constrained:
+            return f"unconstrained: {self.message}"
+        body = ", ".join(f"{n} = {v:.4g} ± {e:.2g} {u}".rstrip() for n, u, v, e in zip(self.names, self.units, self.values, self.stderr))
+        tail = f"; {'; '.join(self.flags)}" if self.flags else ""
+        return f"{body} (chi2/dof = {self.chi2:.1f}/{self.dof}){tail}"
+
+
+def _unconstrained(names: Sequence[str], units: Sequence[str] | None, n_data: int, flags: tuple[str, ...] = ()) -> FitResult:
+    """The refusal of a fit with no degrees of freedom (``dof = n_data - K <= 0``)."""
+    k = len(names)
+    nan = np.full(k, np.nan)
+    msg = f"{n_data} data for {k} parameters (dof {n_data - k} <= 0): the data cannot constrain this model"
+    return FitResult(tuple(names), tuple(units or [""] * k), nan, nan.copy(), np.full((k, k), np.nan), math.nan,
+                     int(n_data - k), False, msg, constrained=False, flags=flags)
+
+
+#: singular values of the whitened Jacobian below this fraction of the largest are
+#: treated as flat directions (float64 round-off on J^T J is ~1e-8 relative in s)
+_FLAT_RTOL = 1e-7
+
+
+def _data_vector(data: np.ndarray, err: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stack data and one-sigma errors into real vectors for least squares."""
+    if kind == "complex":
+        d = np.asarray(data, dtype=np.complex128)
+        e = np.asarray(err, dtype=np.float64)
+        if e.ndim == 1:
+            e = np.stack([e, e], axis=1)
+        return np.concatenate([d.real, d.imag]), np.concatenate([e[:, 0], e[:, 1]])
+    return np.asarray(data, dtype=np.float64), np.asarray(err, dtype=np.float64)
+
+
+def _model_vector(v: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "complex":
+        return np.concatenate([v.real, v.imag], axis=-1)
+    if kind == "squared":
+        return np.abs(v) ** 2
+    if kind == "amplitude":
+        return np.abs(v)
+    raise ValueError(f"kind must be 'complex', 'squared' or 'amplitude'; got {kind!r}")
+
+
+def fit_model(
+    model: Callable[[np.ndarray], np.ndarray],
+    data: np.ndarray,
+    err: np.ndarray,
+    p0: Sequence[float],
+    names: Sequence[str],
+    units: Sequence[str] | None = None,
+    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    cov: np.ndarray | None = None,
+    jac: Callable[[np.ndarray], np.ndarray] | None = None,
+    norm_var: float | None = None,
+) -> FitResult:
+    """Weighted least squares of a real model vector ``model(params)`` to ``data``.
+
+    Residuals are whitened by the one-sigma ``err`` or, when given, by the
+    Cholesky factor of the full data covariance ``cov`` (correlated data),
+    factorised once per fit; parameter covariance ``(J^T J)^-1`` of the whitened
+    residuals.  ``jac(params)`` (data x parameters, optional) is the analytic
+    Jacobian of ``model``: one whitening solve per iteration for all parameters
+    instead of one per finite-difference step.
+
+    A fit with ``dof = len(data) - len(p0) <= 0`` is refused: the result has
+    ``constrained=False`` and NaN values (with as many parameters as data the
+    optimiser reaches chi2 = 0 anywhere on a manifold of solutions, and the
+    Jacobian errors are then meaningless).  The covariance comes from the SVD of
+    the whitened Jacobian; parameters on a flat direction (singular value below
+    ``_FLAT_RTOL`` of the largest) get an infinite error and a flag.
+
+    ``norm_var`` (with ``cov``; ``VisibilityEstimate.norm_var``): ``cov`` holds a
+    common-normalisation part ``norm_var * outer(data, data)``, evaluated at the
+    noisy data, where it points along the data's own noise; it is taken out and
+    modelled instead as a common scale ``s`` of the model with the prior
+    ``s ~ N(1, norm_var)`` -- equivalent to the covariance ``C0 + norm_var
+    outer(model, model)`` evaluated at the model -- and ``s`` is marginalised
+    out of the reported errors (it is not reported).
+    """
+    from scipy.linalg import solve_triangular
+    from scipy.optimize import least_squares
+
+    data = np.asarray(data, dtype=np.float64)
+    err = np.asarray(err, dtype=np.float64)
+    if data.size - len(p0) <= 0:
+        return _unconstrained(names, units, data.size)
+    if cov is not None and norm_var is not None and norm_var > 0:
+        return _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, float(norm_var))
+    if cov is not None:
+        C = np.asarray(cov, dtype=np.float64)
+        if C.shape != (data.size, data.size):
+            raise ValueError(f"cov must be ({data.size}, {data.size}); got {C.shape}")
+        # the jitter keeps a covariance that is singular in round-off factorisable
+        C = C + np.eye(len(C)) * (1e-15 * np.trace(C) / len(C))
+        try:
+            L = np.linalg.cholesky(C)
+        except np.linalg.LinAlgError:
+            raise ValueError("cov is not positive definite") from None
+        if jac is None:
+            fun = lambda p: solve_triangular(L, model(p) - data, lower=True, check_finite=False)  # noqa: E731
+            wjac = None
+        else:
+            # a triangular solve streams all of L (65 MB at 4032 data) whatever the number of
+            # right-hand sides: whiten residual and Jacobian together, once per point
+            memo: dict = {}
+
+            def whitened(p: np.ndarray) -> dict:
+                key = np.asarray(p, dtype=np.float64).tobytes()
+                if memo.get("key") != key:
+                    A = np.column_stack([model(p) - data, jac(p)])
+                    W = solve_triangular(L, A, lower=True, check_finite=False)
+                    memo.update(key=key, r=W[:, 0], J=W[:, 1:])
+                return memo
+
+            fun = lambda p: whitened(p)["r"].copy()  # noqa: E731
+            wjac = lambda p: whitened(p)["J"].copy()  # noqa: E731
+    else:
+        if np.any(~(err > 0)):
+            raise ValueError("all error bars must be positive")
+        fun = lambda p: (model(p) - data) / err  # noqa: E731
+        wjac = None if jac is None else (lambda p: jac(p) / err[:, None])  # noqa: E731
+    lo, hi = bounds if bounds is not None else (-np.inf, np.inf)
+    res = least_squares(fun, np.asarray(p0, dtype=np.float64), jac=wjac if wjac is not None else "2-point",
+                        bounds=(lo, hi), x_scale="jac", method="trf")
+    J = np.asarray(res.jac, dtype=np.float64)
+    # cov = V diag(1/s^2) V^T; a direction with s ~ 0 is one the data do not see, and a
+    # pseudo-inverse would silently report tiny errors there
+    _, sv, Vt = np.linalg.svd(J, full_matrices=False)
+    flat = sv <= _FLAT_RTOL * max(float(sv.max(initial=0.0)), 1e-300)
+    inv_s2 = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, sv) ** 2)
+    pcov = (Vt.T * inv_s2) @ Vt
+    var = np.clip(np.diag(pcov), 0, None)
+    flags: list[str] = []
+    if flat.any():
+        involved = np.any(np.abs(Vt[flat]) > 0.1, axis=0)  # parameters with weight on a flat direction
+        var = np.where(involved, np.inf, var)
+        flags.append("not separable by these data: " + ", ".join(n for n, b in zip(names, involved) if b))
+    chi2 = float(np.sum(res.fun**2))
+    k = len(p0)
+    return FitResult(
+        tuple(names), tuple(units or [""] * k), res.x, np.sqrt(var), pcov, chi2,
+        int(len(data) - k), bool(res.success), str(res.message), flags=tuple(flags),
+    )
+
+
+def _fit_with_common_scale(model, data, err, p0, names, units, bounds, cov, jac, norm_var) -> FitResult:
+    """:func:`fit_model` with a common model scale ``s ~ N(1, norm_var)`` and the covariance's
+    ``norm_var * outer(data, data)`` part removed (see ``norm_var`` there)."""
+    C0 = np.asarray(cov, dtype=np.float64) - norm_var * np.outer(data, data)
+    sd = math.sqrt(norm_var)
+    k = len(p0)
+
+    def model_s(q: np.ndarray) -> np.ndarray:
+        return q[k] * model(q[:k])
+
+    def jac_s(q: np.ndarray) -> np.ndarray:
+        m = model(q[:k])
+        Jp = jac(q[:k]) if jac is not None else _numeric_jac(model, q[:k], m)
+        return np.column_stack([q[k] * Jp, m])
+
+    lo, hi = bounds if bounds is not None else ([-np.inf] * k, [np.inf] * k)
+    lo = list(np.broadcast_to(np.asarray(lo, dtype=np.float64), (k,))) + [1e-6]
+    hi = list(np.broadcast_to(np.asarray(hi, dtype=np.float64), (k,))) + [np.inf]
+    # the prior on s is one more datum: (s - 1) / sd, appended as a model/data pair with unit error
+    prior_model = lambda q: np.append(model_s(q), (q[k] - 1.0) / sd)  # noqa: E731
+    prior_jac = lambda q: np.vstack([jac_s(q), np.append(np.zeros(k), 1.0 / sd)])  # noqa: E731
+    n = data.size
+    C = np.zeros((n + 1, n + 1))
+    C[:n, :n] = C0
+    C[n, n] = 1.0
+    full = fit_model(prior_model, np.append(data, 0.0), np.append(err, 1.0), [*p0, 1.0], [*names, "_scale"],
+                     [*(units or [""] * k), ""], bounds=(lo, hi), cov=C, jac=prior_jac)
+    # dof: one more datum (the prior) and one more parameter (s)
+    return FitResult(
+        tuple(names), tuple(units or [""] * k), full.values[:k], full.stderr[:k], full.cov[:k, :k], full.chi2,
+        full.dof, full.success, full.message, constrained=full.constrained,
+        flags=tuple(f.replace(", _scale", "").replace("_scale, ", "") for f in full.flags if f != "not separable by these data: _scale"),
+    )
+
+
+def _numeric_jac(model, p: np.ndarray, m: np.ndarray) -> np.ndarray:
+    cols = []
+    for i in range(len(p)):
+        h = 1e-6 * max(1.0, abs(float(p[i])))
+        q = np.array(p, dtype=np.float64)
+        q[i] += h
+        cols.append((model(q) - m) / h)
+    return np.column_stack(cols)
+
+
+def fit_binary(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    max_separation: float | None = None, cov: np.ndarray | None = None, norm_var: float | None = None,
+) -> FitResult:
+    """Fit a binary (primary at the phase centre) to visibilities.
+
+    ``kind``: ``"complex"`` (data complex V, err (P,) or (P, 2) for Re/Im),
+    ``"squared"`` (data |V|^2) or ``"amplitude"`` (|V|).  Parameters:
+    ``separation`` (mas), ``position_angle`` (deg East of North) and
+    ``flux_ratio``.  Without ``p0`` a grid search over separation (log-spaced up to
+    ``max_separation``, default 2 / min |uv|), position angle and flux ratio picks
+    the start.  |V|^2 and |V| are unchanged by PA -> PA + 180 deg and r -> 1/r, so
+    for those kinds PA is reported in [0, 180) and r <= 1.  ``cov``: full data
+    covariance (for ``"complex"`` the (2P, 2P) ``VisibilityEstimate.full_cov``
+    over ``[Re..., Im...]``), used for the final fit; ``norm_var``: the estimate's
+    ``VisibilityEstimate.norm_var`` (pooled normalisation), so that the common
+    normalisation's covariance is evaluated at the model (:func:`fit_model`).
+    """
+    uv = np.asarray(uv, dtype=np.float64)
+    y, e = _data_vector(data, err, kind)
+    names, units = ("separation", "position_angle", "flux_ratio"), ("mas", "deg", "")
+    folded = kind != "complex"
+    # |V|^2 and |V| are even in the secondary's offset: (PA, r) and (PA + 180, r) give the same
+    # data exactly, whatever the baselines; say so instead of pretending PA is known mod 360
+    fold_flag = ("position_angle known only modulo 180 deg (|V|^2 is even in the secondary's offset: "
+                 "PA and PA + 180 deg fit equally)",) if folded else ()
+    if y.size - len(names) <= 0:
+        return _unconstrained(names, units, y.size, fold_flag)
+    pa_hi = 180.0 if folded else 360.0
+    r_hi = 1.0 if folded else 50.0
+
+    def model(p: np.ndarray) -> np.ndarray:
+        return _model_vector(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]), kind)
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        return kind_jac(*binary_model_jac(uv, p), kind)
+
+    if p0 is None:
+        if not np.all(e > 0):
+            raise ValueError("all error bars must be positive (the grid search weights by them)")
+        q = np.hypot(uv[:, 0], uv[:, 1])
+        smax = max_separation / MAS if max_separation else 2.0 / max(q.min(), 1e-30) / MAS
+        smin = 0.05 / max(q.max(), 1e-30) / MAS
+        seps = np.geomspace(smin, smax, 160)
+        # position angles 0, 5, ..., 175 deg; complex data also scan PA + 180 deg (the mirrored rows)
+        pas = np.linspace(0.0, 180.0, 37)[:-1]
+        rs = np.array([0.1, 0.2, 0.35, 0.5, 0.7, 0.85, 1.0] + ([1.5, 2.5, 5.0] if not folded else []))
+        S, A = np.meshgrid(seps, np.radians(pas), indexing="ij")
+        svec = np.stack([S * np.sin(A), S * np.cos(A)], axis=-1).reshape(-1, 2) * MAS  # (G, 2)
+        chi = binary_grid_chi2(uv, y, e, kind, svec, rs, mirrored=not folded)  # (G or 2G, R)
+        if not np.isfinite(chi).any():
+            raise ValueError("the binary grid search found no finite chi^2 (non-finite data?)")
+        i, j = np.unravel_index(int(np.nanargmin(chi)), chi.shape)
+        G = S.size
+        p0 = (S.ravel()[i % G], math.degrees(A.ravel()[i % G]) + (180.0 if i >= G else 0.0), rs[j])
+        rival = _rival_separation(chi, seps, len(pas), G)
+        if rival is not None:
+            fold_flag = fold_flag + (f"another separation fits about as well: {rival[0]:.3g} mas (grid chi2 within "
+                                     f"{rival[1]:.1f} of the best); the error bars are those of one local minimum",)
+    p0 = [float(p0[0]), float(p0[1]) % pa_hi, min(max(float(p0[2]), 1e-3), r_hi)]
+    # let PA wander past its fold so the optimiser is not pinned at a bound
+    fit = fit_model(model, y, e, p0, names, units, bounds=([0.0, -pa_hi, 1e-4], [np.inf, 2 * pa_hi, r_hi]), cov=cov,
+                    jac=jac, norm_var=norm_var if kind == "complex" else None)
+    vals = fit.values.copy()
+    vals[1] %= pa_hi
+    return FitResult(fit.names, fit.units, vals, fit.stderr, fit.cov, fit.chi2, fit.dof, fit.success, fit.message,
+                     constrained=fit.constrained, flags=fold_flag + fit.flags)
+
+
+#: a grid minimum this far (factor in separation) from the best is a different solution
+_RIVAL_FACTOR = 1.5
+#: ... and flagged when its chi^2 is within this of the best (a 3-sigma interval for one parameter)
+_RIVAL_DCHI2 = 9.0
+
+
+def _rival_separation(chi: np.ndarray, seps: np.ndarray, n_pa: int, G: int) -> tuple[float, float] | None:
+    """The best grid separation outside the best one's basin, if its chi^2 is within :data:`_RIVAL_DCHI2`.
+
+    A binary fit from few photons per baseline can land in a minimum far from the truth with a
+    chi^2 as good (the Jacobian errors then describe that local minimum only); the grid search has
+    already evaluated the whole range, so say when another separation is about as good."""
+    c = np.where(np.isfinite(chi), chi, np.inf)
+    per_sep = c[:G].reshape(len(seps), n_pa, -1).min(axis=(1, 2))
+    if c.shape[0] > G:
+        per_sep = np.minimum(per_sep, c[G:].reshape(len(seps), n_pa, -1).min(axis=(1, 2)))
+    best = int(np.argmin(per_sep))
+    far = np.abs(np.log(seps / seps[best])) > math.log(_RIVAL_FACTOR)
+    if not far.any():
+        return None
+    # a rival must be a local minimum of its own, not the best basin's slope
+    local = np.r_[True, per_sep[1:] <= per_sep[:-1]] & np.r_[per_sep[:-1] <= per_sep[1:], True]
+    cand = np.flatnonzero(far & local)
+    if cand.size == 0:
+        return None
+    k = int(cand[np.argmin(per_sep[cand])])
+    d = float(per_sep[k] - per_sep[best])
+    return (float(seps[k]), d) if d < _RIVAL_DCHI2 else None
+
+
+def _fit_symmetric(uv, data, err, kind, fn, name, p0, cov, shape, norm_var=None) -> FitResult:
+    uv = np.asarray(uv, dtype=np.float64)
+    y, e = _data_vector(data, err, kind)
+    if y.size <= 1:
+        return _unconstrained((name,), ("mas",), y.size)
+
+    def model(p: np.ndarray) -> np.ndarray:
+        return _model_vector(fn(uv, p[0] * MAS).astype(np.complex128), kind)
+
+    def jac(p: np.ndarray) -> np.ndarray:
+        return kind_jac(*symmetric_model_jac(uv, float(p[0]), shape), kind)
+
+    if p0 is None:
+        if not np.all(e > 0):
+            raise ValueError("all error bars must be positive (the grid search weights by them)")
+        q = np.hypot(uv[:, 0], uv[:, 1])
+        grid = np.geomspace(0.02 / q.max(), 3.0 / max(q.min(), 1e-30), 400) / MAS
+        chi = [np.sum(((model([g]) - y) / e) ** 2) for g in grid]
+        p0 = [grid[int(np.argmin(chi))]]
+    return fit_model(model, y, e, [float(p0[0])], (name,), ("mas",), bounds=([0.0], [np.inf]), cov=cov, jac=jac,
+                     norm_var=norm_var if kind == "complex" else None)
+
+
+def fit_disk(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    cov: np.ndarray | None = None, norm_var: float | None = None,
+) -> FitResult:
+    """Fit a centred uniform disk: parameter ``diameter`` (mas); see :func:`fit_binary`
+    for ``kind``, ``cov`` and ``norm_var``."""
+    return _fit_symmetric(uv, data, err, kind, disk_visibility, "diameter", p0, cov, "disk", norm_var)
+
+
+def fit_gaussian(
+    uv: np.ndarray, data: np.ndarray, err: np.ndarray, kind: str = "complex", p0: Sequence[float] | None = None,
+    cov: np.ndarray | None = None, norm_var: float | None = None,
+) -> FitResult:
+    """Fit a centred circular Gaussian: parameter ``fwhm`` (mas); see :func:`fit_binary` for ``norm_var``."""
+    return _fit_symmetric(uv, data, err, kind, gaussian_visibility, "fwhm", p0, cov, "gaussian", norm_var)
