@@ -602,6 +602,8 @@ def _print_report(args, sim, array, pairs, res: DemoResult, elapsed: float, pace
     shortfall = _rate_shortfall(args, pace)
     if shortfall is not None:
         print(shortfall)
+    elif pace is not None and pace[0] > 0:
+        print(f"paced: {pace[1] / pace[0]:.0f} copies/s of wall time while observing (--rate {args.rate:g})")
     if sim.dark_fraction > 0:
         print(f"estimates corrected for the known dark-count fraction {sim.dark_fraction:.3g}")
     print()

@@ -38,15 +38,22 @@ class Estimate:
         """A JSON-friendly view: ``{label: {"value", "stderr"}, "count": N}``; targets
         with an interval also carry ``"lower"``/``"upper"``, and flagged ones ``"flag"``."""
         labels = self.labels or tuple(str(i) for i in range(len(self.values)))
-        out: dict = {"count": int(self.count), "estimates": {}}
-        for i, (lab, v, s) in enumerate(zip(labels, self.values, self.stderr)):
-            entry = {"value": float(v), "stderr": float(s)}
-            if self.lower is not None and self.upper is not None:
-                entry["lower"], entry["upper"] = float(self.lower[i]), float(self.upper[i])
-            if self.flags and self.flags[i]:
-                entry["flag"] = self.flags[i]
-            out["estimates"][lab] = entry
-        return out
+        # tolist() gives Python floats in one call: float() per NumPy scalar cost ~1 us a target,
+        # 10 ms per body of a 64-telescope estimator, published twice a second
+        values = np.asarray(self.values, dtype=np.float64).reshape(-1).tolist()
+        stderr = np.asarray(self.stderr, dtype=np.float64).reshape(-1).tolist()
+        entries = [{"value": v, "stderr": s} for v, s in zip(values, stderr)]
+        if self.lower is not None and self.upper is not None:
+            lower = np.asarray(self.lower, dtype=np.float64).reshape(-1).tolist()
+            upper = np.asarray(self.upper, dtype=np.float64).reshape(-1).tolist()
+            for entry, lo, hi in zip(entries, lower, upper):
+                entry["lower"], entry["upper"] = lo, hi
+        if self.flags:
+            for entry, flag in zip(entries, self.flags):
+                if flag:
+                    entry["flag"] = flag
+        est = dict(zip(labels, entries))  # a repeated label keeps its last entry, as before
+        return {"count": int(self.count), "estimates": est}
 
     def __repr__(self) -> str:
         body = ", ".join(
