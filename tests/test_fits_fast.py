@@ -1,0 +1,192 @@
+"""The fast full-covariance fits against a straightforward dense reference.
+
+``fit_model`` factorises the covariance in place (one column-major copy, the
+``norm_var * y y^T`` downdate and the jitter applied in that buffer, ``dpotrf``)
+and appends the common scale's prior as a row instead of building an (n+1)^2
+matrix.  Here the optimum is checked without any of that machinery: the chi^2,
+its gradient and its curvature are computed from the dense (n+1) x (n+1)
+covariance with ``np.linalg.cholesky`` / ``np.linalg.solve`` and a
+finite-difference Jacobian of the public models, at the fitted point and the
+profiled scale.  The fit must be the reference's minimum (a Newton step of the
+reference moves it by < 1e-3 of its error bars; the optimiser's tolerances stop
+it ~1e-4 sigma short), report the reference's chi^2 and the reference's marginal
+errors, and leave the caller's covariance intact.  And ``fit_model`` run from the
+same start as the same least squares whitened densely (``np.linalg.cholesky`` of
+the (n+1)^2 matrix, ``np.linalg.solve``) gives the same numbers to 1e-7 sigma.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+
+from qsense.estimators.interferometry import (
+    MAS,
+    VisibilityEstimator,
+    binary_visibility,
+    disk_visibility,
+    fit_binary,
+    fit_disk,
+    fit_model,
+)
+from qsense.sims.telescope import BinaryStar, TelescopeArray, TelescopeSim, UniformDisk, demo_array
+
+M = 20  # 190 baselines, a 380 x 380 covariance
+
+
+@functools.lru_cache(maxsize=None)
+def _estimate(source, seed: int):
+    """(uv, VisibilityEstimate) of a seeded M = 20 observation, shared by the tests (never modified)."""
+    sim = TelescopeSim(TelescopeArray(demo_array(M), 800e-9), source, seed=seed)
+    est = VisibilityEstimator(M)
+    est.update(sim.shadows(sim.photons(count=20_000)))
+    e = est.estimate(full_cov=True)
+    assert e.full_cov is not None and e.norm_var is not None and e.norm_var > 0
+    return sim.array.uv(), e
+
+
+def _stack(v: np.ndarray) -> np.ndarray:
+    return np.concatenate([v.real, v.imag])
+
+
+def _fd_jac(f, q: np.ndarray) -> np.ndarray:
+    cols = []
+    for i in range(len(q)):
+        h = 1e-6 * max(1.0, abs(q[i]))
+        a, b = q.copy(), q.copy()
+        a[i] += h
+        b[i] -= h
+        cols.append((f(a) - f(b)) / (2 * h))
+    return np.column_stack(cols)
+
+
+def _dense_reference(model, y: np.ndarray, cov: np.ndarray, kappa: float | None, p: np.ndarray):
+    """chi^2, Newton step and covariance of (p, s) at the fitted p and the best scale s, from the dense
+    (n+1)^2 covariance diag(cov - kappa y y^T, 1) (or cov itself without kappa)."""
+    n = y.size
+    if kappa is None:
+        C, aug = cov.copy(), lambda q: model(q) - y
+        q = p.copy()
+    else:
+        C = np.zeros((n + 1, n + 1))
+        C[:n, :n] = cov - kappa * np.outer(y, y)
+        C[n, n] = 1.0
+        sd = math.sqrt(kappa)
+        aug = lambda q: np.append(q[-1] * model(q[:-1]) - y, (q[-1] - 1.0) / sd)  # noqa: E731
+        # chi^2 is quadratic in s: profile it at the fitted p
+        W = np.linalg.inv(C[:n, :n])
+        m = model(p)
+        s = (m @ W @ y + 1.0 / kappa) / (m @ W @ m + 1.0 / kappa)
+        q = np.append(p, s)
+    L = np.linalg.cholesky(C)
+    r = np.linalg.solve(L, aug(q))
+    G = np.linalg.solve(L, _fd_jac(aug, q))
+    H = G.T @ G
+    step = np.linalg.solve(H, G.T @ r)
+    return float(r @ r), step, np.linalg.inv(H)
+
+
+@pytest.mark.parametrize("with_norm_var", [True, False])
+def test_binary_fit_is_the_dense_reference_minimum(with_norm_var):
+    uv, e = _estimate(BinaryStar(3.0 * MAS, math.radians(60.0), 0.5), seed=31)
+    cov_before = e.full_cov.copy()
+    kappa = e.norm_var if with_norm_var else None
+    fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=kappa)
+    assert np.array_equal(e.full_cov, cov_before), "the caller's covariance was modified"
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
+    chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, kappa, fit.values.copy())
+    sigma = np.sqrt(np.diag(pcov))
+    assert np.all(np.abs(step) < 1e-3 * sigma), (step / sigma, str(fit))
+    assert fit.chi2 == pytest.approx(chi2, rel=1e-9, abs=1e-9)
+    assert np.allclose(fit.stderr, sigma[:3], rtol=1e-5), (fit.stderr, sigma)
+    assert np.allclose(fit.cov, pcov[:3, :3], rtol=1e-5, atol=1e-12 * sigma.max() ** 2)
+    assert fit.dof == 2 * len(uv) - 3 and fit.success
+
+
+@pytest.mark.parametrize("with_norm_var", [True, False])
+def test_disk_fit_is_the_dense_reference_minimum(with_norm_var):
+    uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
+    kappa = e.norm_var if with_norm_var else None
+    fit = fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=kappa)
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
+    chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, kappa, fit.values.copy())
+    sigma = np.sqrt(np.diag(pcov))
+    assert np.all(np.abs(step) < 1e-3 * sigma), (step / sigma, str(fit))
+    assert fit.chi2 == pytest.approx(chi2, rel=1e-9, abs=1e-9)
+    assert fit.stderr[0] == pytest.approx(sigma[0], rel=1e-5)
+    if with_norm_var:  # the regime the demo fits in: the diameter within its error of the truth
+        assert abs(fit.values[0] - 1.5) < 3 * fit.stderr[0], str(fit)
+
+
+def _dense_least_squares(model, jac, y, cov, kappa, p0, bounds):
+    """The common-scale fit as it reads in the formulas: the (n+1)^2 covariance, its Cholesky factor,
+    and least squares of the whitened [s m - y, (s - 1)/sd] with the same optimiser settings."""
+    from scipy.optimize import least_squares
+
+    n, k = y.size, len(p0)
+    C = np.zeros((n + 1, n + 1))
+    C[:n, :n] = cov - kappa * np.outer(y, y)
+    C[n, n] = 1.0
+    L = np.linalg.cholesky(C + np.eye(n + 1) * 1e-15 * np.trace(C) / (n + 1))
+    sd = math.sqrt(kappa)
+    fun = lambda q: np.linalg.solve(L, np.append(q[k] * model(q[:k]) - y, (q[k] - 1.0) / sd))  # noqa: E731
+    jf = lambda q: np.linalg.solve(L, np.vstack([np.column_stack([q[k] * jac(q[:k]), model(q[:k])]),  # noqa: E731
+                                                 np.append(np.zeros(k), 1.0 / sd)]))
+    res = least_squares(fun, [*p0, 1.0], jac=jf, bounds=([*bounds[0], 1e-6], [*bounds[1], np.inf]), x_scale="jac",
+                        method="trf")
+    pcov = np.linalg.inv(res.jac.T @ res.jac)
+    return res.x[:k], np.sqrt(np.diag(pcov))[:k], float(res.fun @ res.fun)
+
+
+def test_fit_model_equals_the_dense_least_squares_from_the_same_start():
+    from qsense.estimators.interferometry.jacobians import binary_model_jac, kind_jac
+
+    uv, e = _estimate(BinaryStar(3.0 * MAS, math.radians(60.0), 0.5), seed=31)
+    y = _stack(e.values)
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
+    jac = lambda p: kind_jac(*binary_model_jac(uv, p), "complex")  # noqa: E731
+    p0, bounds = [2.5, 50.0, 0.7], ([0.0, -360.0, 1e-4], [np.inf, 720.0, 50.0])
+    fast = fit_model(model, y, np.ones_like(y), p0, ("s", "pa", "r"), bounds=bounds, cov=e.full_cov, jac=jac,
+                     norm_var=e.norm_var)
+    v, se, chi2 = _dense_least_squares(model, jac, y, e.full_cov, e.norm_var, p0, bounds)
+    assert np.all(np.abs(fast.values - v) < 1e-7 * se), ((fast.values - v) / se)
+    assert np.allclose(fast.stderr, se, rtol=1e-7)
+    assert fast.chi2 == pytest.approx(chi2, rel=1e-10)
+    assert abs(fast.values[0] - 3.0) < 3 * fast.stderr[0]
+
+
+def test_fit_model_without_a_jacobian_matches_the_analytic_one():
+    """The finite-difference route through the same whitening lands on the same minimum."""
+    uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
+    y = _stack(e.values)
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
+    ref = fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
+    fd = fit_model(model, y, np.ones_like(y), [1.2], ("diameter",), bounds=([0.0], [np.inf]), cov=e.full_cov,
+                   norm_var=e.norm_var)
+    assert abs(fd.values[0] - ref.values[0]) < 1e-4 * ref.stderr[0]
+    assert fd.stderr[0] == pytest.approx(ref.stderr[0], rel=1e-4)
+    assert fd.chi2 == pytest.approx(ref.chi2, rel=1e-8)
+
+
+def test_bad_covariances_are_refused_with_one_line_errors():
+    uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
+    n = 2 * len(uv)
+    with pytest.raises(ValueError, match=r"cov must be \(380, 380\)"):
+        fit_disk(uv, e.values, e.stderr, cov=e.full_cov[:-2, :-2])
+    bad = e.full_cov.copy()
+    bad[0, 0] = -1.0
+    with pytest.raises(ValueError, match="not positive definite"):
+        fit_disk(uv, e.values, e.stderr, cov=bad)
+    nan = e.full_cov.copy()
+    nan[3, 5] = nan[5, 3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_disk(uv, e.values, e.stderr, cov=nan)
+    # a norm_var larger than the covariance allows: cov - norm_var y y^T is indefinite
+    y = _stack(e.values)
+    big = float(np.max(np.linalg.eigvalsh(e.full_cov))) / float(y @ y) * 10.0
+    with pytest.raises(ValueError, match="norm_var"):
+        fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=big)
+    assert n == 380
