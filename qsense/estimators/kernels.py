@@ -141,10 +141,30 @@ def _buffer(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """
     cache = _local.__dict__.setdefault("buffers", {})
     size = math.prod(shape)
-    buf = cache.get((name, np.dtype(dtype)))
+    dt = np.dtype(dtype)
+    buf = cache.get((name, dt))
     if buf is None or buf.size < size:
-        buf = cache[(name, np.dtype(dtype))] = np.empty(max(size, 1), dtype=dtype)
+        buf = cache[(name, dt)] = _aligned_empty(max(size, 1), dt)
     return buf[:size].reshape(shape)
+
+
+#: bytes: a scratch buffer starts on a cache line
+_ALIGN = 64
+
+
+def _aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:
+    """A 1-D uninitialised array whose data starts on a :data:`_ALIGN`-byte boundary.
+
+    glibc serves large blocks from mmap 16 bytes past a page boundary (always
+    so once ``MALLOC_TRIM_THRESHOLD_`` is set, as Dask's nanny sets it for its
+    workers), and NumPy's copies and bitwise loops from the page-aligned Arrow
+    planes into a buffer 16 bytes off ran ~6x slower (2,000 copy+or of a
+    (16, 1024) uint64 plane: 0.16 s at offset 16 against 0.027 s at 0 or 64):
+    +50% CPU per shadow update in every Dask worker.
+    """
+    raw = np.empty(size * dtype.itemsize + _ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off : off + size * dtype.itemsize].view(dtype)
 
 
 def _transposed(src: np.ndarray, copies: list[tuple[int, int, int]], n_words: int, fill: int, name: str = "T") -> np.ndarray:
