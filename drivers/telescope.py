@@ -132,7 +132,7 @@ class TelescopeDriver:
         self.block = int(block)
         self.block_time = float(block_time)
         #: whole chunks per block (block_time rounded, at least one)
-        self.block_chunks = max(1, int(round(self.block_time / self.chunk_time)))
+        self.block_chunks = max(1, round(self.block_time / self.chunk_time))
 
     def _photons(self, duration: float) -> Any:
         """The next chunk from the simulation, drawn on the driver's own generator when

@@ -271,6 +271,11 @@ async def test_empty_and_one_copy_blocks_and_bad_rows():
         await be.measure_block(other)
     with pytest.raises(ValueError, match="carries no telescope photon"):
         await be.measure(BlockPlan("shadow", (sim,), ph.t, np.zeros((3, 1)), np.arange(3)[:, None]).to_plan())
+    arr = BlockPlan("shadow", (sim,), ph.t, np.zeros((3, 1)), np.arange(3)[:, None], rows=(np.zeros(3),))
+    with pytest.raises(ValueError, match="its photon rows are a ndarray, not Photons"):
+        await be.measure(arr.to_plan())
+    with pytest.raises(ValueError, match="carries no telescope photons"):
+        await be.measure_block(arr)
 
 
 def test_memory_full_mid_block_and_copies_expiring_inside_a_block():
@@ -295,9 +300,9 @@ def test_memory_full_mid_block_and_copies_expiring_inside_a_block():
     # and a memory max_wait shorter still
     for cap, max_wait, counter in ((3e-5, None, "expired_cap"), (None, 2e-5, "expired_memory")):
         sim = make_sim(4, seed=8)
-        rep, records, mem = run_chain(
+        rep, records, _ = run_chain(
             sim, block=4096, count=4000, policy=FixedPolicy(0.5, cap=cap),
-            memory=lambda clk, w=max_wait: SlotMemory(2, TelescopeCoherence(sim.t2), clock=clk, max_wait=w),
+            memory=lambda clk, w=max_wait: SlotMemory(2, TelescopeCoherence(0.01), clock=clk, max_wait=w),
         )
         assert rep[f"scheduler.{counter}"] > 500
         assert rep["records.shadow"] + 2 * rep["records.bell"] + rep["lost"] == 4000
@@ -306,7 +311,7 @@ def test_memory_full_mid_block_and_copies_expiring_inside_a_block():
         # the per-copy path evicts the same copies
         rep0, _, _ = run_chain(
             make_sim(4, seed=8), block=0, count=4000, policy=FixedPolicy(0.5, cap=cap),
-            memory=lambda clk, w=max_wait: SlotMemory(2, TelescopeCoherence(sim.t2), clock=clk, max_wait=w),
+            memory=lambda clk, w=max_wait: SlotMemory(2, TelescopeCoherence(0.01), clock=clk, max_wait=w),
         )
         for k in DECISIONS:
             assert rep0[f"scheduler.{k}"] == rep[f"scheduler.{k}"], (counter, k)
@@ -326,7 +331,7 @@ MEMORIES = {
 @pytest.mark.parametrize("name", list(MEMORIES))
 def test_every_memory_model_takes_telescope_blocks(name):
     count = 3000
-    rep, records, mem = run_chain(make_sim(4, seed=3), block=700, count=count, memory=MEMORIES[name])
+    rep, records, _ = run_chain(make_sim(4, seed=3), block=700, count=count, memory=MEMORIES[name])
     rep0, records0, _ = run_chain(make_sim(4, seed=3), block=0, count=count, memory=MEMORIES[name])
     assert rep["records.shadow"] + 2 * rep["records.bell"] + rep["lost"] == count
     for k in DECISIONS:

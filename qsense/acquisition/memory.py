@@ -37,6 +37,8 @@ is wall time.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -357,6 +359,10 @@ class SlotMemory:
         self.counters = Counters()
         # slot id -> (copy, arrival); dicts keep insertion (= arrival) order
         self._slots: dict[int, tuple[Copy, float]] = {}
+        # (arrival, serial, slot, entry) of every put, pruned lazily: the earliest arrival
+        # in O(1), so the expiry checks made on every arrival cost nothing when nothing is due
+        self._deadlines: list[tuple[float, int, int, tuple[Copy, float]]] = []
+        self._serial = itertools.count()
         self._free_ids = list(range(self.capacity - 1, -1, -1))
         self._freed = asyncio.Event()
 
@@ -389,6 +395,17 @@ class SlotMemory:
             if key is _ANY or copy.pair_key == key:
                 out.append(SlotInfo(slot, arrival, copy.pair_key, copy.source))
         return out
+
+    def earliest_arrival(self) -> float | None:
+        """The earliest arrival time of a stored copy, ``None`` when empty (amortised
+        O(1): a heap of the stores, released entries dropped as they surface)."""
+        heap, slots = self._deadlines, self._slots
+        while heap:
+            _, _, slot, entry = heap[0]
+            if slots.get(slot) is entry:
+                return entry[1]
+            heapq.heappop(heap)
+        return None
 
     def oldest(self, key: Hashable = _ANY) -> SlotInfo | None:
         """The oldest occupied slot (with ``key``), or None."""
@@ -423,7 +440,13 @@ class SlotMemory:
                     self._freed.clear()
                     await self._freed.wait()
         slot = self._free_ids.pop()
-        self._slots[slot] = (copy, arrival)
+        entry = (copy, arrival)
+        self._slots[slot] = entry
+        heap = self._deadlines
+        heapq.heappush(heap, (arrival, next(self._serial), slot, entry))
+        if len(heap) > 4 * self.capacity + 64:  # released entries that never surfaced: rebuild
+            self._deadlines = heap = [e for e in heap if self._slots.get(e[2]) is e[3]]
+            heapq.heapify(heap)
         self.counters["stored"] += 1
         self.counters["peak_occupancy"] = max(self.counters["peak_occupancy"], len(self._slots))
         return slot
@@ -503,6 +526,9 @@ class SlotMemory:
         if self.max_wait is None or not self._slots:
             return []
         now = self.clock() if now is None else float(now)
+        first = self.earliest_arrival()
+        if first is None or now - first <= self.max_wait:  # nothing has expired (the usual case)
+            return []
         out = []
         for info in self.expired(now, self.max_wait):
             out.append(self._release(info.slot, info.arrival + self.max_wait, "evicted_expired", coherent=False))

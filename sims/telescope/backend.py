@@ -61,8 +61,8 @@ def photons_of(copies: Sequence[Any]) -> Photons:
             i = int(meta["index"])
         except (KeyError, TypeError):
             raise ValueError(f"copy {c.source!r}#{c.seq} carries no telescope photon (meta lacks 'photons'/'index')") from None
-        if not isinstance(ph, Photons):
-            raise ValueError(f"copy {c.source!r}#{c.seq}: its photon rows are a {type(ph).__name__}, not Photons")
+        if not isinstance(ph, Photons):  # bad input is a ValueError here, as everywhere
+            raise ValueError(f"copy {c.source!r}#{c.seq}: its photon rows are a {type(ph).__name__}, not Photons")  # noqa: TRY004
         entry = chunks.setdefault(id(ph), (ph, [], []))
         entry[1].append(i)
         entry[2].append(pos)

@@ -4,6 +4,7 @@ and the measurements it returns (:data:`Item`, :class:`BlockResult`)."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections import deque
@@ -188,13 +189,26 @@ class Scheduler:
             self.counters["family_switches"] += 1
         if old is not None and new.assignment != old.assignment:
             self.counters["assignment_changes"] += 1
-        log.log(logging.INFO if changed else logging.DEBUG, "%s: plan at t=%.6g after %d copies:\n%s", self.name, now, self.counters["arrived"], new.describe())
+        level = logging.INFO if changed else logging.DEBUG
+        if log.isEnabledFor(level):  # describe() formats a table: only for a log that shows it
+            log.log(level, "%s: plan at t=%.6g after %d copies:\n%s", self.name, now, self.counters["arrived"], new.describe())
         return new
 
     # -- execution ---------------------------------------------------------------
     async def _expire(self, now: float) -> list[Item]:
         """Evict (or salvage) openers past the plan's cap, and memory-expired copies."""
         items: list[Item] = []
+        earliest = getattr(self.memory, "earliest_arrival", None)
+        if earliest is not None:
+            # the check made on every arrival, in O(1): when the oldest stored copy is
+            # within both limits nothing can expire (the full pass below would do nothing)
+            first = earliest()
+            cap = self.plan.cap if self.plan is not None else None
+            max_wait = getattr(self.memory, "max_wait", None)
+            if first is None or ((max_wait is None or now - first <= max_wait) and (cap is None or now - first <= cap)):
+                if "expired_memory" not in self.counters:  # as the sweep's count would have made it
+                    self.counters["expired_memory"] = 0
+                return items
         sweep = getattr(self.memory, "sweep", None)
         if sweep is not None:
             gone = await sweep(now)
@@ -334,7 +348,7 @@ class Scheduler:
             if j + 1 > fed:
                 chunk = t[max(fed, j + 1 - window) : j + 1]
                 self._times.extend(chunk.tolist())
-                self._keys.extend([key] * chunk.size)
+                self._keys.extend(itertools.repeat(key, chunk.size))
                 fed = j + 1
 
         starts = [0]
