@@ -274,3 +274,29 @@ def test_exact_expectation_over_all_outcomes():
         ref.update(BellBatch(codes, wait=np.full(4**n, tau)))
         _compare(est, ref)
     assert math.isfinite(vals.sum())
+
+
+def test_threads_give_the_same_sums(jit_state):
+    """Large jobs split the (support, rate) groups over the counting threads: each group is still
+    summed by one thread in shot order, so 1 and 3 threads agree bit for bit."""
+    if not K.jit_available():
+        pytest.skip("numba unavailable")
+    had = K.get_threads()
+    rng = np.random.default_rng(8)
+    n = 24
+    words = [f"{a}{j} {b}{k}" for j in range(n) for k in range(j + 1, n) for a in "XY" for b in "XZ"] + _words(rng, n, 200, 5)
+    batch = _batch(rng, 6000, n, packed=False)
+    assert 6000 * len(words) > BW.PARALLEL_MIN_SHOT_GROUPS
+    out = []
+    try:
+        for threads in (1, 3):
+            K.set_threads(threads)
+            est = BellEstimator(words, decoherence=Dephasing(1e-3))
+            est.update(batch)
+            out.append(est._S.copy())
+    finally:
+        K.set_threads(had)
+    np.testing.assert_array_equal(out[0], out[1])
+    ref = DenseBell(words, decoherence=Dephasing(1e-3))
+    ref.update(batch)
+    _compare(est, ref)

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Largest per-support histogram (bins = 4^k): 4^6 float64 bins are 32 KiB, L1-resident.
 HIST_MAX = 4**6
+#: Shots x (support, rate) groups below which one thread does all the work (about 1 ms).
+PARALLEL_MIN_SHOT_GROUPS = 1 << 20
 #: Shot-term values per block of the NumPy path (32 MiB of float64).
 _NUMPY_BLOCK = 1 << 22
 
@@ -157,16 +159,41 @@ def weighted_sums(codes: np.ndarray, R: np.ndarray, plan: WeightedPlan) -> tuple
     Q = (R * R).sum(axis=1)[plan.term_rate] if M else np.zeros(0)
     if not M:
         return S, Q
-    codes = np.ascontiguousarray(codes, dtype=np.uint8)
     R = np.ascontiguousarray(R, dtype=np.float64)
     raw = np.empty(M)
     kernel = _jit()
     if kernel is not None:
-        kernel(codes, R, plan.grp_cols, plan.grp_k, plan.grp_rate, plan.grp_start, plan.letters, LETTER_BIT, HIST_MAX, raw)
+        # wire-major: each support's rows are read sequentially (3.4x faster than (T, n) rows at n = 64)
+        _run_kernel(kernel, np.ascontiguousarray(np.asarray(codes, dtype=np.uint8).T), R, plan, raw)
     else:
-        raw = _sums_numpy(codes, R, plan)
+        raw = _sums_numpy(np.asarray(codes, dtype=np.uint8), R, plan)
     S[plan.term_id] = raw
     return S * plan.ysign, Q
+
+
+def _run_kernel(kernel, codes_t: np.ndarray, R: np.ndarray, plan: WeightedPlan, raw: np.ndarray) -> None:
+    """The compiled kernel over all groups; large jobs split into contiguous runs of groups
+    (disjoint rows of ``raw``) on the counting kernels' worker threads (it releases the GIL)."""
+    from . import kernels
+
+    T = codes_t.shape[1]
+    G = plan.grp_k.shape[0]
+    args = (plan.letters, LETTER_BIT, HIST_MAX, raw)
+    pool = kernels._get_pool()
+    threads = kernels.get_threads()
+    if pool is None or G < 2 * threads or T * G < PARALLEL_MIN_SHOT_GROUPS:
+        kernel(codes_t, R, plan.grp_cols, plan.grp_k, plan.grp_rate, plan.grp_start, *args)
+        return
+    # balance by the kernel's own cost model: histogram fill + read, or the direct sum
+    nt = np.diff(plan.grp_start)
+    nbins = np.left_shift(1, 2 * np.minimum(plan.grp_k, 16))
+    cost = np.cumsum(np.maximum(plan.grp_k, 1) * np.minimum(nt * T, T + nt * nbins))
+    cuts = np.searchsorted(cost, cost[-1] * np.arange(1, threads) / threads)
+    bounds = sorted({0, *cuts.tolist(), G})
+    futs = [pool.submit(kernel, codes_t, R, plan.grp_cols[a:b], plan.grp_k[a:b], plan.grp_rate[a:b], plan.grp_start[a : b + 1], *args)
+            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    for f in futs:
+        f.result()
 
 
 def _row_params(plan: WeightedPlan) -> tuple[np.ndarray, np.ndarray]:
