@@ -46,6 +46,9 @@ Modules:
 * :mod:`.models`: source models (point, binary, disk, Gaussian) and :data:`MAS`
 * :mod:`.fits`: :class:`FitResult`, :func:`fit_model` and the binary, disk and
   Gaussian fits
+* :mod:`.jacobians`: the models' analytic derivatives and the binary grid search
+* :mod:`.whitening`: the fits' whitening by a full covariance (one in-place
+  Cholesky factorisation)
 
 This package is core: it imports numpy/scipy only, never ``sims`` or ``drivers``.
 """
