@@ -23,7 +23,15 @@ Paths, side by side in one run:
   floor of any per-copy driver (one Python object per copy);
 * ``wall clock``: a ``MonotonicClock`` pipeline fed by a source that never
   sleeps (copies stamped on arrival), ``coalesce=0`` vs default (the ingest
-  takes the queued backlog as blocks), n = 5, fixed policy.
+  takes the queued backlog as blocks), n = 5, fixed policy;
+* ``telescope``: the telescope chain at M = 16 and 64 telescopes
+  (``TelescopeDriver`` → ``SlotMemory(4)`` with ``TelescopeCoherence(T2 = 10 ms)``
+  → fixed policy, ratio 0.5 → ``TelescopeBackend`` → a counting sink; a binary
+  star, 10^6 heralds/s of simulation time, 1% dark counts, event time, no
+  estimators: the acquisition side alone).  ``per-copy`` is
+  ``TelescopeDriver(block=0)`` with ``coalesce=0`` (one ``Copy`` per photon,
+  photon rows in ``meta``: the path before driver blocks), ``blocks`` the
+  default driver (``CopyBlock`` s of up to 4096 photons with their rows).
 
 Every pipeline run is checked: ``report.unaccounted == 0`` and no errors.
 Throughput is copies / wall time of ``Pipeline.run()`` (best of ``--reps``,
@@ -32,7 +40,7 @@ and caches it, the 8-qubit sampler builds its table); ``cpu µs/copy`` is the
 process CPU time of that run per copy, which the load of a shared machine
 disturbs much less than wall time.  ``uptime`` is printed before and after.
 
-Usage: ``python benchmarks/bench_pipeline.py [--quick] [--reps R] [--json PATH]``
+Usage: ``python benchmarks/bench_pipeline.py [--quick] [--reps R] [--json PATH] [--telescope-only]``
 """
 
 from __future__ import annotations
@@ -120,6 +128,55 @@ async def driver_only(rho: np.ndarray, copies: int) -> dict:
     return {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6}
 
 
+async def telescope_run(M: int, copies: int, block: int, seed: int) -> dict:
+    """The telescope chain, event time: per copy (``block=0``, ``coalesce=0``) or in driver blocks."""
+    from qsense.acquisition.memory import SlotMemory
+    from qsense.drivers.telescope import TelescopeDriver
+    from qsense.sims.telescope import MAS, BinaryStar, TelescopeArray, TelescopeBackend, TelescopeCoherence, TelescopeSim, demo_array
+
+    sim = TelescopeSim(TelescopeArray(demo_array(M), 800e-9), BinaryStar(3 * MAS, 1.0, 0.5), epsilon=0.99e-3,
+                       dark_prob=1e-5, t2=0.01, seed=seed)
+    clock = ManualClock()
+    mem = SlotMemory(4, TelescopeCoherence(sim.t2), clock=clock)
+    sched = Scheduler(FixedPolicy(0.5), mem, clock=clock)
+    rows = [0]
+
+    async def sink(batch):
+        rows[0] += batch.T
+
+    drv = TelescopeDriver(sim, count=copies, realtime=False, seed=[seed, 1], block=block)
+    pipe = Pipeline({"tel": drv}, mem, sched, TelescopeBackend(sim), sinks=[sink], clock=clock, batch_size=512,
+                    **({} if block else {"coalesce": 0}))
+    c0, t0 = time.process_time(), time.perf_counter()
+    rep = await pipe.run()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if rep.unaccounted != 0 or rep.errors or rep["arrived"] != copies:
+        raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors} arrived={rep['arrived']}")
+    return {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6, "records": rows[0],
+            "bell_pairs": rep["scheduler.bell_pairs"], "blocks": rep["scheduler.blocks"]}
+
+
+def telescope_rows(reps: int, quick: bool) -> list[dict]:
+    """Per copy vs driver blocks at M = 16 and 64, side by side (best of ``reps`` each)."""
+    counts = {"per-copy": 5000 if quick else 30_000, "blocks": 50_000 if quick else 400_000}
+    rows = []
+    for M in (16, 64):
+        res = {}
+        for path, block in (("per-copy", 0), ("blocks", 4096)):
+            copies = counts[path] if M == 16 else counts[path] // 2
+            asyncio.run(telescope_run(M, min(copies, 10_000), block, seed=99))  # warm-up (numba caches)
+            res[path] = max((asyncio.run(telescope_run(M, copies, block, seed=r)) for r in range(reps)),
+                            key=lambda r: r["copies_per_s"])
+            rows.append({"telescopes": M, "path": f"telescope {path}", "copies": copies, **res[path]})
+            print(f"telescope M={M:3d} {path:9s} {copies:>7d} copies  {res[path]['copies_per_s']:>10,.0f} copies/s  "
+                  f"{res[path]['cpu_us_per_copy']:6.2f} cpu µs/copy  (pairs {res[path]['bell_pairs']}, blocks {res[path]['blocks']})",
+                  flush=True)
+        a, b = res["per-copy"], res["blocks"]
+        print(f"telescope M={M:3d}: blocks / per-copy {b['copies_per_s'] / a['copies_per_s']:.1f}x wall, "
+              f"{a['cpu_us_per_copy'] / b['cpu_us_per_copy']:.1f}x cpu", flush=True)
+    return rows
+
+
 def load() -> str:
     return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -129,10 +186,27 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer copies, one repetition (smoke test)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--json", metavar="PATH", help="also write the rows as JSON to PATH")
+    ap.add_argument("--telescope-only", action="store_true", help="only the telescope chain (per copy vs driver blocks)")
     args = ap.parse_args()
     if args.quick:
         args.reps = 1
     logging.basicConfig(level=logging.WARNING)
+    if args.telescope_only:
+        print(f"before: {load()} ({os.cpu_count()} CPUs)", flush=True)
+        rows = telescope_rows(args.reps, args.quick)
+        print(f"after: {load()}")
+        print()
+        print("| M | per-copy (block=0, coalesce=0) | blocks (default driver) | blocks / per-copy (wall · cpu) |")
+        print("|---|---|---|---|")
+        for M in (16, 64):
+            a, b = (next(x for x in rows if x["telescopes"] == M and x["path"] == f"telescope {p}") for p in ("per-copy", "blocks"))
+            print(f"| {M} | {a['copies_per_s']:,.0f}/s · {a['cpu_us_per_copy']:.2f} µs | {b['copies_per_s']:,.0f}/s · "
+                  f"{b['cpu_us_per_copy']:.2f} µs | {b['copies_per_s'] / a['copies_per_s']:.1f}× · "
+                  f"{a['cpu_us_per_copy'] / b['cpu_us_per_copy']:.1f}× |")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
+        return
     counts = {"per-copy": 3000, "default": 50_000, "blocks": 50_000} if args.quick else \
              {"per-copy": 20_000, "default": 200_000, "blocks": 400_000}
     print(f"before: {load()} ({os.cpu_count()} CPUs)", flush=True)
@@ -162,6 +236,7 @@ def main() -> None:
         rows.append({"n": 5, "policy": "fixed", "path": f"wall clock {label}", "copies": copies, **wall[label]})
         print(f"wall clock, flooding source, n=5 fixed, {label:8s}: {wall[label]['copies_per_s']:>10,.0f} copies/s  "
               f"{wall[label]['cpu_us_per_copy']:6.2f} cpu µs/copy  ({wall[label]['coalesced']:.0%} of copies coalesced)")
+    rows += telescope_rows(args.reps, args.quick)
     print(f"after: {load()}")
     print()
     print("| n | policy | per-copy (coalesce=0) | default | blocks 4096 | default / per-copy | blocks / default |")

@@ -60,6 +60,29 @@ __all__ = ["TelescopeDriver"]
 log = logging.getLogger(__name__)
 
 
+def _take(pending: list[Any], n: int) -> Any:
+    """The first ``n`` photons of the ``pending`` chunks, removed from them: a view of
+    the first chunk when it holds them (the usual case at high rates), else joined."""
+    first = pending[0]
+    if len(first) >= n:
+        if len(first) == n:
+            pending.pop(0)
+        else:
+            pending[0] = first[n:]
+        return first[:n]
+    parts, got = [], 0
+    while got < n:
+        p = pending[0]
+        k = min(len(p), n - got)
+        parts.append(p[:k])
+        got += k
+        if k == len(p):
+            pending.pop(0)
+        else:
+            pending[0] = p[k:]
+    return type(first).concatenate(parts)
+
+
 class TelescopeDriver:
     """Stream heralded photons from a telescope simulation.
 
@@ -169,8 +192,6 @@ class TelescopeDriver:
         """The photons as :class:`~qsense.acquisition.blocks.CopyBlock` s with their
         :class:`~qsense.sims.telescope.Photons` as ``rows`` (module docstring), paced by
         ``rate``.  The arrivals are those of :meth:`copies` for the same seed."""
-        from qsense.sims.telescope import Photons
-
         loop = asyncio.get_running_loop()
         wall0 = loop.time()
         sim0 = float(self.sim.now)
@@ -195,11 +216,9 @@ class TelescopeDriver:
                 chunks += 1
             # a block: every `limit` copies, and what is left at the end of a span
             if held and (held >= limit or done or chunks >= self.block_chunks):
-                allp = pending[0] if len(pending) == 1 else Photons.concatenate(pending)
                 cut = held if (done or chunks >= self.block_chunks) else held - held % limit
-                pending = [allp[cut:]] if cut < held else []
                 for a in range(0, cut, limit):
-                    ph = allp[a : min(a + limit, cut)]
+                    ph = _take(pending, min(limit, cut - a))
                     if self.realtime:
                         due = wall0 + (float(ph.t[-1]) - sim0) / self.speed
                         delay = due - loop.time()
@@ -214,7 +233,7 @@ class TelescopeDriver:
                         break
             if chunks >= self.block_chunks:
                 chunks = 0
-            if not held and not pending:
+            if not held:
                 await asyncio.sleep(0)
         log.debug("telescope driver %r: %d copies in blocks", self.source, self.emitted)
 

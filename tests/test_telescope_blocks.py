@@ -149,7 +149,7 @@ def test_driver_rejects_bad_block_options():
 
 # ----------------------------------------------------------------------------- block vs per copy
 def test_block_and_per_copy_paths_decide_alike_and_both_find_the_sky():
-    M, count = 5, 16_000
+    M, count = 5, 12_000
     out = {}
     for block in (0, 4096):
         sim = make_sim(M, t2=1.0)
