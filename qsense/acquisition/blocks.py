@@ -6,7 +6,8 @@ Experimental sources deliver 10^5–10^6 copies per second; handling them one
 array of arrival times, and every stage handles it with array operations:
 
 * drivers yield blocks (:func:`qsense.acquisition.pipeline.poisson_blocks`, or
-  ``poisson_copies(..., block=N)``), or yield copies one by one and the
+  ``poisson_copies(..., block=N)``; the telescope driver by default, its
+  photons as the block's ``rows``), or yield copies one by one and the
   pipeline coalesces consecutive copies of one state into blocks
   (:mod:`qsense.acquisition.coalesce`, on by default);
 * :meth:`qsense.acquisition.scheduler.Scheduler.on_block` decides the role of every copy of

@@ -300,6 +300,8 @@ class Scheduler:
         on, and ``peak_occupancy`` counts them as held through the block).  Copies stored and released
         inside the block are counted by the memory in bulk
         (``account_block``); the opener still waiting at the end is ``put``.
+        A block's per-copy ``rows`` are gathered into each plan's ``rows``
+        (``rows[shadows]``; ``rows[openers]``, ``rows[closers]``).
 
         Falls back to :meth:`on_arrival` per copy (``roles`` None, counted
         ``block_fallback``) when the memory cannot account in bulk, when
