@@ -12,6 +12,7 @@ part of a short command's time.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Iterable
@@ -106,7 +107,15 @@ def requested_command(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``qsense`` console script; returns the exit status."""
+    """Entry point of the ``qsense`` console script; returns the exit status.
+
+    Without ``argv`` (the console script: this process's own command line) the
+    objects alive at the end are frozen out of the garbage collector
+    (:func:`gc.freeze`) before returning, which makes the interpreter's exit
+    about 0.3 CPU-seconds cheaper after numba has been loaded; exit handlers,
+    thread joins and flushes still run as usual.
+    """
+    own_process = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     name = requested_command(argv)
     parser = build_parser([name] if name in COMMANDS else [])
@@ -117,7 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    return int(args._run(args) or 0)
+    rc = int(args._run(args) or 0)
+    if own_process:
+        # the final collections would walk every object the imports made (numba's
+        # type registries above all); a process that ends next need not pay for that
+        gc.freeze()
+    return rc
 
 
 if __name__ == "__main__":  # pragma: no cover
