@@ -31,7 +31,7 @@ from qsense.pauli import PauliObservable, PauliTable, SumMoments, compile_observ
 from qsense.records import BellBatch
 
 from .decoherence import DecoherenceModel, Depolarizing, make_decoherence
-from .bell_weighted import shot_weights, weighted_plan, weighted_sums, weighted_term_values
+from .bell_weighted import purity_table, shot_weights, weighted_plan, weighted_purity, weighted_sums, weighted_term_values
 from .kernels import bell_counts_batch, bell_term_values
 from .result import Estimate, renyi2_from_purity
 from .serial import checked_state, counts_array, dump_npz, float_array, load_npz, meta_int, obs_from_json, obs_to_json, wires_from_json, wires_to_json
@@ -166,9 +166,9 @@ class BellEstimator:
         if T == 0:
             return
         t = self._table
-        ysign = np.where((t.letters == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
         masks = self._masks(batch.n)
         if self.decoherence is None:
+            ysign = np.where((t.letters == 2).sum(axis=1) % 2 == 1, -1.0, 1.0)
             # from the batch's bit planes when it carries them (wire v2, archive): no unpacking
             total, odd = bell_counts_batch(batch, t, [T])
             self._S += ysign * (total[0] - 2 * odd[0])
@@ -182,7 +182,6 @@ class BellEstimator:
         else:
             model = self.decoherence
             depol = isinstance(model, Depolarizing)
-            singlet = batch.outcomes == 3
             w = np.exp(batch.wait / self.t2) if depol else None  # (T,): the historical arithmetic, kept bit for bit
             if t.M:
                 # grouped by support and rate: no (shots x terms) matrix (qsense.estimators.bell_weighted)
@@ -196,21 +195,10 @@ class BellEstimator:
                         hi = min(T, lo + 8192)
                         vals = bell_term_values(batch.outcomes[lo:hi], t, self._sums.terms)
                         self._sums.add(weighted_term_values(R[:, lo:hi], plan, self._sums.terms, vals))
-            if depol:
-                f_trip = (1.0 + w) / 2.0
-                f_sing = (1.0 - 3.0 * w) / 2.0
-                per_wire = np.where(singlet, f_sing[:, None], f_trip[:, None])  # (T, n)
-            else:
-                # SWAP = (II + XX + YY + ZZ) / 2 per wire; divide each letter by its survival
-                inv = 1.0 / model.factors(batch.wait)  # (T, 3)
-                a = (batch.outcomes >> 1).astype(np.float64)
-                b = (batch.outcomes & 1).astype(np.float64)
-                lx, lz = 1.0 - 2.0 * a, 1.0 - 2.0 * b
-                per_wire = 0.5 * (1.0 + lx * inv[:, 0:1] - lx * lz * inv[:, 1:2] + lz * inv[:, 2:3])
-            for i, m in enumerate(masks):
-                v = np.prod(per_wire[:, m], axis=1)
-                self._pS[i] += v.sum()
-                self._pQ[i] += (v**2).sum()
+            # the purity: per wire a SWAP value per Bell code, divided by the letters' survival
+            pS, pQ = weighted_purity(batch.outcomes, purity_table(model, batch.wait, w), masks)
+            self._pS += pS
+            self._pQ += pQ
         self._count += T
 
     def _finish(self, S: np.ndarray, Q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

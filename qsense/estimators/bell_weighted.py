@@ -31,7 +31,8 @@ from qsense.pauli import PauliTable
 
 from .decoherence import DecoherenceModel, Depolarizing
 
-__all__ = ["WeightedPlan", "weighted_plan", "shot_weights", "weighted_sums", "weighted_term_values", "HIST_MAX"]
+__all__ = ["WeightedPlan", "weighted_plan", "shot_weights", "weighted_sums", "weighted_term_values", "purity_table",
+           "weighted_purity", "HIST_MAX"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,14 @@ _NUMPY_BLOCK = 1 << 22
 #: LETTER_BIT[L, d]: the parity bit of Bell code d (= 2a + b) for letter L (0 = I, X: a, Y: a^b, Z: b)
 LETTER_BIT = np.array([[0, 0, 0, 0], [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 0, 1]], dtype=np.uint8)
 
-_kernel = None
+_kernels: tuple | None = None
 _tried = False
 
 
-def _jit():
-    """The compiled kernel, or None (numba missing, ``QSENSE_NO_JIT``, or ``use_jit(False)``)."""
-    global _kernel, _tried
+def _jit(which: int = 0):
+    """Compiled kernel ``which`` (0: term sums, 1: purity sums), or None (numba missing,
+    ``QSENSE_NO_JIT``, or :func:`~qsense.estimators.kernels.use_jit` off)."""
+    global _kernels, _tried
     from . import kernels
 
     if not _tried:
@@ -59,12 +61,12 @@ def _jit():
         try:
             if os.environ.get("QSENSE_NO_JIT"):
                 raise ImportError("disabled by QSENSE_NO_JIT")
-            from ._bell_weighted_jit import bell_weighted_sums_jit
+            from ._bell_weighted_jit import bell_purity_sums_jit, bell_weighted_sums_jit
 
-            _kernel = bell_weighted_sums_jit
+            _kernels = (bell_weighted_sums_jit, bell_purity_sums_jit)
         except ImportError as exc:  # pragma: no cover - depends on the environment
             log.info("compiled reweighted Bell kernel unavailable (%s); using NumPy", exc)
-    return _kernel if kernels._use_jit else None
+    return _kernels[which] if _kernels is not None and kernels._use_jit else None
 
 
 @dataclass(frozen=True)
@@ -229,3 +231,40 @@ def weighted_term_values(R: np.ndarray, plan: WeightedPlan, term_ids: np.ndarray
     """Per-shot reweighted values float64 (T, len(term_ids)) of some terms (for the sums' moments),
     given their unweighted Bell values ``values`` (as :func:`~qsense.estimators.kernels.bell_term_values`)."""
     return values * R[plan.term_rate[term_ids]].T
+
+
+def purity_table(model: DecoherenceModel, wait: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """float64 (T, 4): each shot's reweighted per-wire SWAP value for Bell codes 0..3.
+
+    SWAP = (II + XX + YY + ZZ) / 2 per wire with each letter divided by its survival
+    factor; depolarizing (``w`` = e^{wait/T2}): triplet (1 + w)/2, singlet (1 - 3w)/2,
+    the historical arithmetic.
+    """
+    if isinstance(model, Depolarizing):
+        if w is None:
+            raise ValueError("the depolarizing reweighting needs w = exp(wait / T2)")
+        f_trip = (1.0 + w) / 2.0
+        f_sing = (1.0 - 3.0 * w) / 2.0
+        return np.stack([f_trip, f_trip, f_trip, f_sing], axis=1)
+    inv = 1.0 / model.factors(wait)  # (T, 3)
+    # code d = 2a + b: XX = (-1)^a, ZZ = (-1)^b, YY = -(-1)^(a+b)
+    lx = np.array([1.0, 1.0, -1.0, -1.0])
+    lz = np.array([1.0, -1.0, 1.0, -1.0])
+    return 0.5 * (1.0 + lx[None, :] * inv[:, 0:1] - (lx * lz)[None, :] * inv[:, 1:2] + lz[None, :] * inv[:, 2:3])
+
+
+def weighted_purity(codes: np.ndarray, tab: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per subsystem mask (bool (P, n)): the sums of ``v`` and ``v^2`` over shots of the
+    reweighted SWAP value ``v = prod_{wires in mask} tab[t, code]``."""
+    P = masks.shape[0]
+    pS, pQ = np.zeros(P), np.zeros(P)
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    kernel = _jit(1)
+    if kernel is not None:
+        kernel(codes, np.ascontiguousarray(tab, dtype=np.float64), np.ascontiguousarray(masks, dtype=np.bool_), pS, pQ)
+        return pS, pQ
+    per_wire = np.take_along_axis(tab, codes.astype(np.intp), axis=1) if codes.shape[1] else np.zeros((codes.shape[0], 0))
+    for i, m in enumerate(masks):
+        v = np.prod(per_wire[:, m], axis=1)
+        pS[i], pQ[i] = v.sum(), (v**2).sum()
+    return pS, pQ
