@@ -1254,6 +1254,8 @@ class EstimationDaemon:
 
     async def publish_estimates(self) -> None:
         """Publish every estimator's current body and the status once."""
+        if self._publisher is None and self._mqtt_out is None:
+            return  # no outputs (e.g. the in-process demo daemon): building bodies of 8,064 targets would be wasted
         now = time.time()
         bodies = {s.name: {"daemon": self.name, "time": now, **s.body()} for s in self.slots if s.live}
         states: dict[str, dict] = {}
