@@ -195,20 +195,30 @@ class Scheduler:
         return new
 
     # -- execution ---------------------------------------------------------------
+    def _quiet(self, now: float) -> bool:
+        """Whether nothing can expire at ``now``: the check made on every arrival, in
+        O(1) for a memory with ``earliest_arrival`` (when the oldest stored copy is
+        within the plan's cap and the memory's ``max_wait``, the full pass of
+        :meth:`_expire` would do nothing).  False (do the pass) for other memories."""
+        earliest = getattr(self.memory, "earliest_arrival", None)
+        if earliest is None:
+            return False
+        first = earliest()
+        if first is not None:
+            age = now - first
+            cap = self.plan.cap if self.plan is not None else None
+            max_wait = getattr(self.memory, "max_wait", None)
+            if (max_wait is not None and age > max_wait) or (cap is not None and age > cap):
+                return False
+        if "expired_memory" not in self.counters:  # as the sweep's count would have made it
+            self.counters["expired_memory"] = 0
+        return True
+
     async def _expire(self, now: float) -> list[Item]:
         """Evict (or salvage) openers past the plan's cap, and memory-expired copies."""
         items: list[Item] = []
-        earliest = getattr(self.memory, "earliest_arrival", None)
-        if earliest is not None:
-            # the check made on every arrival, in O(1): when the oldest stored copy is
-            # within both limits nothing can expire (the full pass below would do nothing)
-            first = earliest()
-            cap = self.plan.cap if self.plan is not None else None
-            max_wait = getattr(self.memory, "max_wait", None)
-            if first is None or ((max_wait is None or now - first <= max_wait) and (cap is None or now - first <= cap)):
-                if "expired_memory" not in self.counters:  # as the sweep's count would have made it
-                    self.counters["expired_memory"] = 0
-                return items
+        if self._quiet(now):
+            return items
         sweep = getattr(self.memory, "sweep", None)
         if sweep is not None:
             gone = await sweep(now)
@@ -247,7 +257,8 @@ class Scheduler:
             now = float(copy.t) if copy.t is not None else self.clock()
         now = float(now)
         self._observe(copy, now)
-        items = await self._expire(now)
+        # the usual case (nothing due) without the coroutine of the full pass
+        items: list[Item] = [] if self._quiet(now) else await self._expire(now)
         # plan on the first copy (rate unknown: rate_hint), again once a rate
         # estimate exists, then every replan_every copies
         if self.plan is None or self._since_plan >= self.replan_every or self.counters["arrived"] == _EARLY_REPLAN:
