@@ -133,16 +133,31 @@ def test_local_cluster_shares_cores_and_warms_the_kernels(archive_path):
     from qsense.estimators import kernels
 
     cores = len(os.sched_getaffinity(0))
-    cluster, client = qd.local_cluster(1, dashboard=False, warm=False)
+    env_before = {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "PYTHONHASHSEED")}
+    # the user's settings over the defaults: the profiler back on, Dask's malloc trim threshold back
+    cluster, client = qd.local_cluster(1, dashboard=False, warm=False, dask_config={
+        "distributed.worker.profile.enabled": True, "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536})
     try:
         (threads, loaded), = client.run(_worker_state).values()
         assert threads == cores and not loaded  # not warmed: nothing compiled yet
+        (callbacks, env), = client.run(_worker_settings).values()
+        assert "profile" in callbacks and env["MALLOC_TRIM_THRESHOLD_"] == "65536"
+        assert callbacks["tick"] == 1000  # the other defaults stay
     finally:
         client.close()
         cluster.close()
+    # Dask's nannies write their pre-spawn environment into this process's os.environ: taken out again
+    assert {k: os.environ.get(k) for k in env_before} == env_before
     # a second cluster in the same process sizes its own workers (an earlier cluster's environment must not leak)
     cluster, client = qd.local_cluster(2, dashboard=False)
     try:
+        settings = client.run(_worker_settings)
+        for callbacks, env in settings.values():  # qd.WORKER_CONFIG reached every worker
+            assert "profile" not in callbacks and "profile-cycle" not in callbacks, callbacks
+            assert callbacks["tick"] == 1000 and callbacks["monitor"] == 5000 and callbacks["memory_monitor"] == 1000, callbacks
+            assert env["MALLOC_TRIM_THRESHOLD_"] is None and env["OMP_NUM_THREADS"] == "1", env
+        assert all(n.periodic_callbacks["tick"].callback_time == 1000 for n in cluster.workers.values())  # the nannies
+        assert cluster.scheduler.periodic_callbacks["tick"].callback_time == 1000
         state = client.run(_worker_state)  # before any task: the compiled kernels are already loaded
         assert len(state) == 2
         assert all(t == max(1, cores // 2) for t, _ in state.values()), state
@@ -153,6 +168,18 @@ def test_local_cluster_shares_cores_and_warms_the_kernels(archive_path):
     finally:
         client.close()
         cluster.close()
+
+
+def _worker_settings(dask_worker):
+    """On a worker: its periodic callbacks (name -> ms) and the environment variables Dask's nanny may set."""
+    pcs = dask_worker.periodic_callbacks
+    return ({k: pc.callback_time for k, pc in pcs.items()},
+            {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")})
+
+
+def test_local_cluster_bad_dask_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="dask_config must be a mapping"):
+        qd.local_cluster(1, dask_config=["distributed.worker.profile.enabled"])
 
 
 class SlowShadow(ShadowEstimator):

@@ -8,12 +8,13 @@ for the median-of-means rule).  Dask is imported lazily: ``import qsense``
 never needs it.
 """
 
-from .estimate import DistributedError, DistributedResult, connect, estimate, local_cluster
+from .estimate import WORKER_CONFIG, DistributedError, DistributedResult, connect, estimate, local_cluster
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
 from .tasks import warm_worker
 
 __all__ = [
            "DEFAULT_PARTITION_BYTES",
+           "WORKER_CONFIG",
            "DistributedError",
            "DistributedResult",
            "Partition",

@@ -34,14 +34,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .partitions import DEFAULT_PARTITION_BYTES, Partition, plan
 from .tasks import Partial, finish, merge_partials, pack_templates, run_partition, warm_worker
 
-__all__ = ["DistributedError", "DistributedResult", "connect", "estimate", "local_cluster"]
+__all__ = ["WORKER_CONFIG", "DistributedError", "DistributedResult", "connect", "estimate", "local_cluster"]
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True) -> tuple[Any, Any]:
+#: The Dask settings :func:`local_cluster` starts its scheduler, nannies and workers with (each measured on a
+#: 2-core machine, docs/scale-out.md "What speed to expect"); ``local_cluster(..., dask_config={...})`` overrides any.
+WORKER_CONFIG: dict[str, Any] = {
+    # the statistical profiler walks the task thread's stack every 10 ms under the GIL: 2-4% of a core per worker
+    "distributed.worker.profile.enabled": False,
+    # every event loop (scheduler, each nanny, each worker) wakes every 20 ms to time itself: ~5% of one core
+    # for a 2-worker cluster, idle or busy; 1 s still catches a blocked loop (warned about after 3 s)
+    "distributed.admin.tick.interval": "1s",
+    # CPU/memory/network samples for the dashboard's system page, every 0.5 s in every process
+    "distributed.admin.system-monitor.interval": "5s",
+    # the nannies' and workers' memory checks (pause, spill, restart at 95%): 10/s -> 1/s
+    "distributed.worker.memory.monitor-interval": "1s",
+    # glibc's MALLOC_TRIM_THRESHOLD_ fixes its mmap threshold at 128 KiB: large NumPy temporaries then start
+    # 16 bytes past a page, and copies from page-aligned Arrow planes into them ran ~6x slower (+15-50% CPU per
+    # shadow update); None leaves it unset for our workers
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
+
+
+def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True,
+                  dask_config: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
     """A LocalCluster of ``n_workers`` single-threaded worker processes on 127.0.0.1 and its client: ``(cluster, client)``.
 
     Each worker's counting kernels get ``cores // n_workers`` threads (at least
@@ -164,15 +184,24 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True) 
     ``QSENSE_THREADS`` to override), and with ``warm`` every worker loads the
     compiled kernels before this returns (:func:`~qsense.distributed.tasks.warm_worker`:
     ~2 s per fresh process, otherwise paid inside each worker's first task).
+
+    The cluster runs with :data:`WORKER_CONFIG` (the profiler off, slower
+    event-loop ticks and monitors, no ``MALLOC_TRIM_THRESHOLD_`` in the
+    workers' environment); ``dask_config`` (dotted Dask keys) is applied over
+    it, e.g. ``{"distributed.worker.profile.enabled": True}`` for the
+    dashboard's profile page.  The environment variables Dask's nannies put
+    into this process's ``os.environ`` before spawning are taken out again
+    once the workers run (they would reach every later subprocess and cluster).
     """
     import dask
     from distributed import Client, LocalCluster
 
     if int(n_workers) < 1:
         raise ValueError("need at least one worker")
+    if dask_config is not None and not isinstance(dask_config, Mapping):
+        raise ValueError(f"dask_config must be a mapping of Dask config keys, not {type(dask_config).__name__}")
     # set on each worker by a call, not through its environment: a spawned worker imports this process's
-    # __main__ (and with it qsense's kernels) before Dask applies a worker's env, and Dask's pre-spawn-environ
-    # stays in this process's os.environ, where it overrides the next cluster's
+    # __main__ (and with it qsense's kernels) before Dask applies a worker's env
     threads = max(1, _cores() // int(n_workers))
     if os.environ.get("QSENSE_THREADS"):
         try:
@@ -180,12 +209,20 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True) 
         except ValueError:  # as the kernels themselves treat it: said, and the default kept
             log.warning("QSENSE_THREADS=%r is not an integer; workers use %d kernel thread(s)",
                         os.environ["QSENSE_THREADS"], threads)
-    # Dask's statistical profiler samples every worker's stacks every 10 ms under the GIL; our tasks do not need
-    # it (on this machine its cost was within the run-to-run noise); the workers inherit this config
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
-        cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
-    client = Client(cluster, set_as_default=False)
+    config = {**WORKER_CONFIG, **(dict(dask_config) if dask_config else {})}
+    with dask.config.set(config):
+        spawn_env = set(dask.config.get("distributed.nanny.pre-spawn-environ") or {}) | {"PYTHONHASHSEED"}
+        saved = {k: os.environ.get(k) for k in spawn_env}
+        try:
+            cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
+                                   dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
+            client = Client(cluster, set_as_default=False)
+        finally:
+            for k, v in saved.items():  # the nannies' os.environ.update(pre-spawn-environ), undone
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     try:
         client.run(warm_worker, threads, warm)
     except BaseException:
@@ -255,8 +292,9 @@ def _on_cluster(client: Any, root: str, parts: list[Partition], templates: bytes
                 nxt.append(level[-1])
             level = nxt
         with _bar(len(leaves), progress) as bar:
-            for _ in as_completed(leaves, loop=client.loop):
-                bar.update(1)
+            if not bar.disable:  # no bar shown: nothing to do per finished task, the root's result is all we wait on
+                for _ in as_completed(leaves, loop=client.loop):
+                    bar.update(1)
         return level[0].result()
     except Exception as exc:
         raise DistributedError(f"distributed estimate failed: {type(exc).__name__}: "
