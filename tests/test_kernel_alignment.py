@@ -51,7 +51,7 @@ def test_buffers_aligned_in_this_process():
 
 def test_buffers_aligned_under_dasks_malloc_trim_threshold():
     env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # the condition that made the workers slow is there: glibc's large blocks are 16 bytes off a cache line
