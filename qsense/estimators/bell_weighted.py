@@ -13,7 +13,9 @@ the estimator's sums cheap, without the dense (shots x terms) value matrix:
   support (4^k bins for k wires) with each term's sign pattern
   (:func:`qsense.estimators._bell_weighted_jit.bell_weighted_sums_jit`).
 
-The grouping is computed once per table and model and cached on the
+The reweighted purity is a product over a subsystem's wires of one of four values
+per shot (its SWAP value for each Bell code, :func:`purity_table`), summed in one
+compiled pass (:func:`weighted_purity`).  The grouping is computed once per table and model and cached on the
 :class:`~qsense.pauli.PauliTable`.  Where numba is unavailable (or
 ``QSENSE_NO_JIT`` / :func:`qsense.estimators.kernels.use_jit` turns it off) a NumPy
 path computes the same sums in blocks of shots.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -50,7 +53,7 @@ _kernels: tuple | None = None
 _tried = False
 
 
-def _jit(which: int = 0):
+def _jit(which: int = 0) -> Callable[..., None] | None:
     """Compiled kernel ``which`` (0: term sums, 1: purity sums), or None (numba missing,
     ``QSENSE_NO_JIT``, or :func:`~qsense.estimators.kernels.use_jit` off)."""
     global _kernels, _tried
@@ -173,7 +176,7 @@ def weighted_sums(codes: np.ndarray, R: np.ndarray, plan: WeightedPlan) -> tuple
     return S * plan.ysign, Q
 
 
-def _run_kernel(kernel, codes_t: np.ndarray, R: np.ndarray, plan: WeightedPlan, raw: np.ndarray) -> None:
+def _run_kernel(kernel: Callable[..., None], codes_t: np.ndarray, R: np.ndarray, plan: WeightedPlan, raw: np.ndarray) -> None:
     """The compiled kernel over all groups; large jobs split into contiguous runs of groups
     (disjoint rows of ``raw``) on the counting kernels' worker threads (it releases the GIL)."""
     from . import kernels
