@@ -240,6 +240,10 @@ async def test_empty_and_one_copy_blocks_and_bad_rows():
     ph = sim.photons(count=3)
     with pytest.raises(ValueError, match="rows has 3 entries for a block of 2"):
         CopyBlock(sim, ph.t[:2], rows=ph)
+    for bad in ([1, 2, 3], 3.0, {"a": 1}):
+        with pytest.raises(ValueError, match="rows must have a length and take integer-array indexing"):
+            CopyBlock(sim, ph.t, rows=bad)
+    assert len(CopyBlock(sim, ph.t, rows=np.arange(3)).copy(2).meta["rows"]) == 3  # a plain array is fine
     clock = ManualClock()
     mem = SlotMemory(2, TelescopeCoherence(sim.t2), clock=clock)
     sched = Scheduler(FixedPolicy(0.5), mem, clock=clock)

@@ -124,8 +124,17 @@ class CopyBlock:
             raise ValueError("a block without times needs count >= 0")
         else:
             object.__setattr__(self, "count", int(self.count))
-        if self.rows is not None and len(self.rows) != self.count:
-            raise ValueError(f"rows has {len(self.rows)} entries for a block of {self.count} copies")
+        if self.rows is not None:
+            try:
+                n = len(self.rows)
+                self.rows[np.zeros(0, np.int64)]  # the scheduler gathers rows by index arrays
+            except Exception:
+                raise ValueError(
+                    f"rows must have a length and take integer-array indexing (a NumPy array, or a dataclass of "
+                    f"arrays such as Photons); got {type(self.rows).__name__}"
+                ) from None
+            if n != self.count:
+                raise ValueError(f"rows has {n} entries for a block of {self.count} copies")
 
     def __len__(self) -> int:
         return int(self.count)  # type: ignore[arg-type]
