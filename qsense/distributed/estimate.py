@@ -189,9 +189,12 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True,
     event-loop ticks and monitors, no ``MALLOC_TRIM_THRESHOLD_`` in the
     workers' environment); ``dask_config`` (dotted Dask keys) is applied over
     it, e.g. ``{"distributed.worker.profile.enabled": True}`` for the
-    dashboard's profile page.  The environment variables Dask's nannies put
-    into this process's ``os.environ`` before spawning are taken out again
-    once the workers run (they would reach every later subprocess and cluster).
+    dashboard's profile page.  A ``pre-spawn-environ`` variable set to ``None``
+    is kept from the workers even when this process has it.  The environment
+    variables Dask's nannies put into this process's ``os.environ`` before
+    spawning are taken out again once the workers run (they would reach every
+    later subprocess and cluster; a worker the nanny restarts after a crash
+    gets this process's environment of that moment).
     """
     import dask
     from distributed import Client, LocalCluster
@@ -211,8 +214,11 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True,
                         os.environ["QSENSE_THREADS"], threads)
     config = {**WORKER_CONFIG, **(dict(dask_config) if dask_config else {})}
     with dask.config.set(config):
-        spawn_env = set(dask.config.get("distributed.nanny.pre-spawn-environ") or {}) | {"PYTHONHASHSEED"}
-        saved = {k: os.environ.get(k) for k in spawn_env}
+        pre_spawn = dict(dask.config.get("distributed.nanny.pre-spawn-environ") or {})
+        saved = {k: os.environ.get(k) for k in set(pre_spawn) | {"PYTHONHASHSEED"}}
+        for k, v in pre_spawn.items():
+            if v is None:  # unset for the workers even when this process has it (an earlier Dask cluster puts it here)
+                os.environ.pop(k, None)
         try:
             cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
