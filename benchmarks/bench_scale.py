@@ -48,6 +48,7 @@ Usage::
     python benchmarks/bench_scale.py                   # 2e8 snapshots, 100 observables (~3 min, ~1.5 GB scratch)
     python benchmarks/bench_scale.py --quick           # smoke run
     python benchmarks/bench_scale.py --part machine --snapshots 6e7   # 1 vs 2 plain processes, no Dask (~1 min)
+    python benchmarks/bench_scale.py --dask-defaults   # also 2 workers with Dask's settings instead of qd.WORKER_CONFIG
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import argparse
 import importlib
 import json
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -68,6 +70,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_archive import write_archive
 from bench_daemon import random_paulis
+
+
+#: Dask's own settings for what qd.WORKER_CONFIG changes (``--dask-defaults``: the A/B of those defaults in one run)
+DASK_DEFAULTS = {
+    "distributed.worker.profile.enabled": True,
+    "distributed.admin.tick.interval": "20ms",
+    "distributed.admin.system-monitor.interval": "500ms",
+    "distributed.worker.memory.monitor-interval": "100ms",
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 65536,
+}
 
 
 def _warm(obs: list, n: int) -> None:
@@ -154,8 +166,21 @@ def run_offline(args: argparse.Namespace) -> dict:
 
     from qsense.distributed import local_cluster
 
-    for workers in (1, 2):
-        cluster, client = local_cluster(workers, dashboard=False)  # the cluster `qsense estimate --workers` makes
+    # what one task sends back (through the scheduler to a merge or to this process): its pickled partial
+    from qsense.distributed.tasks import pack_templates, run_partition
+
+    sel = {"source": None, "kind": None, "since": None, "until": None, "wires": None, "after": None, "upto": None}
+    leaf = run_partition(str(path.resolve()), parts[0], pack_templates([qsense.ShadowEstimator(obs)]), sel)
+    out["partial_bytes"] = len(pickle.dumps(leaf, protocol=pickle.HIGHEST_PROTOCOL))
+    print(f"one task's result (pickled partial, {args.observables} observables): {out['partial_bytes'] / 1024:.1f} KiB; "
+          f"{len(parts)} partition tasks + {len(parts) - 1} merges", flush=True)
+
+    runs = [(1, None, ""), (2, None, "")]
+    if args.dask_defaults:  # the same 2-worker cluster with Dask's own settings instead of qd.WORKER_CONFIG
+        runs.append((2, DASK_DEFAULTS, " (Dask's defaults)"))
+    for workers, dask_config, label in runs:
+        # the cluster `qsense estimate --workers` makes
+        cluster, client = local_cluster(workers, dashboard=False, dask_config=dask_config)
         try:
             client.run(_warm, obs, args.n)
             dt, res, main_cpu, worker_cpu = _timed(rule(client), args.repeat, client)
@@ -163,6 +188,12 @@ def run_offline(args: argparse.Namespace) -> dict:
             client.close()
             cluster.close()
         assert res.estimators[0].to_bytes() == ref.to_bytes(), f"{workers} worker(s) differ from the single-process state"
+        if dask_config is not None:
+            out["dask_defaults_s"], out["dask_defaults_worker_cpu_s"], out["dask_defaults_main_cpu_s"] = dt, worker_cpu, main_cpu
+            print(f"LocalCluster, 2 workers{label}: {dt:7.2f} s  {N / dt / 1e6:7.1f} M snapshots/s  (CPU: workers "
+                  f"{worker_cpu:.2f} s, this process {main_cpu:.2f} s; {N / (worker_cpu + main_cpu) / 1e6:.1f} M/s per CPU "
+                  f"second; measured-CPU overhead {100 * (1 - cpu_single / (worker_cpu + main_cpu)):.1f}%; {_load()})", flush=True)
+            continue
         out[f"workers{workers}_s"], out[f"workers{workers}_rate"] = dt, N / dt
         out[f"workers{workers}_worker_cpu_s"], out[f"workers{workers}_main_cpu_s"] = worker_cpu, main_cpu
         busy = sum(s[3] for s in res.stats)
@@ -250,6 +281,8 @@ def main() -> None:
     ap.add_argument("--scratch", default=None, help="directory for the archive (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the archive")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--dask-defaults", action="store_true",
+                    help="also time the 2-worker cluster with Dask's own settings instead of qd.WORKER_CONFIG")
     args = ap.parse_args()
     if args.quick:
         args.snapshots, args.repeat, args.partition_bytes = min(args.snapshots, 4e6), 1, 1 << 20
