@@ -190,3 +190,25 @@ def test_bad_covariances_are_refused_with_one_line_errors():
     with pytest.raises(ValueError, match="norm_var"):
         fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=big)
     assert n == 380
+
+
+def test_whitener_reads_the_lower_triangle_like_numpy_and_downdates_exactly():
+    """CovarianceWhitener.solve is L^-1 of np.linalg.cholesky(cov - kappa y y^T): the lower triangle
+    only (an upper triangle of garbage changes nothing), the downdate applied exactly."""
+    from scipy.linalg import solve_triangular
+
+    from qsense.estimators.interferometry.whitening import CovarianceWhitener
+
+    rng = np.random.default_rng(7)
+    n = 300
+    A = rng.normal(size=(n, n))
+    C = A @ A.T / n + np.eye(n)
+    y = rng.normal(size=n) * 0.1
+    garbage = C + np.triu(rng.normal(size=(n, n)), 1)
+    B = rng.normal(size=(n, 4))
+    for down in (None, (0.5, y)):
+        C0 = C - (down[0] * np.outer(y, y) if down else 0.0)
+        L = np.linalg.cholesky(C0)
+        w = CovarianceWhitener(garbage, n, down)
+        assert np.allclose(w.solve(B), solve_triangular(L, B, lower=True), rtol=1e-12, atol=1e-12)
+        assert np.allclose(w.solve(B[:, 1]), solve_triangular(L, B[:, 1], lower=True), rtol=1e-12, atol=1e-12)

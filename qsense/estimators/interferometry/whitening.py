@@ -2,10 +2,12 @@
 
 At 64 telescopes the covariance of ``[Re V..., Im V...]`` is 4,032 x 4,032 (130 MB) and
 its factorisation is most of a fit's time, so :class:`CovarianceWhitener` makes exactly
-one copy of it (column-major, the layout LAPACK works in), applies the optional rank-one
-downdate ``- kappa y y^T`` (``norm_var``) and the round-off jitter in that buffer, and
-factorises it there (``dpotrf``, no clean-up of the unused upper triangle).  Every
-later solve reads the lower triangle only (``dtrtrs``).
+one copy of it, applies the optional rank-one downdate ``- kappa y y^T`` (``norm_var``)
+and the round-off jitter in that buffer, and factorises it there (``dpotrf``, no
+clean-up of the unused triangle).  Like ``np.linalg.cholesky`` it reads the lower
+triangle of ``cov``: the row-major copy, seen column-major as LAPACK sees it, is
+``cov^T``, whose upper triangle that is; so LAPACK factorises ``U^T U`` and every later
+solve is one ``dtrtrs`` with ``U^T = L``.
 """
 
 from __future__ import annotations
@@ -34,21 +36,19 @@ class CovarianceWhitener:
         C = np.asarray(cov, dtype=np.float64)
         if C.shape != (n, n):
             raise ValueError(f"cov must be ({n}, {n}); got {C.shape}")
-        # C.T of a row-major C is column-major: this copy is a plain memcpy, and for a
-        # symmetric C the buffer holds C itself in LAPACK's layout
-        A = np.array(C.T, order="F")
+        A = np.array(C, order="C").T  # column-major view of a plain memcpy of C: cov^T
         if not np.isfinite(A).all():
             raise ValueError("cov has non-finite entries")
         if downdate is not None:
             kappa, y = downdate
-            # dsyr updates the lower triangle only, in place (np.outer would be another 130 MB)
-            A = blas.dsyr(-float(kappa), np.ascontiguousarray(y, dtype=np.float64), lower=1, a=A, overwrite_a=1)
+            # dsyr updates one triangle in place (np.outer would be another 130 MB)
+            A = blas.dsyr(-float(kappa), np.ascontiguousarray(y, dtype=np.float64), lower=0, a=A, overwrite_a=1)
         diag = A.reshape(-1, order="F")[:: n + 1]  # a view of the diagonal
         diag += _JITTER * float(diag.sum()) / n
-        L, info = lapack.dpotrf(A, lower=1, clean=0, overwrite_a=1)
+        U, info = lapack.dpotrf(A, lower=0, clean=0, overwrite_a=1)
         if info != 0:
             raise ValueError("cov is not positive definite" + (" once norm_var * outer(data, data) is taken out" if downdate is not None else ""))
-        self._L = L
+        self._U = U
         self._trtrs = lapack.dtrtrs
         self.n = n
 
@@ -56,7 +56,7 @@ class CovarianceWhitener:
         """``L^-1 B`` for ``B`` (n,) or (n, m); one pass over ``L`` for all columns."""
         B = np.asarray(B, dtype=np.float64)
         one = B.ndim == 1
-        X, info = self._trtrs(self._L, B[:, None] if one else B, lower=1)
+        X, info = self._trtrs(self._U, B[:, None] if one else B, lower=0, trans=1)
         if info != 0:
             raise ValueError("the covariance factor is singular")
         return X[:, 0] if one else X
