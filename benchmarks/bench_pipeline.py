@@ -132,7 +132,15 @@ async def telescope_run(M: int, copies: int, block: int, seed: int) -> dict:
     """The telescope chain, event time: per copy (``block=0``, ``coalesce=0``) or in driver blocks."""
     from qsense.acquisition.memory import SlotMemory
     from qsense.drivers.telescope import TelescopeDriver
-    from qsense.sims.telescope import MAS, BinaryStar, TelescopeArray, TelescopeBackend, TelescopeCoherence, TelescopeSim, demo_array
+    from qsense.sims.telescope import (
+        MAS,
+        BinaryStar,
+        TelescopeArray,
+        TelescopeBackend,
+        TelescopeCoherence,
+        TelescopeSim,
+        demo_array,
+    )
 
     sim = TelescopeSim(TelescopeArray(demo_array(M), 800e-9), BinaryStar(3 * MAS, 1.0, 0.5), epsilon=0.99e-3,
                        dark_prob=1e-5, t2=0.01, seed=seed)
