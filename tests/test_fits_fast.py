@@ -184,8 +184,10 @@ def test_bad_covariances_are_refused_with_one_line_errors():
     nan[3, 5] = nan[5, 3] = np.nan
     with pytest.raises(ValueError, match="non-finite"):
         fit_disk(uv, e.values, e.stderr, cov=nan)
-    # a norm_var larger than the covariance allows: cov - norm_var y y^T is indefinite
     y = _stack(e.values)
+    with pytest.raises(ValueError, match="data has non-finite entries"):
+        fit_model(lambda p: y * p[0], np.where(np.arange(n) == 7, np.nan, y), np.ones(n), [1.0], ("a",), cov=e.full_cov)
+    # a norm_var larger than the covariance allows: cov - norm_var y y^T is indefinite
     big = float(np.max(np.linalg.eigvalsh(e.full_cov))) / float(y @ y) * 10.0
     with pytest.raises(ValueError, match="norm_var"):
         fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=big)

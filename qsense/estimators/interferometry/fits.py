@@ -152,13 +152,16 @@ def fit_model(
     outer(model, model)`` evaluated at the model -- and ``s`` is marginalised
     out of the reported errors (it is not reported).
 
-    Raises ``ValueError`` for a ``cov`` of the wrong shape, with non-finite
-    entries or not positive definite, and for non-positive ``err`` without ``cov``.
+    Raises ``ValueError`` for non-finite data, for a ``cov`` of the wrong shape,
+    with non-finite entries or not positive definite, and for non-positive ``err``
+    without ``cov``.
     """
     data = np.asarray(data, dtype=np.float64)
     err = np.asarray(err, dtype=np.float64)
     if data.size - len(p0) <= 0:
         return _unconstrained(names, units, data.size)
+    if not np.isfinite(data).all():
+        raise ValueError("data has non-finite entries")
     if cov is not None and norm_var is not None and norm_var > 0:
         return _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, float(norm_var))
     if cov is not None:

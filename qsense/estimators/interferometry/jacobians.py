@@ -20,8 +20,9 @@ from .models import MAS
 
 __all__ = ["binary_grid_chi2", "binary_model_jac", "kind_jac", "symmetric_model_jac"]
 
-#: grid points per chunk of the grid search (x baselines float64 tables)
-_GRID_CHUNK = 512
+#: grid points per chunk of the grid search: (chunk x baselines) float32 tables that stay in
+#: cache between the trigonometry and the products (128 is ~20% faster than 512 at M = 64)
+_GRID_CHUNK = 128
 
 
 def binary_model_jac(uv: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

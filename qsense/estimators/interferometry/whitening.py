@@ -37,8 +37,6 @@ class CovarianceWhitener:
         if C.shape != (n, n):
             raise ValueError(f"cov must be ({n}, {n}); got {C.shape}")
         A = np.array(C, order="C").T  # column-major view of a plain memcpy of C: cov^T
-        if not np.isfinite(A).all():
-            raise ValueError("cov has non-finite entries")
         if downdate is not None:
             kappa, y = downdate
             # dsyr updates one triangle in place (np.outer would be another 130 MB)
@@ -46,7 +44,11 @@ class CovarianceWhitener:
         diag = A.reshape(-1, order="F")[:: n + 1]  # a view of the diagonal
         diag += _JITTER * float(diag.sum()) / n
         U, info = lapack.dpotrf(A, lower=0, clean=0, overwrite_a=1)
-        if info != 0:
+        # a NaN or inf in the triangle read reaches a later pivot through the updates, so the
+        # factor's diagonal shows it without a separate pass over the matrix
+        if info != 0 or not np.isfinite(np.diagonal(U)).all():
+            if not np.isfinite(np.tril(C)).all():
+                raise ValueError("cov has non-finite entries")
             raise ValueError("cov is not positive definite" + (" once norm_var * outer(data, data) is taken out" if downdate is not None else ""))
         self._U = U
         self._trtrs = lapack.dtrtrs
