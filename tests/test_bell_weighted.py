@@ -116,8 +116,8 @@ def _sums(rng: np.random.Generator, words: list[str], count: int) -> list[PauliO
     return out
 
 
-def _batch(rng: np.random.Generator, T: int, n: int, packed: bool) -> BellBatch:
-    b = BellBatch(rng.integers(0, 4, (T, n), dtype=np.uint8), wait=rng.exponential(1e-3, T))
+def _batch(rng: np.random.Generator, T: int, n: int, packed: bool, mean_wait: float = 1e-3) -> BellBatch:
+    b = BellBatch(rng.integers(0, 4, (T, n), dtype=np.uint8), wait=rng.exponential(mean_wait, T))
     return BellBatch.from_packed(b.packed(), T, wait=b.wait) if packed else b
 
 
@@ -326,3 +326,19 @@ def test_no_shots_by_terms_matrix_at_the_daemons_warm_up_size():
     plain.update(batch[:10])
     plain.update(batch)
     np.testing.assert_allclose(est._S, plain._S, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("model", ["depolarizing", "t1t2"])
+def test_high_weights_on_64_wires(model):
+    """Weight-64 and weight-40 terms, several per support (4^64 bins would overflow: the
+    direct branch), next to low-weight ones: the same sums as the dense path."""
+    rng = np.random.default_rng(40)
+    n = 64
+    full = [" ".join(f"{'XYZ'[(q * s) % 3]}{q}" for q in range(n)) for s in (1, 2, 5)]
+    forty = [" ".join(f"{'XYZ'[(q + s) % 3]}{q}" for q in range(0, 80, 2) if q < n) for s in range(3)]
+    forty += [" ".join(f"{'XY'[(q + s) % 2]}{q}" for q in range(40)) for s in range(2)]
+    words = full + forty + _words(rng, n, 30, 3)
+    # short waits: w^64 stays O(1)
+    batches = [_batch(rng, 700, n, packed=True, mean_wait=1e-5), _batch(rng, 65, n, packed=False, mean_wait=1e-5)]
+    new, old = _run_both(words + _sums(rng, words, 3), MODELS[model](), batches, subsystems=[tuple(range(n))])
+    _compare(new, old)

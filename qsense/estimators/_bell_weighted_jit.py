@@ -50,8 +50,9 @@ def bell_weighted_sums_jit(codes_t, R, grp_cols, grp_k, grp_rate, grp_start, let
             for j in range(a, b):
                 out[j] = s
             continue
-        nbins = 1 << (2 * k)
         # histogram: T*k to fill plus nt*nbins*k to read, against nt*T*k summed directly
+        # (k <= 15 first: 4^k of a weight-32 term would overflow int64)
+        nbins = 1 << (2 * k) if k <= 15 else hist_max + 1
         if nbins <= hist_max and nbins * nt + T < nt * T:
             # the code in its own pass over contiguous rows (vectorised), then one scatter-add
             row = codes_t[grp_cols[g, 0]]
