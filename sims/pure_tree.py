@@ -33,6 +33,14 @@ state-sized complex128 array plus O(shots x n) bytes.  The uniform a shot uses
 at wire q is the q-th row entry of its current *position*: positions are
 assigned by earlier draws only, so each shot still gets an independent uniform
 and the law is exactly the Born rule.
+
+*Cache sets.*  A pass streams six blocks per plane (the node's four quarters and
+the child's two halves), all at power-of-two distances, hence in the same L1/L2
+cache sets; with the real and imaginary planes page-aligned as well, twelve
+streams shared one set of an 8-way cache and a pass ran at ~0.75 ns per
+amplitude instead of ~0.33.  The two planes of the state, and of the work
+buffers, are therefore one allocation each, the second plane starting an odd
+number of cache lines (not a multiple of 4 KiB) after the first ends.
 """
 
 from __future__ import annotations
@@ -108,6 +116,18 @@ def _mix(
         cr += xr * yr + xi * yi
         ci += xr * yi - xi * yr
     return n0, n1, cr, ci
+
+
+#: float64 entries between the end of the real plane and the start of the imaginary one:
+#: 37 cache lines, so the planes' streams fall on different cache sets (module docstring)
+_PLANE_SKEW = 37 * 8
+
+
+def _planes(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two float64 planes of ``size`` entries, the second starting _PLANE_SKEW entries after
+    the first ends (one allocation)."""
+    buf = np.empty(2 * size + _PLANE_SKEW)
+    return buf[:size], buf[size + _PLANE_SKEW :]
 
 
 #: per class 2*basis + bit of an X/Y child a0 + (p - i q) a1 (sqrt2 <b| = (1, p - i q))
@@ -245,10 +265,10 @@ class PureShadowTree:
         if n > 39:
             raise ValueError(f"pure-state shadows support n <= 39 qubits; got n = {n}")
         self.n = n
-        self._re = np.ascontiguousarray(psi.real)
-        self._im = np.ascontiguousarray(psi.imag)
-        self._wre = np.empty(max(psi.shape[0] - 2, 1))
-        self._wim = np.empty_like(self._wre)
+        self._re, self._im = _planes(psi.shape[0])
+        self._re[:] = psi.real
+        self._im[:] = psi.imag
+        self._wre, self._wim = _planes(max(psi.shape[0] - 2, 1))
         self._pow3 = 3 ** np.arange(n, dtype=np.int64)
         self._weights = self._pow3[::-1].copy()
 
