@@ -67,7 +67,8 @@ class UsageError(ValueError):
 
 
 # The Bell and purity estimators are imported when a command needs them: the purity
-# class kernels cost numba compilations' worth of start-up that shadow-only runs skip.
+# module imports numba and its class kernels at import time, which ``--help``, bad
+# input and runs without -s/--subsystem need not pay for.
 def _bell_estimator(*args: Any, **kwargs: Any) -> Any:
     from qsense.estimators.bell import BellEstimator
 
