@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["bell_weighted_sums_jit", "bell_purity_sums_jit"]
+__all__ = ["bell_purity_sums_jit", "bell_weighted_sums_jit"]
 
 
 @njit(cache=True, nogil=True)
@@ -114,7 +114,7 @@ def bell_purity_sums_jit(codes, tab, masks, pS, pQ):
     ``codes``: uint8 (T, n); ``tab``: float64 (T, 4), each shot's per-wire SWAP value for
     Bell codes 0..3; ``masks``: bool (P, n).
     """
-    T, n = codes.shape
+    T = codes.shape[0]
     P = masks.shape[0]
     for i in range(P):
         cols = np.flatnonzero(masks[i])

@@ -23,10 +23,11 @@ path computes the same sums in blocks of shots.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -34,8 +35,16 @@ from qsense.pauli import PauliTable
 
 from .decoherence import DecoherenceModel, Depolarizing
 
-__all__ = ["WeightedPlan", "weighted_plan", "shot_weights", "weighted_sums", "weighted_term_values", "purity_table",
-           "weighted_purity", "HIST_MAX"]
+__all__ = [
+    "HIST_MAX",
+    "WeightedPlan",
+    "purity_table",
+    "shot_weights",
+    "weighted_plan",
+    "weighted_purity",
+    "weighted_sums",
+    "weighted_term_values",
+]
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +205,7 @@ def _run_kernel(kernel: Callable[..., None], codes_t: np.ndarray, R: np.ndarray,
     cuts = np.searchsorted(cost, cost[-1] * np.arange(1, threads) / threads)
     bounds = sorted({0, *cuts.tolist(), G})
     futs = [pool.submit(kernel, codes_t, R, plan.grp_cols[a:b], plan.grp_k[a:b], plan.grp_rate[a:b], plan.grp_start[a : b + 1], *args)
-            for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+            for a, b in itertools.pairwise(bounds) if b > a]
     for f in futs:
         f.result()
 
