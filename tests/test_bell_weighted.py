@@ -221,6 +221,13 @@ def test_checkpoint_round_trip_keeps_the_sums():
     est.update(b)
     again.update(b)
     np.testing.assert_array_equal(again.estimate().values, est.estimate().values)
+    # a state the dense path accumulated (same S/Q layout) continues under the grouped kernel
+    old = DenseBell(obs, decoherence=Dephasing(2e-3), purity_subsystems=[(1, 2)])
+    old.update(_batch(np.random.default_rng(6), 400, 6, packed=False))
+    resumed = BellEstimator.from_bytes(old.to_bytes())
+    resumed.update(b)
+    old.update(b)
+    _compare(resumed, old)
 
 
 # --------------------------------------------------------------------------- physics
