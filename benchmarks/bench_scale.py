@@ -105,7 +105,7 @@ def _load() -> str:
 
 
 def _timed(fn, repeat: int, client=None) -> tuple[float, object, float, float]:
-    """Best wall seconds of ``repeat`` calls, the last result, and the CPU seconds of the call that spent the
+    """Best wall seconds of ``repeat`` calls, that call's result, and the CPU seconds of the call that spent the
     least CPU in all: this process's and the workers' (0 without a client).
 
     CPU is taken from its own best call, not the fastest one: on a shared machine other work only ever adds
@@ -115,11 +115,12 @@ def _timed(fn, repeat: int, client=None) -> tuple[float, object, float, float]:
     for _ in range(repeat):
         w0 = client.run(_rusage_cpu) if client is not None else {}
         c0, t0 = time.process_time(), time.perf_counter()
-        out = fn()
+        res = fn()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
         w1 = client.run(_rusage_cpu) if client is not None else {}
         dw = sum(w1[k] - w0[k] for k in w0 if k in w1)
-        best = dt if best is None else min(best, dt)
+        if best is None or dt < best:  # its per-task stats go with its wall time
+            best, out = dt, res
         if cpu is None or dc + dw < cpu + wcpu:
             cpu, wcpu = dc, dw
     return best, out, cpu, wcpu
