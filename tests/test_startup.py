@@ -90,16 +90,23 @@ def _values(out: str) -> list[float]:
     return [float(line.split()[-2]) for line in out.splitlines()[1:] if line.strip()]
 
 
-def test_estimate_text_file_loads_no_daemon_no_purity(snapshots):
+def test_estimate_text_file_and_archive_load_no_daemon_no_purity(tmp_path, snapshots):
+    """One interpreter estimates from the text file, then from an archive of the same records."""
     path, batch = snapshots
+    with qsense.ArchiveWriter(tmp_path / "a") as w:
+        w.append(batch.with_meta(source="s", seq=0), epoch=1)
     mods, out = _modules_after(f"""
         from qsense.apps.cli import main
         assert main(["estimate", {str(path)!r}, "-o", "XZII", "-o", "Y1 Z3", "--quiet"]) == 0
+        print("@archive")
+        assert main(["estimate", {str(tmp_path / 'a')!r}, "-o", "XZII", "--quiet"]) == 0
     """)
     assert _loaded(mods, HEAVY + OTHER_COMMANDS + PURITY) == []
-    # the lazy path computes what the library computes
+    text_out, archive_out = out.split("@archive\n")
+    # the lazy paths compute what the library computes
     want = _fit(qsense.ShadowEstimator(["XZII", "Y1 Z3"]), batch).estimate().values
-    np.testing.assert_allclose(_values(out), want, atol=1e-6)
+    np.testing.assert_allclose(_values(text_out), want, atol=1e-6)
+    assert abs(_values(archive_out)[0] - want[0]) < 1e-6
 
 
 def test_estimate_with_subsystems_loads_purity_only(snapshots):
@@ -113,19 +120,6 @@ def test_estimate_with_subsystems_loads_purity_only(snapshots):
     want = float(_fit(qsense.ShadowPurity([(0, 1)]), batch).purity().values[0])
     purity_column = float(out.splitlines()[1].split()[-4])  # subsystem, purity, stderr, S2, stderr
     assert abs(purity_column - want) < 1e-6
-
-
-def test_estimate_archive_loads_no_daemon(tmp_path, snapshots):
-    _, batch = snapshots
-    with qsense.ArchiveWriter(tmp_path / "a") as w:
-        w.append(batch.with_meta(source="s", seq=0), epoch=1)
-    mods, out = _modules_after(f"""
-        from qsense.apps.cli import main
-        assert main(["estimate", {str(tmp_path / 'a')!r}, "-o", "XZII", "--quiet"]) == 0
-    """)
-    assert _loaded(mods, HEAVY + OTHER_COMMANDS + PURITY) == []
-    want = _fit(qsense.ShadowEstimator(["XZII"]), batch).estimate().values[0]
-    assert abs(_values(out)[0] - want) < 1e-6
 
 
 def test_lazy_exports_are_the_defining_modules_objects():
