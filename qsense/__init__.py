@@ -86,37 +86,37 @@ def _module(where: str) -> ModuleType:
 
 
 __all__ = [
-    "ShadowBatch",
-    "BellBatch",
-    "concatenate",
-    "ShadowEstimator",
-    "BellEstimator",
-    "ShadowPurity",
-    "reduced_state",
-    "NoiseCalibration",
-    "RobustShadowEstimator",
-    "Estimate",
-    "shadow_expval",
-    "matched_ratio_expval",
-    "derandomized_bases",
-    "DesignError",
-    "all_pauli_squares",
+    "T1T2",
     "AllPauliSquares",
-    "pauli_square_labels",
-    "parse_observable",
+    "Archive",
+    "ArchiveError",
+    "ArchiveWriter",
+    "BellBatch",
+    "BellEstimator",
+    "DecoherenceMismatchWarning",
+    "Dephasing",
+    "Depolarizing",
+    "DesignError",
+    "Estimate",
+    "NoiseCalibration",
     "PauliObservable",
     "PauliTerm",
-    "encode",
-    "decode",
+    "RobustShadowEstimator",
+    "ShadowBatch",
+    "ShadowEstimator",
+    "ShadowPurity",
     "WireFormatError",
-    "Depolarizing",
-    "Dephasing",
-    "T1T2",
-    "DecoherenceMismatchWarning",
+    "all_pauli_squares",
+    "concatenate",
+    "decode",
+    "derandomized_bases",
+    "encode",
+    "matched_ratio_expval",
     "open_archive",
-    "Archive",
-    "ArchiveWriter",
-    "ArchiveError",
+    "parse_observable",
+    "pauli_square_labels",
+    "reduced_state",
+    "shadow_expval",
 ]
 
 
@@ -147,8 +147,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see: the same names, imported e
     from qsense.estimators.derandomize import DesignError, derandomized_bases
     from qsense.estimators.purity import ShadowPurity
     from qsense.estimators.reconstruct import reduced_state
-    from qsense.estimators.robust import NoiseCalibration, RobustShadowEstimator
     from qsense.estimators.result import Estimate
+    from qsense.estimators.robust import NoiseCalibration, RobustShadowEstimator
     from qsense.estimators.shadow import ShadowEstimator, matched_ratio_expval, shadow_expval
     from qsense.streaming.archive import Archive, ArchiveError, ArchiveWriter, open_archive
     from qsense.streaming.wire import WireFormatError, decode, encode

@@ -15,9 +15,8 @@ import argparse
 import gc
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import ModuleType
-from typing import Sequence
 
 from qsense import __version__
 
