@@ -3,8 +3,8 @@
 A tree pass streams six blocks per float64 plane at power-of-two distances; if
 the real and imaginary planes were page-aligned to each other, all twelve
 streams would share one set of the 8-way L1 and a pass would run ~2x slower
-(``docs/benchmarks.md``, large registers).  The planes must stay an odd number
-of cache lines apart (modulo 4 KiB), and hold the state exactly (the law of the
+(``docs/benchmarks.md``, large registers).  The second plane must start at least a
+cache line away from any 4 KiB multiple of the first, and they must hold the state exactly (the law of the
 records is checked in ``tests/test_samplers_large.py``).
 """
 
