@@ -2,10 +2,11 @@
 amplitude), with parameter errors from the Jacobian (:class:`FitResult`).
 
 Fast at large arrays (2,016 baselines at M = 64 with the full 4,032 x 4,032
-covariance in under a second, most of it the one Cholesky factorisation):
-analytic Jacobians (:mod:`.jacobians`), the covariance factorised once per fit
-in a single copy (:mod:`.whitening`), and the binary start found by a grid
-search written as matrix products.
+covariance in about half a second): analytic Jacobians (:mod:`.jacobians`), the
+covariance factorised once per fit in a single copy (:mod:`.whitening`) -- from
+2,048 data on in float32, the fit then finished by one Newton step on the exact
+float64 chi^2 (:func:`_fit_mixed`) -- and the binary start found by a grid search
+written as matrix products.
 """
 
 from __future__ import annotations
@@ -131,8 +132,12 @@ def fit_model(
 
     Residuals are whitened by the one-sigma ``err`` or, when given, by the
     Cholesky factor of the full data covariance ``cov`` (correlated data),
-    factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`);
-    parameter covariance ``(J^T J)^-1`` of the whitened residuals.
+    factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`; only
+    its lower triangle is read, as by ``np.linalg.cholesky``); parameter covariance
+    ``(J^T J)^-1`` of the whitened residuals.  With an analytic ``jac`` and 2,048
+    data or more the factor is float32 and the result is moved onto the exact
+    float64 minimum by one Newton step (:func:`_fit_mixed`; chi^2 and errors are
+    then those of the float64 covariance to ~1e-6 sigma).
     ``jac(params)`` (data x parameters, optional) is the analytic Jacobian of
     ``model``: one whitening solve per iteration for residual and all parameters
     together instead of one per finite-difference step.
