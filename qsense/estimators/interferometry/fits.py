@@ -132,8 +132,9 @@ def fit_model(
 
     Residuals are whitened by the one-sigma ``err`` or, when given, by the
     Cholesky factor of the full data covariance ``cov`` (correlated data),
-    factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`; only
-    its lower triangle is read, as by ``np.linalg.cholesky``); parameter covariance
+    factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`; a
+    symmetric matrix, of which the factorisation reads the lower triangle, as
+    ``np.linalg.cholesky`` does); parameter covariance
     ``(J^T J)^-1`` of the whitened residuals.  With an analytic ``jac`` and 2,048
     data or more the factor is float32 and the result is moved onto the exact
     float64 minimum by one Newton step (:func:`_fit_mixed`; chi^2 and errors are
