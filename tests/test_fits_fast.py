@@ -252,3 +252,27 @@ def test_a_covariance_too_ill_conditioned_for_float32_falls_back_to_float64(monk
     monkeypatch.setattr(fits, "_MIXED_MIN_N", 10**9)
     double = fit_disk(uv, e.values, e.stderr, cov=stiff)
     assert np.array_equal(mixed.values, double.values) and mixed.chi2 == double.chi2
+
+
+def test_an_active_bound_and_a_flat_direction_on_both_paths(path):
+    """A bound the optimum presses against holds the parameter there (the Newton step does not
+    cross it), and a model with two parameters the data cannot separate is flagged, on both paths."""
+    from qsense.estimators.interferometry.jacobians import kind_jac, symmetric_model_jac
+
+    uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
+    y = _stack(e.values)
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
+    jac = lambda p: kind_jac(*symmetric_model_jac(uv, float(p[0]), "disk"), "complex")  # noqa: E731
+    free = fit_model(model, y, np.ones_like(y), [1.2], ("d",), bounds=([0.0], [np.inf]), cov=e.full_cov, jac=jac,
+                     norm_var=e.norm_var)
+    cap = free.values[0] - 3 * free.stderr[0]
+    held = fit_model(model, y, np.ones_like(y), [1.2], ("d",), bounds=([0.0], [cap]), cov=e.full_cov, jac=jac,
+                     norm_var=e.norm_var)
+    assert cap - 1e-6 * free.stderr[0] <= held.values[0] <= cap
+    assert held.chi2 > free.chi2 + 8.0  # ~9 = a 3-sigma move of the one parameter
+    # d = a + b: only the sum is seen
+    m2 = lambda p: model([p[0] + p[1]])  # noqa: E731
+    j2 = lambda p: np.column_stack([jac([p[0] + p[1]])] * 2)  # noqa: E731
+    flat = fit_model(m2, y, np.ones_like(y), [0.6, 0.6], ("a", "b"), cov=e.full_cov, jac=j2, norm_var=e.norm_var)
+    assert flat.flags and "a, b" in flat.flags[0] and np.all(np.isinf(flat.stderr))
+    assert flat.values.sum() == pytest.approx(free.values[0], abs=1e-3 * free.stderr[0])
