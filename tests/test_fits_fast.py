@@ -81,6 +81,8 @@ def _fd_jac(f, q: np.ndarray) -> np.ndarray:
 def _dense_reference(model, y: np.ndarray, cov: np.ndarray, kappa: float | None, p: np.ndarray):
     """chi^2, Newton step and covariance of (p, s) at the fitted p and the best scale s, from the dense
     (n+1)^2 covariance diag(cov - kappa y y^T, 1) (or cov itself without kappa)."""
+    from scipy.linalg import solve_triangular
+
     n = y.size
     if kappa is None:
         C, aug = cov.copy(), lambda q: model(q) - y
@@ -91,14 +93,15 @@ def _dense_reference(model, y: np.ndarray, cov: np.ndarray, kappa: float | None,
         C[n, n] = 1.0
         sd = math.sqrt(kappa)
         aug = lambda q: np.append(q[-1] * model(q[:-1]) - y, (q[-1] - 1.0) / sd)  # noqa: E731
-        # chi^2 is quadratic in s: profile it at the fitted p
-        W = np.linalg.inv(C[:n, :n])
-        m = model(p)
-        s = (m @ W @ y + 1.0 / kappa) / (m @ W @ m + 1.0 / kappa)
-        q = np.append(p, s)
     L = np.linalg.cholesky(C)
-    r = np.linalg.solve(L, aug(q))
-    G = np.linalg.solve(L, _fd_jac(aug, q))
+    if kappa is not None:
+        # chi^2 is quadratic in s: profile it at the fitted p (W = C0^-1 through L)
+        m = model(p)
+        wm, wy = (solve_triangular(L[:n, :n], v, lower=True) for v in (m, y))
+        s = (wm @ wy + 1.0 / kappa) / (wm @ wm + 1.0 / kappa)
+        q = np.append(p, s)
+    r = solve_triangular(L, aug(q), lower=True)
+    G = solve_triangular(L, _fd_jac(aug, q), lower=True)
     H = G.T @ G
     step = np.linalg.solve(H, G.T @ r)
     return float(r @ r), step, np.linalg.inv(H)
@@ -276,3 +279,24 @@ def test_an_active_bound_and_a_flat_direction_on_both_paths(path):
     flat = fit_model(m2, y, np.ones_like(y), [0.6, 0.6], ("a", "b"), cov=e.full_cov, jac=j2, norm_var=e.norm_var)
     assert flat.flags and "a, b" in flat.flags[0] and np.all(np.isinf(flat.stderr))
     assert flat.values.sum() == pytest.approx(free.values[0], abs=1e-3 * free.stderr[0])
+
+
+@pytest.mark.slow
+def test_sixty_four_telescopes_land_on_the_dense_minimum():
+    """The size the float32 + Newton path is for, unpatched: M = 64 (4,032 data), binary with the
+    full covariance and norm_var, against the dense chi^2's minimum and the truth."""
+    sim = TelescopeSim(TelescopeArray(demo_array(64), 800e-9), BinaryStar(3.0 * MAS, math.radians(60.0), 0.5), seed=3)
+    est = VisibilityEstimator(64)
+    est.update(sim.shadows(sim.photons(count=30_000)))
+    e = est.estimate(full_cov=True)
+    uv = sim.array.uv()
+    fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
+    chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, e.norm_var, fit.values.copy())
+    sigma = np.sqrt(np.diag(pcov))
+    assert np.all(np.abs(step) < 1e-6 * sigma), step / sigma
+    assert fit.chi2 == pytest.approx(chi2, rel=1e-9)
+    assert np.allclose(fit.stderr, sigma[:3], rtol=1e-4)
+    for name, truth in (("separation", 3.0), ("position_angle", 60.0), ("flux_ratio", 0.5)):
+        v, s = fit[name]
+        assert abs(v - truth) < 4 * s, (name, v, s)
