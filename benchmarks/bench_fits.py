@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -51,13 +51,12 @@ from qsense.estimators.interferometry import (
     binary_visibility,
     disk_visibility,
     fit_binary,
-    fit_disk,
 )
 from qsense.sims.telescope import BinaryStar, TelescopeArray, TelescopeSim, UniformDisk, demo_array
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _fits_before as dense  # noqa: E402
-import _reference_fits as old  # noqa: E402
+import _fits_before as dense
+import _reference_fits as old
 
 CLOCK: Callable[[], float] = time.process_time
 
@@ -131,7 +130,7 @@ class ExactChi2:
             W = cho_solve(self.F, np.column_stack([m, y]))
             s = (m @ W[:, 1] + 1.0 / kap) / (m @ W[:, 0] + 1.0 / kap)
             q = np.append(p, s)
-            f = lambda q: q[-1] * self.model(q[:-1]) - y  # noqa: E731
+            f = lambda q: q[-1] * self.model(q[:-1]) - y
             r, J = f(q), _fd_jac(f, q)
             X = cho_solve(self.F, np.column_stack([r, J]))
             H = J.T @ X[:, 1:]
@@ -215,7 +214,7 @@ def main() -> int:
                 to, _ = best(lambda: call(old, **kw), 1)  # at M = 64 the old binary grid alone is ~20 CPU-s
                 pre = f"{to:.3f}" + ("*" if kw else "")
             print(f"  {name:<32} {tn_:6.3f} {td:7.3f} {pre:>8} {mins} {dev:9.1e} {dchi:8.1e}   {fn}", flush=True)
-    print(f"\n* pre-17 binary complex at M >= 64 started from the new fit's values (p0)")
+    print("\n* pre-17 binary complex at M >= 64 started from the new fit's values (p0)")
     print(f"new fits: at most {worst:.1e} sigma from the exact minimum (|V|^2 fits: from the dense fits); "
           f"load average {os.getloadavg()[0]:.2f} at the end")
     return 0 if worst < 1e-3 else 1

@@ -52,7 +52,7 @@ def path(request, monkeypatch):
     return request.param
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _estimate(source, seed: int):
     """(uv, VisibilityEstimate) of a seeded M = 20 observation, shared by the tests (never modified)."""
     sim = TelescopeSim(TelescopeArray(demo_array(M), 800e-9), source, seed=seed)
@@ -92,7 +92,7 @@ def _dense_reference(model, y: np.ndarray, cov: np.ndarray, kappa: float | None,
         C[:n, :n] = cov - kappa * np.outer(y, y)
         C[n, n] = 1.0
         sd = math.sqrt(kappa)
-        aug = lambda q: np.append(q[-1] * model(q[:-1]) - y, (q[-1] - 1.0) / sd)  # noqa: E731
+        aug = lambda q: np.append(q[-1] * model(q[:-1]) - y, (q[-1] - 1.0) / sd)
     L = np.linalg.cholesky(C)
     if kappa is not None:
         # chi^2 is quadratic in s: profile it at the fitted p (W = C0^-1 through L)
@@ -114,7 +114,7 @@ def test_binary_fit_is_the_dense_reference_minimum(with_norm_var, path):
     kappa = e.norm_var if with_norm_var else None
     fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=kappa)
     assert np.array_equal(e.full_cov, cov_before), "the caller's covariance was modified"
-    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))
     chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, kappa, fit.values.copy())
     sigma = np.sqrt(np.diag(pcov))
     assert np.all(np.abs(step) < STEP_TOL[path] * sigma), (step / sigma, str(fit))
@@ -129,7 +129,7 @@ def test_disk_fit_is_the_dense_reference_minimum(with_norm_var, path):
     uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
     kappa = e.norm_var if with_norm_var else None
     fit = fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=kappa)
-    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))
     chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, kappa, fit.values.copy())
     sigma = np.sqrt(np.diag(pcov))
     assert np.all(np.abs(step) < STEP_TOL[path] * sigma), (step / sigma, str(fit))
@@ -150,8 +150,8 @@ def _dense_least_squares(model, jac, y, cov, kappa, p0, bounds):
     C[n, n] = 1.0
     L = np.linalg.cholesky(C + np.eye(n + 1) * 1e-15 * np.trace(C) / (n + 1))
     sd = math.sqrt(kappa)
-    fun = lambda q: np.linalg.solve(L, np.append(q[k] * model(q[:k]) - y, (q[k] - 1.0) / sd))  # noqa: E731
-    jf = lambda q: np.linalg.solve(L, np.vstack([np.column_stack([q[k] * jac(q[:k]), model(q[:k])]),  # noqa: E731
+    fun = lambda q: np.linalg.solve(L, np.append(q[k] * model(q[:k]) - y, (q[k] - 1.0) / sd))
+    jf = lambda q: np.linalg.solve(L, np.vstack([np.column_stack([q[k] * jac(q[:k]), model(q[:k])]),
                                                  np.append(np.zeros(k), 1.0 / sd)]))
     res = least_squares(fun, [*p0, 1.0], jac=jf, bounds=([*bounds[0], 1e-6], [*bounds[1], np.inf]), x_scale="jac",
                         method="trf")
@@ -168,8 +168,8 @@ def test_fit_model_equals_the_dense_least_squares_from_the_same_start(monkeypatc
 
     uv, e = _estimate(BinaryStar(3.0 * MAS, math.radians(60.0), 0.5), seed=31)
     y = _stack(e.values)
-    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
-    jac = lambda p: kind_jac(*binary_model_jac(uv, p), "complex")  # noqa: E731
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))
+    jac = lambda p: kind_jac(*binary_model_jac(uv, p), "complex")
     p0, bounds = [2.5, 50.0, 0.7], ([0.0, -360.0, 1e-4], [np.inf, 720.0, 50.0])
     fast = fit_model(model, y, np.ones_like(y), p0, ("s", "pa", "r"), bounds=bounds, cov=e.full_cov, jac=jac,
                      norm_var=e.norm_var)
@@ -184,7 +184,7 @@ def test_fit_model_without_a_jacobian_matches_the_analytic_one(path):
     """The finite-difference route through the same whitening lands on the same minimum."""
     uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
     y = _stack(e.values)
-    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))
     ref = fit_disk(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
     fd = fit_model(model, y, np.ones_like(y), [1.2], ("diameter",), bounds=([0.0], [np.inf]), cov=e.full_cov,
                    norm_var=e.norm_var)
@@ -264,8 +264,8 @@ def test_an_active_bound_and_a_flat_direction_on_both_paths(path):
 
     uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
     y = _stack(e.values)
-    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))  # noqa: E731
-    jac = lambda p: kind_jac(*symmetric_model_jac(uv, float(p[0]), "disk"), "complex")  # noqa: E731
+    model = lambda p: _stack(disk_visibility(uv, p[0] * MAS).astype(np.complex128))
+    jac = lambda p: kind_jac(*symmetric_model_jac(uv, float(p[0]), "disk"), "complex")
     free = fit_model(model, y, np.ones_like(y), [1.2], ("d",), bounds=([0.0], [np.inf]), cov=e.full_cov, jac=jac,
                      norm_var=e.norm_var)
     cap = free.values[0] - 3 * free.stderr[0]
@@ -274,8 +274,8 @@ def test_an_active_bound_and_a_flat_direction_on_both_paths(path):
     assert cap - 1e-6 * free.stderr[0] <= held.values[0] <= cap
     assert held.chi2 > free.chi2 + 8.0  # ~9 = a 3-sigma move of the one parameter
     # d = a + b: only the sum is seen
-    m2 = lambda p: model([p[0] + p[1]])  # noqa: E731
-    j2 = lambda p: np.column_stack([jac([p[0] + p[1]])] * 2)  # noqa: E731
+    m2 = lambda p: model([p[0] + p[1]])
+    j2 = lambda p: np.column_stack([jac([p[0] + p[1]])] * 2)
     flat = fit_model(m2, y, np.ones_like(y), [0.6, 0.6], ("a", "b"), cov=e.full_cov, jac=j2, norm_var=e.norm_var)
     assert flat.flags and "a, b" in flat.flags[0] and np.all(np.isinf(flat.stderr))
     assert flat.values.sum() == pytest.approx(free.values[0], abs=1e-3 * free.stderr[0])
@@ -291,7 +291,7 @@ def test_sixty_four_telescopes_land_on_the_dense_minimum():
     e = est.estimate(full_cov=True)
     uv = sim.array.uv()
     fit = fit_binary(uv, e.values, e.stderr, cov=e.full_cov, norm_var=e.norm_var)
-    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))  # noqa: E731
+    model = lambda p: _stack(binary_visibility(uv, p[0] * MAS, math.radians(p[1]), p[2]))
     chi2, step, pcov = _dense_reference(model, _stack(e.values), e.full_cov, e.norm_var, fit.values.copy())
     sigma = np.sqrt(np.diag(pcov))
     assert np.all(np.abs(step) < 1e-6 * sigma), step / sigma
