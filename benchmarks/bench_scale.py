@@ -41,6 +41,11 @@ the single-process read-and-count loop over one archive (``--snapshots``) in
 1 process, then in 2 plain processes at the same time, alternating twice;
 printed: each process's CPU seconds per pass (best of 3 after a warm-up pass).
 
+``--part interleaved``: the single process and a 2-worker cluster pass by
+pass, alternating ``--rounds`` times (paired CPU ratios, their median: the
+load-robust overhead figure; ``--dask-defaults`` runs the cluster with
+Dask's own settings instead).
+
 ``--part live`` runs ``run_live(args)`` of ``benchmarks/bench_scale_live.py``
 (the sharded live setup, when that file is present); ``--part all`` both.
 
@@ -50,6 +55,7 @@ Usage::
     python benchmarks/bench_scale.py --quick           # smoke run
     python benchmarks/bench_scale.py --part machine --snapshots 6e7   # 1 vs 2 plain processes, no Dask (~1 min)
     python benchmarks/bench_scale.py --dask-defaults   # also 2 workers with Dask's settings instead of qd.WORKER_CONFIG
+    python benchmarks/bench_scale.py --part interleaved --rounds 6   # single/cluster passes alternated (~4 min)
 """
 
 from __future__ import annotations
@@ -275,9 +281,68 @@ def run_machine(args: argparse.Namespace) -> dict:
     return out
 
 
+def run_interleaved(args: argparse.Namespace) -> dict:
+    """The single process and a 2-worker cluster pass by pass, alternating ``--rounds`` times, on one archive.
+
+    On a shared machine the CPU seconds per snapshot of *every* path drift by
+    tens of percent within minutes; alternating single passes and cluster
+    passes puts each pair under nearly the same conditions, and the median of
+    the paired ratios is the overhead.  During the single passes this process
+    also hosts the idle cluster's scheduler and nannies (~1% of a core with
+    qd.WORKER_CONFIG), counted against the single process."""
+    import statistics
+
+    import qsense
+    from qsense import distributed as qd
+    from qsense.streaming.archive import open_archive
+
+    scratch = Path(args.scratch or tempfile.mkdtemp(prefix="qsense-bench-scale-"))
+    path = scratch / "archive-interleaved"
+    shutil.rmtree(path, ignore_errors=True)
+    write_archive(str(path), args.n, args.batch, int(args.snapshots))
+    obs = random_paulis(np.random.default_rng(11), args.n, args.observables, 1, 4)
+    _warm(obs, args.n)
+
+    def single():
+        est = qsense.ShadowEstimator(obs)
+        for b in open_archive(path).batches():
+            est.update(b)
+        return est
+
+    ref = single()
+    cluster, client = qd.local_cluster(2, dashboard=False, dask_config=DASK_DEFAULTS if args.dask_defaults else None)
+    pairs = []
+    try:
+        client.run(_warm, obs, args.n)
+        rule = lambda: qd.estimate(path, [qsense.ShadowEstimator(obs)], client=client,  # noqa: E731
+                                   partition_bytes=args.partition_bytes, progress=False)
+        rule()  # the fresh workers' first pass (first-touch page faults): not timed
+        for r in range(args.rounds):
+            dt_s, _, cpu_s, _ = _timed(single, 1)
+            dt_c, res, main_c, work_c = _timed(rule, 1, client)
+            assert res.estimators[0].to_bytes() == ref.to_bytes(), "the cluster differs from the single-process state"
+            pairs.append((cpu_s, work_c, main_c, dt_s, dt_c))
+            print(f"round {r + 1}: single {dt_s:.2f} s / {cpu_s:.2f} CPU-s; 2 workers {dt_c:.2f} s / {work_c:.2f} + {main_c:.2f} "
+                  f"CPU-s (workers + this process): {100 * ((work_c + main_c) / cpu_s - 1):+.1f}%, workers alone "
+                  f"{100 * (work_c / cpu_s - 1):+.1f}%; speed {dt_s / dt_c:.2f}x the single process; {_load()}", flush=True)
+    finally:
+        client.close()
+        cluster.close()
+    tot = [(w + m) / c for c, w, m, _, _ in pairs]
+    wrk = [w / c for c, w, _, _, _ in pairs]
+    out = {"pairs": pairs, "median_overhead": statistics.median(tot) - 1, "median_workers_overhead": statistics.median(wrk) - 1}
+    print(f"interleaved ({args.rounds} rounds, {int(args.snapshots):.2e} snapshots{', Dask defaults' if args.dask_defaults else ''}): "
+          f"median CPU overhead of 2 workers vs the single process {100 * out['median_overhead']:+.1f}% (workers alone "
+          f"{100 * out['median_workers_overhead']:+.1f}%; range {100 * (min(tot) - 1):+.1f}% .. {100 * (max(tot) - 1):+.1f}%); {_load()}")
+    if not args.keep:
+        shutil.rmtree(path if args.scratch else scratch, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=("offline", "live", "machine", "all"), default="offline")
+    ap.add_argument("--part", choices=("offline", "live", "machine", "interleaved", "all"), default="offline")
+    ap.add_argument("--rounds", type=int, default=6, help="--part interleaved: single/cluster pass pairs")
     ap.add_argument("--quick", action="store_true", help="smoke run: a small archive, one repeat")
     ap.add_argument("--snapshots", type=float, default=2e8)
     ap.add_argument("--n", type=int, default=16)
@@ -299,6 +364,8 @@ def main() -> None:
         results["offline"] = run_offline(args)
     if args.part == "machine":
         results["machine"] = run_machine(args)
+    if args.part == "interleaved":
+        results["interleaved"] = run_interleaved(args)
     if args.part in ("live", "all"):
         here = Path(__file__).with_name("bench_scale_live.py")
         if not here.exists():
