@@ -193,7 +193,7 @@ def test_fit_model_without_a_jacobian_matches_the_analytic_one(path):
     assert fd.chi2 == pytest.approx(ref.chi2, rel=1e-8)
 
 
-def test_bad_covariances_are_refused_with_one_line_errors():
+def test_bad_covariances_are_refused_with_one_line_errors(path):
     uv, e = _estimate(UniformDisk(1.5 * MAS), seed=32)
     n = 2 * len(uv)
     with pytest.raises(ValueError, match=r"cov must be \(380, 380\)"):
