@@ -159,7 +159,7 @@ def _cores() -> int:
 #: The Dask settings :func:`local_cluster` starts its scheduler, nannies and workers with (each measured on a
 #: 2-core machine, docs/scale-out.md "What speed to expect"); ``local_cluster(..., dask_config={...})`` overrides any.
 WORKER_CONFIG: dict[str, Any] = {
-    # the statistical profiler walks the task thread's stack every 10 ms under the GIL: 2-4% of a core per worker
+    # the statistical profiler walks the task thread's stack every 10 ms under the GIL: 1.5-2.5% of a core per worker
     "distributed.worker.profile.enabled": False,
     # every event loop (scheduler, each nanny, each worker) wakes every 20 ms to time itself: ~5% of one core
     # for a 2-worker cluster, idle or busy; 1 s still catches a blocked loop (warned about after 3 s)
@@ -169,8 +169,8 @@ WORKER_CONFIG: dict[str, Any] = {
     # the nannies' and workers' memory checks (pause, spill, restart at 95%): 10/s -> 1/s
     "distributed.worker.memory.monitor-interval": "1s",
     # glibc's MALLOC_TRIM_THRESHOLD_ fixes its mmap threshold at 128 KiB: large NumPy temporaries then start
-    # 16 bytes past a page, and copies from page-aligned Arrow planes into them ran ~6x slower (+15-50% CPU per
-    # shadow update); None leaves it unset for our workers
+    # 16 bytes past a page, and copies from page-aligned Arrow planes into them ran ~6x slower (+40-60% CPU per
+    # shadow update until the kernels aligned their scratch buffers; other temporaries remain); None: unset
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
 }
 
