@@ -78,7 +78,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_archive import write_archive
 from bench_daemon import random_paulis
 
-
 #: Dask's own settings for what qd.WORKER_CONFIG changes (``--dask-defaults``: the A/B of those defaults in one run)
 DASK_DEFAULTS = {
     "distributed.worker.profile.enabled": True,
@@ -314,8 +313,11 @@ def run_interleaved(args: argparse.Namespace) -> dict:
     pairs = []
     try:
         client.run(_warm, obs, args.n)
-        rule = lambda: qd.estimate(path, [qsense.ShadowEstimator(obs)], client=client,  # noqa: E731
-                                   partition_bytes=args.partition_bytes, progress=False)
+
+        def rule():
+            return qd.estimate(path, [qsense.ShadowEstimator(obs)], client=client, partition_bytes=args.partition_bytes,
+                               progress=False)
+
         rule()  # the fresh workers' first pass (first-touch page faults): not timed
         for r in range(args.rounds):
             dt_s, _, cpu_s, _ = _timed(single, 1)
