@@ -53,13 +53,15 @@ def run_in_chunks(
             rng.random(out=uu)
             total += int(kernel(lo, hi, uu))
         return total
-    # threads + 1 buffers: the one being filled here and one per kernel in flight
-    bufs = [np.empty((step, M)) for _ in range(threads + 1)]
+    # one kernel queued beyond the pool's threads keeps every core busy while this
+    # thread draws; threads + 2 buffers: those in flight and the one being filled
+    depth = threads + 1
+    bufs = [np.empty((step, M)) for _ in range(depth + 1)]
     pending: deque = deque()
     total = 0
     try:
         for i, lo in enumerate(range(0, T, step)):
-            while len(pending) >= threads:  # its buffer is the one about to be refilled
+            while len(pending) >= depth:  # the oldest's buffer is the one about to be refilled
                 total += int(pending.popleft().result())
             hi = min(T, lo + step)
             uu = bufs[i % len(bufs)][: hi - lo]
