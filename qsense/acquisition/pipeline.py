@@ -366,6 +366,9 @@ class Pipeline:
             self.coalesce_at = "driver" if self.event_time and on_arrival_full == "block" else "ingest"
         self._qsizes = (int(arrival_queue), int(plan_queue), int(record_queue))
         self.counters = Counters()
+        #: wall-clock pacing of the arrivals: (monotonic seconds of the first arrival, of
+        #: the latest, copies that arrived after the first item), or None before any
+        self.arrival_span: tuple[float, float, int] | None = None
         self.errors: list[tuple[str, str]] = []
         self._stop = asyncio.Event()
         self._drivers_done = asyncio.Event()
@@ -397,6 +400,7 @@ class Pipeline:
         """Count ``m`` arrived copies of driver ``name`` and queue them (or drop them)."""
         self.counters["arrived"] += m
         self.counters[f"arrived.{name}"] += m
+        self._mark_arrival(m)
         if self.on_arrival_full == "block":
             try:
                 await self._wait_put(item, m, arrivals)
@@ -415,6 +419,11 @@ class Pipeline:
                 raise
         else:
             self._put_nowait(item, m, arrivals)
+
+    def _mark_arrival(self, m: int) -> None:
+        now = time.monotonic()
+        span = self.arrival_span
+        self.arrival_span = (now, now, 0) if span is None else (span[0], now, span[2] + m)
 
     def _put_nowait(self, item: Any, m: int, arrivals: asyncio.Queue) -> None:
         """Queue ``item`` (``m`` copies) if there is room, else count its copies dropped."""

@@ -233,7 +233,6 @@ class _Watch:
         self._last_sample = -math.inf
         # pacing: (wall seconds, copies arrived in them) while the driver runs; the driver never
         # drops a copy, so a CPU-bound run shows as a late one, not a short one
-        self._first: tuple[float, int] | None = None
         self.pace: tuple[float, int] | None = None
         self.progress = None
         if not args.no_progress:
@@ -273,15 +272,11 @@ class _Watch:
         self._refresh(live)
 
     def _pacing(self, live: RunningChain, now: float) -> None:
-        """Track the copy rate between the first call that saw copies and the last one before the driver ended."""
-        c = live.pipeline.counters
-        if c["drivers_finished"] or not c["arrived"]:
-            return
-        if self._first is None:
-            # measured from the first copy seen, not from the chain's start (ZeroMQ, daemon: ~1 s)
-            self._first = (now, int(c["arrived"]))
-        elif now > self._first[0]:
-            self.pace = (now - self._first[0], int(c["arrived"]) - self._first[1])
+        """The copy rate in wall time between the first and the latest arrival (the
+        pipeline's ``arrival_span``; the monitors are called once more after the run)."""
+        span = live.pipeline.arrival_span
+        if span is not None and span[1] > span[0]:
+            self.pace = (span[1] - span[0], span[2])
         log.debug("pacing: %s at clock %.3f", self.pace, live.clock())
 
     def _refresh(self, live: RunningChain) -> None:
@@ -544,15 +539,15 @@ def _lost_text(c: dict[str, int]) -> str:
 def _rate_shortfall(args: argparse.Namespace, pace: tuple[float, int] | None) -> str | None:
     """A warning when the copies arrived clearly slower than ``--rate`` asked for, else ``None``.
 
-    ``pace``: (wall seconds, copies arrived in them), measured by the monitor while the driver
-    was running.  The driver emits every copy of ``--duration`` simulated seconds, so a
+    ``pace``: (wall seconds between the first and the latest arrival, copies that arrived
+    after the first), from the pipeline's ``arrival_span``.  The driver emits every copy of ``--duration`` simulated seconds, so a
     process that cannot keep up does not lose copies: it runs late, and the wall-clock rate says so.
     """
     if pace is None or pace[0] <= 0:
         return None
     wall, arrived = pace
     expected = args.rate * wall
-    # arrivals are Poisson (and sampled at the monitor's ticks): only a shortfall well beyond that is a slow process
+    # arrivals are Poisson (and come in blocks): only a shortfall well beyond that is a slow process
     if arrived >= RATE_SHORTFALL * expected - 3 * math.sqrt(expected):
         return None
     achieved = arrived / wall
