@@ -58,7 +58,7 @@ def test_help_imports_no_command():
             assert e.code == 0
     """)
     assert "estimate" in out and "daemon" in out  # every command is listed, none imported
-    assert _loaded(mods, ("qsense.apps." + m for m in (v[0] for v in COMMANDS.values()))) == []
+    assert _loaded(mods, tuple(f"qsense.apps.{k}" for k in COMMANDS)) == []
     assert _loaded(mods, HEAVY + ("numpy", "numba")) == []
 
 
@@ -66,7 +66,7 @@ def test_estimate_parser_imports_only_its_module():
     mods, _ = _modules_after("from qsense.apps.cli import build_parser\nbuild_parser(['estimate'])")
     assert "qsense.apps.estimate" in mods
     assert _loaded(mods, HEAVY + OTHER_COMMANDS + PURITY + ("numba", "pyarrow")) == []
-    assert _loaded(mods, tuple(f"qsense.apps.{v[0]}" for k, v in COMMANDS.items() if k != "estimate")) == []
+    assert _loaded(mods, tuple(f"qsense.apps.{k}" for k in COMMANDS if k != "estimate")) == []
 
 
 @pytest.fixture(scope="module")

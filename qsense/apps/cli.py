@@ -20,17 +20,17 @@ from types import ModuleType
 
 from qsense import __version__
 
-#: sub-command name -> (its module under :mod:`qsense.apps`, one-line help); each module
+#: sub-command name (also its module's name under :mod:`qsense.apps`) -> one-line help; each module
 #: provides ``add_arguments(parser)`` and ``run(args) -> int`` and is imported only when needed
-COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("demo", "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot"),
-    "daemon": ("daemon", "online estimation daemon configured by a TOML file"),
-    "estimate": ("estimate", "estimate observables / entropies from a record archive or a recorded file"),
-    "reduce": ("reduce", "merge several daemons' estimator states (live shards) into one estimate stream"),
-    "record": ("record", "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)"),
-    "replay": ("replay", "send an archive's batches again, reliably, with their original (source, epoch, seq)"),
-    "oifits": ("oifits", "a daemon's visibility estimates as an OIFITS2 file (--check: validate a file)"),
-    "watch": ("watch", "live view of a running daemon's estimates (snapshot, then updates; --json for scripts)"),
+COMMANDS: dict[str, str] = {
+    "demo": "simulated telescope array end to end: memory, scheduler, ZeroMQ, daemon, plot",
+    "daemon": "online estimation daemon configured by a TOML file",
+    "estimate": "estimate observables / entropies from a record archive or a recorded file",
+    "reduce": "merge several daemons' estimator states (live shards) into one estimate stream",
+    "record": "receive record batches over ZeroMQ into a record archive (fsync, then acknowledge)",
+    "replay": "send an archive's batches again, reliably, with their original (source, epoch, seq)",
+    "oifits": "a daemon's visibility estimates as an OIFITS2 file (--check: validate a file)",
+    "watch": "live view of a running daemon's estimates (snapshot, then updates; --json for scripts)",
 }
 
 #: top-level options that take a value (the word after them is not the command)
@@ -39,7 +39,7 @@ _VALUED = ("--log-level",)
 
 def command_module(name: str) -> ModuleType:
     """The module implementing sub-command ``name``, imported now (import statements, never import strings)."""
-    match COMMANDS[name][0]:
+    match name:
         case "demo":
             from . import demo as mod
         case "daemon":
@@ -56,8 +56,8 @@ def command_module(name: str) -> ModuleType:
             from . import oifits as mod
         case "watch":
             from . import watch as mod
-        case other:  # pragma: no cover - COMMANDS names only the cases above
-            raise AssertionError(other)
+        case _:  # not in COMMANDS
+            raise KeyError(name)
     return mod
 
 
@@ -78,7 +78,7 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging level (default INFO)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (_, help_) in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
         if name not in full:
             sub.add_parser(name, help=help_, description=help_)
             continue
