@@ -342,13 +342,12 @@ def _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, norm
     y y^T``) with that row appended, so only ``C0`` is factorised.  The residual
     ``L0^-1 (s m - y) = s L0^-1 m - L0^-1 y`` reuses ``L0^-1 y``, whitened once."""
     n, k = data.size, len(p0)
-    lo, hi = bounds if bounds is not None else ([-np.inf] * k, [np.inf] * k)
-    lo = list(np.broadcast_to(np.asarray(lo, dtype=np.float64), (k,))) + [1e-6]
-    hi = list(np.broadcast_to(np.asarray(hi, dtype=np.float64), (k,))) + [np.inf]
+    lo, hi = _bounds_arrays(bounds, k)
+    lo, hi = np.append(lo, 1e-6), np.append(hi, np.inf)  # and s > 0
     full = None
     if n >= _MIXED_MIN_N:
         try:
-            full = _common_scale_mixed(model, data, p0, names, units, np.array(lo), np.array(hi), cov, jac, norm_var)
+            full = _common_scale_mixed(model, data, p0, names, units, lo, hi, cov, jac, norm_var)
         except NeedsDouble:
             pass  # the float64 factorisation below
     if full is None:
