@@ -110,7 +110,8 @@ def test_random_bases_unchanged_without_the_option():
     # bases=None keeps today's i.i.d. uniform bases (all 81 settings, each ~1/81)
     data = make("qiskit-aer-padded", None, batch_size=4000, seed=1).sample(4000)
     _, counts = np.unique(data.bases, axis=0, return_counts=True)
-    assert len(counts) == 81 and abs(counts.mean() - 4000 / 81) < 1e-9 and counts.min() > 20
+    # 4000 / 81 = 49.4 per setting (sd 7): none rare, none favoured
+    assert len(counts) == 81 and counts.min() > 20 and counts.max() < 85, (counts.min(), counts.max())
 
 
 # -- (b) the derandomized policy converges faster, with honest estimates -------------------------
