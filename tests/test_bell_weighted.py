@@ -336,9 +336,14 @@ def test_no_shots_by_terms_matrix_at_the_daemons_warm_up_size():
 
 
 @pytest.mark.parametrize("model", ["depolarizing", "t1t2"])
-def test_high_weights_on_64_wires(model):
+@pytest.mark.parametrize("jit", [True, False])
+def test_high_weights_on_64_wires(model, jit, jit_state):
     """Weight-64 and weight-40 terms, several per support (4^64 bins would overflow: the
-    direct branch), next to low-weight ones: the same sums as the dense path."""
+    direct branch), next to low-weight ones: the same sums as the dense path, compiled
+    and through the NumPy fallback (64 parity slots per term)."""
+    if jit and not K.jit_available():
+        pytest.skip("numba unavailable")
+    K.use_jit(jit)
     rng = np.random.default_rng(40)
     n = 64
     full = [" ".join(f"{'XYZ'[(q * s) % 3]}{q}" for q in range(n)) for s in (1, 2, 5)]
