@@ -80,7 +80,8 @@ def main() -> None:
     if not 0 < args.eps < 1 or args.batch < 1:
         ap.error("--eps must lie in (0, 1) and --batch be positive")
     device = qml.device("default.qubit", wires=N, seed=args.seed)
-    exact = sims.exact_expval(exact_state(device), TARGETS)
+    psi = exact_state(device)
+    exact = sims.exact_expval(psi, TARGETS)
     limit = 400_000
 
     def driver(bases: object, seed: int) -> PennyLaneDriver:
@@ -110,7 +111,7 @@ def main() -> None:
     worst = max(worst, report("uniform random bases", T_uniform, uniform.estimate(), exact))
 
     h = held.estimate()
-    h_exact = sims.exact_expval(exact_state(device), [HELD_OUT])[0]
+    h_exact = sims.exact_expval(psi, [HELD_OUT])[0]
     print(f"held-out <{HELD_OUT}> from the derandomized stream: {h.values[0]:+.4f} +- {h.stderr[0]:.4f}"
           f"   exact {h_exact:+.4f}")
     print(f"snapshots uniform / derandomized: {T_uniform / T_online:.1f}x")
