@@ -49,7 +49,7 @@ from qsense.acquisition.scheduler import DerandomizedBasisPolicy
 from qsense.drivers.pennylane_device import PennyLaneDriver
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from derandomized_stream import ANGLES, TARGETS, N, circuit, exact_state
+from derandomized_stream import ANGLES, TARGETS, N, circuit, exact_state, until_converged
 
 
 def timed(fn):
@@ -59,19 +59,12 @@ def timed(fn):
     return out, time.process_time() - c0, time.perf_counter() - w0
 
 
-async def until(driver: PennyLaneDriver, done) -> int:
-    async for batch in driver:
-        if done(batch):
-            driver.stop()
-    return driver.produced
-
-
 def qsense_derandomized(args, seed: int, mode: str = "device") -> tuple[int, np.ndarray]:
     dev = qml.device("default.qubit", wires=N, seed=seed)
     policy = DerandomizedBasisPolicy(TARGETS, args.eps, random_fraction=args.random_fraction, n=N, seed=seed)
     drv = PennyLaneDriver(circuit, dev, mode=mode, params=(ANGLES,), bases=policy, batch_size=args.batch,
                           total=2_000_000, seed=seed)
-    T = asyncio.run(until(drv, lambda b: policy.converged))
+    T = asyncio.run(until_converged(drv, lambda b: policy.converged))
     return T, policy.estimate().values
 
 
@@ -84,7 +77,7 @@ def qsense_uniform(args, seed: int, mode: str = "device") -> tuple[int, np.ndarr
         return bool(np.all(est.estimate().stderr <= args.eps))
 
     drv = PennyLaneDriver(circuit, dev, mode=mode, params=(ANGLES,), batch_size=args.batch, total=2_000_000, seed=seed)
-    return asyncio.run(until(drv, done)), est.estimate().values
+    return asyncio.run(until_converged(drv, done)), est.estimate().values
 
 
 def qiskit_circuit():
@@ -118,7 +111,7 @@ def qsense_qiskit(args, seed: int, derandomized: bool) -> tuple[int, np.ndarray]
     # one Aer thread: the shared cores; the padded sweep runs every setting of a batch as one job
     drv = QiskitDriver(qiskit_circuit(), AerSimulator(max_parallel_threads=1), mode="device",
                        bases=policy if derandomized else None, batch_size=args.batch, total=2_000_000, seed=seed)
-    T = asyncio.run(until(drv, done))
+    T = asyncio.run(until_converged(drv, done))
     return T, (policy.estimate() if derandomized else est.estimate()).values
 
 
