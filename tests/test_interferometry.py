@@ -478,3 +478,20 @@ def test_a_rival_separation_in_the_grid_is_flagged():
     far = np.minimum(base, 400.0 * (np.log(seps / 27.0)) ** 2 + 20.0)
     chi = np.repeat(far[:, None, None], n_pa, axis=1).repeat(R, axis=2).reshape(len(seps) * n_pa, R)
     assert _rival_separation(chi, seps, n_pa, len(seps) * n_pa) is None
+
+
+def test_a_rival_separation_in_the_mirrored_rows_is_flagged():
+    """Complex data scan PA + 180 deg as a second block of grid rows: a rival basin that shows only
+    there (or a best fit that lies there) is found as in the direct rows."""
+    from qsense.estimators.interferometry.fits import _rival_separation
+
+    seps = np.geomspace(0.1, 100.0, 160)
+    n_pa, R = 36, 3
+    G = len(seps) * n_pa
+    base = 50.0 * (np.log(seps / 3.0)) ** 2
+    rival = np.minimum(base, 400.0 * (np.log(seps / 27.0)) ** 2 + 4.0)
+    block = lambda per_sep: np.repeat(per_sep[:, None, None], n_pa, axis=1).repeat(R, axis=2).reshape(G, R)  # noqa: E731
+    for chi in (np.vstack([block(base), block(rival)]), np.vstack([block(rival), block(base)])):
+        got = _rival_separation(chi, seps, n_pa, G)
+        assert got is not None and abs(got[0] / 27.0 - 1) < 0.05 and abs(got[1] - 4.0) < 0.5, got
+    assert _rival_separation(np.vstack([block(base), block(base + 1.0)]), seps, n_pa, G) is None
