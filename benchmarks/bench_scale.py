@@ -97,6 +97,17 @@ def _warm(obs: list, n: int) -> None:
                                                           rng.integers(0, 2, (4096, n), dtype=np.uint8)))
 
 
+def _single_pass(path, obs: list):
+    """The single-process loop every path is timed and checked against: the archive's batches into one estimator."""
+    import qsense
+    from qsense.streaming.archive import open_archive
+
+    est = qsense.ShadowEstimator(obs)
+    for b in open_archive(path).batches():
+        est.update(b)
+    return est
+
+
 def _rusage_cpu() -> float:
     """This process's CPU seconds, every thread (run on a worker with ``client.run``)."""
     import resource
@@ -152,10 +163,7 @@ def run_offline(args: argparse.Namespace) -> dict:
     _warm(obs, args.n)
 
     def single():
-        est = qsense.ShadowEstimator(obs)
-        for b in open_archive(path).batches():
-            est.update(b)
-        return est
+        return _single_pass(path, obs)
 
     dt_single, ref, cpu_single, _ = _timed(single, args.repeat)
     N = ref.count
@@ -236,16 +244,11 @@ def run_offline(args: argparse.Namespace) -> dict:
 
 
 def _machine_job(path: str, obs: list, n: int, reps: int, q) -> None:
-    import qsense
-    from qsense.streaming.archive import open_archive
-
     _warm(obs, n)
     cpus = []
     for _ in range(reps + 1):  # the first pass pays this fresh process's first-touch page faults: dropped
         c0 = time.process_time()
-        est = qsense.ShadowEstimator(obs)
-        for b in open_archive(path).batches():
-            est.update(b)
+        _single_pass(path, obs)
         cpus.append(time.process_time() - c0)
     q.put(min(cpus[1:]))
 
@@ -293,7 +296,6 @@ def run_interleaved(args: argparse.Namespace) -> dict:
 
     import qsense
     from qsense import distributed as qd
-    from qsense.streaming.archive import open_archive
 
     scratch = Path(args.scratch or tempfile.mkdtemp(prefix="qsense-bench-scale-"))
     path = scratch / "archive-interleaved"
@@ -303,10 +305,7 @@ def run_interleaved(args: argparse.Namespace) -> dict:
     _warm(obs, args.n)
 
     def single():
-        est = qsense.ShadowEstimator(obs)
-        for b in open_archive(path).batches():
-            est.update(b)
-        return est
+        return _single_pass(path, obs)
 
     ref = single()
     cluster, client = qd.local_cluster(2, dashboard=False, dask_config=DASK_DEFAULTS if args.dask_defaults else None)
