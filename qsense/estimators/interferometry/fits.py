@@ -135,9 +135,9 @@ def fit_model(
     factorised once per fit in a single copy of ``cov`` (:mod:`.whitening`; a
     symmetric matrix, of which the factorisation reads the lower triangle, as
     ``np.linalg.cholesky`` does); parameter covariance
-    ``(J^T J)^-1`` of the whitened residuals.  With an analytic ``jac`` and 2,048
-    data or more the factor is float32 and the result is moved onto the exact
-    float64 minimum by one Newton step (:func:`_fit_mixed`; chi^2 and errors are
+    ``(J^T J)^-1`` of the whitened residuals.  With 2,048 data or more and an
+    analytic ``jac`` (with ``norm_var``: also without one) the factor is float32
+    and the result is moved onto the exact float64 minimum by one Newton step (:func:`_fit_mixed`; chi^2 and errors are
     then those of the float64 covariance to ~1e-6 sigma).
     ``jac(params)`` (data x parameters, optional) is the analytic Jacobian of
     ``model``: one whitening solve per iteration for residual and all parameters
@@ -250,7 +250,7 @@ def _result(names, units, x, J, chi2: float, n_data: int, success: bool, message
     )
 
 
-#: data vectors at least this long (with an analytic Jacobian) are fitted through a float32
+#: data vectors at least this long (with an analytic Jacobian, or any with ``norm_var``) are fitted through a float32
 #: factor of the covariance and finished by one exact Newton step (:func:`_fit_mixed`; M >= 46 telescopes);
 #: shorter ones, whose factorisation is cheap, are factorised in float64
 _MIXED_MIN_N = 2048
@@ -267,7 +267,7 @@ def _fit_mixed(data_part, prior_part, q0, lo, hi, names, units, n_data: int, mc:
     none otherwise).  At the float32 optimum ``q`` one refined product ``u, X = C0^-1 [r, J]``
     gives the exact chi^2 ``r.u``, half-gradient ``g = J^T u`` and Gauss-Newton curvature
     ``H = J^T X``; the Newton step also needs the residual curvature ``sum_i u_i d2 r_i``,
-    from central differences of the analytic Jacobian at +-0.1 sigma (model space only,
+    from central differences of ``data_part``'s Jacobian at +-0.1 sigma (model space only,
     no whitening).  Gauss-Newton alone converges only linearly on these large-residual
     problems (the step shrinks 0.1-0.4x per iteration), Newton quadratically: from the
     float32 optimum (<~1e-2 sigma away) one step leaves 3e-10..3e-8 sigma at M = 64.  chi^2 is moved along
