@@ -86,6 +86,24 @@ def _qubit_loop(M, xr_, xi_, rr, ix, iy, uu, ar, ai, cr, ci, res):  # pragma: no
                 ci[j] *= f
 
 
+@njit(cache=True, inline="always")
+def _start_lane(ar, ai, cr, ci, j, x, rest):  # pragma: no cover - compiled
+    """Start lane ``j`` of a block at ``alpha = x / |v|``, ``c = 1 / |v|`` (``x`` the vacuum
+    amplitude, ``rest`` the norm squared of the excitation amplitudes); returns 1 for an
+    all-zero vector (then started with the norm taken as 1), else 0."""
+    nrm = rest + x.real * x.real + x.imag * x.imag
+    z = 0
+    if nrm == 0.0:
+        z = 1
+        nrm = 1.0
+    s = 1.0 / math.sqrt(nrm)
+    ar[j] = x.real * s
+    ai[j] = x.imag * s
+    cr[j] = s
+    ci[j] = 0.0
+    return z
+
+
 @njit(cache=True, nogil=True)
 def shadow_kernel(amps, bases, u, draw_bases, out_bases, out):  # pragma: no cover - compiled
     """Outcomes uint8 (T, M) of random-Pauli measurements of per-shot vectors.
@@ -125,16 +143,7 @@ def shadow_kernel(amps, bases, u, draw_bases, out_bases, out):  # pragma: no cov
                     rr[q, j] = acc[j]
                     acc[j] += x.real * x.real + x.imag * x.imag
             for j in range(L):
-                x = amps[t0 + j, 0]
-                nrm = acc[j] + x.real * x.real + x.imag * x.imag
-                if nrm == 0.0:
-                    zero += 1
-                    nrm = 1.0
-                s = 1.0 / math.sqrt(nrm)
-                ar[j] = x.real * s
-                ai[j] = x.imag * s
-                cr[j] = s
-                ci[j] = 0.0
+                zero += _start_lane(ar, ai, cr, ci, j, amps[t0 + j, 0], acc[j])
             if draw_bases:
                 for q in range(M):
                     for j in range(L):
@@ -167,16 +176,7 @@ def shadow_kernel(amps, bases, u, draw_bases, out_bases, out):  # pragma: no cov
                     xi[q, j] = x.imag
                     rr[q, j] = a
                     a += x.real * x.real + x.imag * x.imag
-                x = row[0]
-                nrm = a + x.real * x.real + x.imag * x.imag
-                if nrm == 0.0:
-                    zero += 1
-                    nrm = 1.0
-                s = 1.0 / math.sqrt(nrm)
-                ar[j] = x.real * s
-                ai[j] = x.imag * s
-                cr[j] = s
-                ci[j] = 0.0
+                zero += _start_lane(ar, ai, cr, ci, j, row[0], a)
                 if draw_bases:
                     brow = out_bases[t0 + j]
                     for q in range(M):
