@@ -11,7 +11,7 @@ import pytest
 from qsense.estimators import kernels
 from qsense.sims.telescope import TelescopeArray, TelescopeSim, UniformDisk, demo_array
 from qsense.sims.telescope.kernels import bell_kernel, shadow_kernel
-from qsense.sims.telescope.parallel import UNIFORM_RUN, run_in_chunks
+from qsense.sims.telescope.parallel import UNIFORM_RUN, map_runs, run_in_chunks
 from qsense.sims.telescope.samplers import bell_from_amplitudes, shadows_from_amplitudes
 
 
@@ -86,6 +86,25 @@ def test_a_worker_error_reaches_the_caller_and_nothing_runs_on(restore_threads):
     assert n < 10  # stopped at the failure, not run to the end
     time.sleep(0.2)
     assert len(seen) == n  # no run was left going after the call returned
+
+
+def test_map_runs_leaves_no_run_going_after_an_error(restore_threads):
+    kernels.set_threads(2)
+    done = []
+
+    def fn(lo, hi):
+        if lo == 0:
+            time.sleep(0.05)
+            raise RuntimeError("run failed")
+        time.sleep(0.2)  # still running when the first run fails
+        done.append(lo)
+
+    with pytest.raises(RuntimeError, match="run failed"):
+        map_runs(40, 10, fn)
+    n = len(done)
+    assert n >= 1  # the run already going was waited for, not abandoned
+    time.sleep(0.4)
+    assert len(done) == n  # and nothing ran on after the call returned
 
 
 def test_zero_vectors_are_counted_across_runs(restore_threads):

@@ -70,11 +70,7 @@ def run_in_chunks(
         while pending:
             total += int(pending.popleft().result())
     finally:
-        for f in pending:  # an exception above: let no kernel run on after we return
-            f.cancel()
-        for f in pending:
-            if not f.cancelled():
-                f.exception()
+        _settle(pending)
     return total
 
 
@@ -94,5 +90,14 @@ def map_runs(T: int, run: int, fn: Callable[[int, int], None]) -> None:
         for f in futures:
             f.result()
     finally:
-        for f in futures:
-            f.cancel()
+        _settle(futures)
+
+
+def _settle(futures) -> None:
+    """Cancel the futures not yet started and wait out those running (after an
+    exception: no run writes into the caller's arrays once we return)."""
+    for f in futures:
+        f.cancel()
+    for f in futures:
+        if not f.cancelled():
+            f.exception()
