@@ -209,7 +209,7 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True,
     if os.environ.get("QSENSE_THREADS"):
         try:
             threads = max(1, int(os.environ["QSENSE_THREADS"]))
-        except ValueError:  # as the kernels themselves treat it: said, and the default kept
+        except ValueError:  # said, as the kernels say it (they fall back to one thread; here the share above is kept)
             log.warning("QSENSE_THREADS=%r is not an integer; workers use %d kernel thread(s)",
                         os.environ["QSENSE_THREADS"], threads)
     config = {**WORKER_CONFIG, **(dict(dask_config) if dask_config else {})}
