@@ -170,6 +170,22 @@ def test_local_cluster_shares_cores_and_warms_the_kernels(archive_path):
         cluster.close()
 
 
+@pytest.mark.slow
+def test_local_cluster_bad_qsense_threads_keeps_the_core_share(monkeypatch, caplog):
+    """A QSENSE_THREADS that is not an integer: one warning, and the worker gets its share of the cores."""
+    monkeypatch.setenv("QSENSE_THREADS", "lots")
+    with caplog.at_level("WARNING", logger="qsense.distributed.estimate"):
+        cluster, client = qd.local_cluster(1, dashboard=False, warm=False)
+    try:
+        (threads, _), = client.run(_worker_state).values()
+        assert threads == max(1, len(os.sched_getaffinity(0)))
+    finally:
+        client.close()
+        cluster.close()
+    assert [r.getMessage() for r in caplog.records if "QSENSE_THREADS" in r.getMessage()] == [
+        f"QSENSE_THREADS='lots' is not an integer; workers use {threads} kernel thread(s)"]
+
+
 def _worker_settings(dask_worker):
     """On a worker: its periodic callbacks (name -> ms) and the environment variables Dask's nanny may set."""
     pcs = dask_worker.periodic_callbacks
