@@ -39,11 +39,10 @@ def run_in_chunks(
     Python objects shared with other runs (it runs in worker threads).  The
     uniforms are drawn exactly as ``rng.random((T, M))`` would draw them.
     """
-    from qsense.estimators.kernels import _get_pool, get_threads
+    from qsense.estimators.kernels import get_threads
 
     step = max(1, UNIFORM_RUN // max(M, 1))
-    threads = get_threads()
-    pool = _get_pool() if threads > 1 and T > step else None
+    pool = _pool_for(T, step)
     if pool is None:
         u = np.empty((min(T, step), M))
         total = 0
@@ -55,7 +54,7 @@ def run_in_chunks(
         return total
     # one kernel queued beyond the pool's threads keeps every core busy while this
     # thread draws; threads + 2 buffers: those in flight and the one being filled
-    depth = threads + 1
+    depth = get_threads() + 1
     bufs = [np.empty((step, M)) for _ in range(depth + 1)]
     pending: deque = deque()
     total = 0
@@ -77,10 +76,8 @@ def run_in_chunks(
 def map_runs(T: int, run: int, fn: Callable[[int, int], None]) -> None:
     """Call ``fn(lo, hi)`` for consecutive runs of ``run`` rows of ``[0, T)``, on the
     worker pool when there are at least two runs (``fn`` writes only rows ``lo:hi``)."""
-    from qsense.estimators.kernels import _get_pool, get_threads
-
     run = max(1, int(run))
-    pool = _get_pool() if get_threads() > 1 and T > run else None
+    pool = _pool_for(T, run)
     if pool is None:
         for lo in range(0, T, run):
             fn(lo, min(T, lo + run))
@@ -91,6 +88,14 @@ def map_runs(T: int, run: int, fn: Callable[[int, int], None]) -> None:
             f.result()
     finally:
         _settle(futures)
+
+
+def _pool_for(T: int, run: int):
+    """The shared worker pool when ``T`` rows make at least two runs of ``run`` and more
+    than one thread is set, else None (the caller's thread does the work)."""
+    from qsense.estimators.kernels import _get_pool, get_threads
+
+    return _get_pool() if get_threads() > 1 and T > run else None
 
 
 def _settle(futures) -> None:
