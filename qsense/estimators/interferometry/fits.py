@@ -344,14 +344,20 @@ def _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, norm
     n, k = data.size, len(p0)
     lo, hi = _bounds_arrays(bounds, k)
     lo, hi = np.append(lo, 1e-6), np.append(hi, np.inf)  # and s > 0
+
+    def model_jac(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = model(p)
+        return m, (jac(p) if jac is not None else _numeric_jac(model, p, m))
+
+    args = (model_jac, data, [*p0, 1.0], [*names, "_scale"], [*(units or [""] * k), ""], lo, hi, cov, norm_var)
     full = None
     if n >= _MIXED_MIN_N:
         try:
-            full = _common_scale_mixed(model, data, p0, names, units, lo, hi, cov, jac, norm_var)
+            full = _common_scale_mixed(*args)
         except NeedsDouble:
             pass  # the float64 factorisation below
     if full is None:
-        full = _common_scale_double(model, data, p0, names, units, lo, hi, cov, jac, norm_var)
+        full = _common_scale_double(*args)
     # dof: one more datum (the prior) and one more parameter (s)
     return FitResult(
         tuple(names), tuple(units or [""] * k), full.values[:k], full.stderr[:k], full.cov[:k, :k], full.chi2,
@@ -360,16 +366,16 @@ def _fit_with_common_scale(model, data, p0, names, units, bounds, cov, jac, norm
     )
 
 
-def _common_scale_mixed(model, data, p0, names, units, lo, hi, cov, jac, norm_var) -> FitResult:
-    """The common-scale fit through :class:`MixedCovariance` (see :func:`_fit_mixed`)."""
-    n, k = data.size, len(p0)
+def _common_scale_mixed(model_jac, data, q0, names, units, lo, hi, cov, norm_var) -> FitResult:
+    """The common-scale fit through :class:`MixedCovariance` (see :func:`_fit_mixed`); ``q0``,
+    ``names``, ``units``, ``lo`` and ``hi`` include the scale, ``model_jac(p)`` is ``(model, jac)``."""
+    n, k = data.size, len(q0) - 1
     sd = math.sqrt(norm_var)
     mc = MixedCovariance(cov, n, downdate=(norm_var, data))
 
     def data_part(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p, s = q[:k], float(q[k])
-        m = model(p)
-        Jp = jac(p) if jac is not None else _numeric_jac(model, p, m)
+        s = float(q[k])
+        m, Jp = model_jac(q[:k])
         return s * m - data, np.column_stack([s * Jp, m])
 
     def prior_part(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -377,21 +383,20 @@ def _common_scale_mixed(model, data, p0, names, units, lo, hi, cov, jac, norm_va
         Jr[0, k] = 1.0 / sd
         return np.array([(float(q[k]) - 1.0) / sd]), Jr
 
-    return _fit_mixed(data_part, prior_part, [*p0, 1.0], lo, hi, [*names, "_scale"], [*(units or [""] * k), ""],
-                      n + 1, mc)
+    return _fit_mixed(data_part, prior_part, q0, lo, hi, names, units, n + 1, mc)
 
 
-def _common_scale_double(model, data, p0, names, units, lo, hi, cov, jac, norm_var) -> FitResult:
-    """The common-scale fit whitened by the float64 factor of ``C0`` (:class:`CovarianceWhitener`)."""
-    n, k = data.size, len(p0)
+def _common_scale_double(model_jac, data, q0, names, units, lo, hi, cov, norm_var) -> FitResult:
+    """The common-scale fit whitened by the float64 factor of ``C0`` (:class:`CovarianceWhitener`;
+    arguments as :func:`_common_scale_mixed`)."""
+    n, k = data.size, len(q0) - 1
     sd = math.sqrt(norm_var)
     wh = CovarianceWhitener(cov, n, downdate=(norm_var, data))
     wy = wh.solve(data)
 
     def whiten(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        p, s = q[:k], float(q[k])
-        m = model(p)
-        Jp = jac(p) if jac is not None else _numeric_jac(model, p, m)
+        s = float(q[k])
+        m, Jp = model_jac(q[:k])
         W = wh.solve(np.column_stack([m, Jp]))
         r = np.empty(n + 1)
         r[:n] = s * W[:, 0] - wy
@@ -403,8 +408,8 @@ def _common_scale_double(model, data, p0, names, units, lo, hi, cov, jac, norm_v
         return r, Jw
 
     point = _per_point(whiten)
-    return _least_squares(lambda q: point(q)[0].copy(), lambda q: point(q)[1].copy(), [*p0, 1.0],
-                          (lo, hi), [*names, "_scale"], [*(units or [""] * k), ""], n + 1)
+    return _least_squares(lambda q: point(q)[0].copy(), lambda q: point(q)[1].copy(), q0, (lo, hi), names, units,
+                          n + 1)
 
 
 def _bounds_arrays(bounds, k: int) -> tuple[np.ndarray, np.ndarray]:
