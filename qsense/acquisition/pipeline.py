@@ -449,12 +449,18 @@ class Pipeline:
             self._room.set()
         return item
 
-    async def _emit(self, name: str, run: CopyRun, arrivals: asyncio.Queue) -> None:
-        """Queue the open run: one block, or its few copies one by one."""
+    def _take_coalesced(self, run: CopyRun) -> CopyBlock | list[Copy]:
+        """``run.take()``, a block counted as coalesced."""
         out = run.take()
         if isinstance(out, CopyBlock):
             self.counters["coalesced_blocks"] += 1
             self.counters["coalesced_copies"] += len(out)
+        return out
+
+    async def _emit(self, name: str, run: CopyRun, arrivals: asyncio.Queue) -> None:
+        """Queue the open run: one block, or its few copies one by one."""
+        out = self._take_coalesced(run)
+        if isinstance(out, CopyBlock):
             await self._put(name, out, len(out), arrivals)
         else:
             for i, c in enumerate(out):
@@ -632,12 +638,8 @@ class Pipeline:
                 break
             if r == FULL:
                 break
-        out = run.take()
-        if isinstance(out, CopyBlock):
-            self.counters["coalesced_blocks"] += 1
-            self.counters["coalesced_copies"] += len(out)
-            return [out, *held]
-        return [*out, *held]
+        out = self._take_coalesced(run)
+        return [out, *held] if isinstance(out, CopyBlock) else [*out, *held]
 
     async def _ingest_block(self, block: CopyBlock, route: Callable[[list[Item]], Awaitable[None]], plans: asyncio.Queue) -> None:
         """One block through the scheduler: per-copy items are routed as usual,
