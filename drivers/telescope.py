@@ -245,11 +245,9 @@ class TelescopeDriver:
         sim0 = float(self.sim.now)
         sent = 0
         while not self._stop:
-            step = self.chunk_time
-            if self.duration is not None:
-                step = min(step, sim0 + self.duration - float(self.sim.now))
-                if step <= 0:
-                    break
+            step = self._chunk_step(sim0)
+            if step <= 0:
+                break
             ph = self._photons(step)
             if self.count is not None and sent + len(ph) > self.count:
                 ph = ph[: self.count - sent]
@@ -273,11 +271,9 @@ class TelescopeDriver:
         sim0 = float(self.sim.now)
         tick = 0.005  # wall seconds between pacing checks
         while not self._stop:
-            step = self.chunk_time
-            if self.duration is not None:
-                step = min(step, sim0 + self.duration - float(self.sim.now))
-                if step <= 0:
-                    break
+            step = self._chunk_step(sim0)
+            if step <= 0:
+                break
             ph = self._photons(step)
             t = ph.t
             i = 0
