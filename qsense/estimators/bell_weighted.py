@@ -34,6 +34,7 @@ import numpy as np
 from qsense.pauli import PauliTable
 
 from .decoherence import DecoherenceModel, Depolarizing
+from .supports import column_order, group_rows
 
 __all__ = [
     "HIST_MAX",
@@ -125,18 +126,11 @@ def _compute_plan(table: PauliTable, model: DecoherenceModel) -> WeightedPlan:
         rate_key, term_rate = np.unique(rate_p, return_inverse=True)
     term_rate = term_rate.reshape(-1).astype(np.int64)
     # order each term's slots by column (resolve() already does; a hand-built table may not)
-    big = np.iinfo(np.int64).max
-    order = np.argsort(np.where(sup < 0, big, sup), axis=1, kind="stable")
+    order = column_order(sup)
     sup = np.take_along_axis(sup, order, axis=1)
     let = np.take_along_axis(let, order, axis=1)
     keys = np.concatenate([np.where(sup < 0, -1, sup), term_rate[:, None]], axis=1)
-    if M:
-        uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    else:
-        uniq, inverse = np.zeros((0, kmax + 1), np.int64), np.zeros(0, np.int64)
-    inverse = inverse.reshape(-1)
-    by_group = np.argsort(inverse, kind="stable")
-    counts = np.bincount(inverse, minlength=uniq.shape[0])
+    uniq, by_group, grp_start = group_rows(keys)
     cols = uniq[:, :kmax]
     return WeightedPlan(
         depolarizing=depol,
@@ -146,7 +140,7 @@ def _compute_plan(table: PauliTable, model: DecoherenceModel) -> WeightedPlan:
         grp_cols=np.ascontiguousarray(np.where(cols < 0, 0, cols)),
         grp_k=(cols >= 0).sum(axis=1).astype(np.int64),
         grp_rate=np.ascontiguousarray(uniq[:, kmax]).astype(np.int64),
-        grp_start=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        grp_start=grp_start,
         letters=np.ascontiguousarray(np.where(sup < 0, 0, let)[by_group]).astype(np.uint8),
         term_id=by_group.astype(np.int64),
     )

@@ -24,7 +24,7 @@ import numpy as np
 
 from qsense.pauli import PauliTable
 
-__all__ = ["PARALLEL_MIN_WORK", "SupportGroups", "count_by_support", "support_groups"]
+__all__ = ["PARALLEL_MIN_WORK", "SupportGroups", "column_order", "count_by_support", "group_rows", "support_groups"]
 
 #: Term-words (terms x 64-record words) below which one thread does all the work:
 #: about 0.1 ms of counting, the order of a thread hand-off.
@@ -63,13 +63,30 @@ def support_groups(table: PauliTable, match_idx: np.ndarray, sign_idx: np.ndarra
     return cache[key]
 
 
+def column_order(sup: np.ndarray) -> np.ndarray:
+    """int64 (M, kmax): per term, the slot order that puts its columns ascending and the
+    padding (-1) last, stable (for ``np.take_along_axis``)."""
+    return np.argsort(np.where(sup < 0, np.iinfo(np.int64).max, sup), axis=1, kind="stable")
+
+
+def group_rows(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of ``keys`` (M, w) grouped by value: ``(uniq, by_group, start)`` with the
+    distinct rows ``uniq`` (G, w) in sorted order, ``by_group`` (M,) the row indices group
+    by group (each group's in their original order) and ``start`` (G + 1,) the groups'
+    offsets into ``by_group``."""
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    by_group = np.argsort(inverse, kind="stable")
+    counts = np.bincount(inverse, minlength=uniq.shape[0])
+    return uniq, by_group, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+
 def _compute_groups(support: np.ndarray, match_idx: np.ndarray, sign_idx: np.ndarray, valid_row: int, zero_row: int) -> SupportGroups:
     M = support.shape[0]
     kmax = support.shape[1] if support.ndim == 2 else 0
     width = max(kmax, 1)
-    big = np.iinfo(np.int64).max
     sup = np.asarray(support, dtype=np.int64).reshape(M, kmax)
-    order = np.argsort(np.where(sup < 0, big, sup), axis=1, kind="stable")
+    order = column_order(sup)
     sup = np.take_along_axis(sup, order, axis=1)
     match = np.full((M, width), valid_row, dtype=np.int64)
     sign = np.full((M, width), zero_row, dtype=np.int64)
@@ -78,11 +95,7 @@ def _compute_groups(support: np.ndarray, match_idx: np.ndarray, sign_idx: np.nda
         sign[:, :kmax] = np.take_along_axis(np.asarray(sign_idx, dtype=np.int64), order, axis=1)
     keys = np.full((M, width), -1, dtype=np.int64)
     keys[:, :kmax] = np.where(sup < 0, -1, sup)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    by_support = np.argsort(inverse, kind="stable")
-    counts = np.bincount(inverse, minlength=uniq.shape[0])
-    start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    uniq, by_support, start = group_rows(keys)
     first = by_support[start[:-1]]
     return SupportGroups(
         start=start,
