@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+import qsense
 from qsense.estimators.result import Estimate
 from qsense.estimators.shadow import METHODS, ShadowEstimator
 from qsense.pauli import PauliObservable, parse_observable
@@ -66,21 +67,10 @@ class UsageError(ValueError):
     """Bad input: reported as one line on stderr with exit status 2."""
 
 
-# The Bell and purity estimators are imported when a command needs them: the purity
-# module imports numba and its class kernels at import time, which ``--help``, bad
-# input and runs without -s/--subsystem need not pay for.
-def _bell_estimator(*args: Any, **kwargs: Any) -> Any:
-    from qsense.estimators.bell import BellEstimator
-
-    return BellEstimator(*args, **kwargs)
-
-
-def _shadow_purity(*args: Any, **kwargs: Any) -> Any:
-    from qsense.estimators.purity import ShadowPurity
-
-    return ShadowPurity(*args, **kwargs)
-
-
+# The Bell and purity estimators are reached as ``qsense.BellEstimator`` / ``qsense.ShadowPurity``
+# (lazy exports: their modules are imported at first use): the purity module imports numba and
+# its class kernels at import time, which ``--help``, bad input and runs without -s/--subsystem
+# need not pay for.
 def _is_instance(obj: Any, module: str, name: str) -> bool:
     """``isinstance(obj, module.name)`` without importing ``module``: an instance exists only once it is loaded."""
     mod = sys.modules.get(module)
@@ -257,7 +247,7 @@ def _load(path: Path) -> ShadowBatch | BellBatch:
 
 def _run_bell_file(args: argparse.Namespace, batch: BellBatch, observables: list, subsystems: list) -> int:
     """A file of Bell records: tr(P rho)^2 per ``-o``, purity per ``-s`` and of the whole register."""
-    est = _bell_estimator(observables, t2=args.t2, purity_subsystems=subsystems)
+    est = qsense.BellEstimator(observables, t2=args.t2, purity_subsystems=subsystems)
     try:
         est.update(batch)
     except ValueError as exc:
@@ -315,7 +305,7 @@ def _run_file(args: argparse.Namespace, observables: list, subsystems: list) -> 
         for lab, v, s in zip(r.labels, r.values, r.stderr):
             print(f"{lab:<24} {v:>12.6f} {s:>10.6f}")
     if subsystems:
-        p = _shadow_purity(subsystems)
+        p = qsense.ShadowPurity(subsystems)
         try:
             p.update(batch)
             pur, ent = p.purity(), p.entropy()
@@ -345,9 +335,9 @@ def _make_group(kind: str, wires: tuple, args: argparse.Namespace, observables: 
         if observables:
             g.estimators.append(ShadowEstimator(observables, groups=args.groups, method=args.method))
         if subsystems:
-            g.estimators.append(_shadow_purity(subsystems))
+            g.estimators.append(qsense.ShadowPurity(subsystems))
     elif observables or subsystems or args.bell_purity:
-        g.estimators.append(_bell_estimator(observables, t2=args.t2, purity_subsystems=subsystems))
+        g.estimators.append(qsense.BellEstimator(observables, t2=args.t2, purity_subsystems=subsystems))
     return g
 
 
@@ -550,7 +540,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--groups must be a positive integer")
         if subsystems:
             try:
-                _shadow_purity(subsystems)  # its limits (size, repeats) before any data is read
+                qsense.ShadowPurity(subsystems)  # its limits (size, repeats) before any data is read
             except ValueError as exc:
                 raise UsageError(str(exc)) from None
         path: Path = args.measurements
