@@ -202,9 +202,10 @@ class EstimatorSlot:
         return True
 
     def warm(self) -> None:
-        """Fold a tiny synthetic batch into a throwaway estimator of this configuration and build its body,
-        so that the kernels' first-call compilation (numba: ~1.5 s per process even from its disk cache)
-        happens at start -- not on the event loop while the first real batch waits. Needs declared wires."""
+        """Fold two synthetic batches (4 and :data:`WARM_RECORDS` records) into a throwaway estimator of this
+        configuration and build its body, so that the kernels' first-call compilation (numba: ~1.5 s per
+        process even from its disk cache) happens at start -- not on the event loop while the first real
+        batch waits. Needs declared wires."""
         wires = self.cfg.wires
         if wires is None:
             return
