@@ -186,6 +186,27 @@ def test_local_cluster_bad_qsense_threads_keeps_the_core_share(monkeypatch, capl
         f"QSENSE_THREADS='lots' is not an integer; workers use {threads} kernel thread(s)"]
 
 
+def test_local_cluster_closes_its_cluster_when_the_client_fails(monkeypatch):
+    """A Client that cannot connect to the new cluster: the cluster (its worker processes) is closed, not leaked."""
+    closed = []
+
+    class Cluster:
+        def __init__(self, **kwargs):
+            pass
+
+        def close(self):
+            closed.append(True)
+
+    def no_client(*args, **kwargs):
+        raise OSError("timed out connecting")
+
+    monkeypatch.setattr(distributed, "LocalCluster", Cluster)
+    monkeypatch.setattr(distributed, "Client", no_client)
+    with pytest.raises(OSError, match="timed out connecting"):
+        qd.local_cluster(1, dashboard=False)
+    assert closed == [True]
+
+
 def _worker_settings(dask_worker):
     """On a worker: its periodic callbacks (name -> ms) and the environment variables Dask's nanny may set."""
     pcs = dask_worker.periodic_callbacks

@@ -222,7 +222,11 @@ def local_cluster(n_workers: int, *, dashboard: bool = True, warm: bool = True,
         try:
             cluster = LocalCluster(n_workers=int(n_workers), threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0" if dashboard else None, silence_logs=40)
-            client = Client(cluster, set_as_default=False)
+            try:
+                client = Client(cluster, set_as_default=False)
+            except BaseException:  # its worker processes would outlive the call
+                cluster.close()
+                raise
         finally:
             for k, v in saved.items():  # the nannies' os.environ.update(pre-spawn-environ), undone
                 if v is None:
