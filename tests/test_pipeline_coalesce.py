@@ -193,6 +193,12 @@ def test_copy_run_limits_span_and_short_runs():
     assert isinstance(blk, CopyBlock) and len(blk) == 3 * MIN_BLOCK and blk.seq == 0
     assert blk.state is s and blk.wires == (3,) and blk.key == "k" and blk.source == "a"
     np.testing.assert_array_equal(blk.t, np.arange(3 * MIN_BLOCK, dtype=float))
+    # a non-finite timestamp joins no run: neither as its first copy nor later (unbounded span)
+    for bad in (math.inf, math.nan):
+        assert big.offer(Copy(s, t=bad, source="a")) == REFUSED
+        assert big.offer(Copy(s, t=0.0, source="a", seq=0)) == ADDED
+        assert big.offer(Copy(s, t=bad, source="a", seq=1)) == REFUSED and len(big) == 1
+        big.take()
     with pytest.raises(ValueError, match="limit"):
         CopyRun(1)
     with pytest.raises(ValueError, match="span"):

@@ -23,6 +23,7 @@ block's fixed cost is larger than a few per-copy decisions).
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -36,6 +37,9 @@ MIN_BLOCK = 16
 
 #: what :meth:`CopyRun.offer` did with a copy
 ADDED, FULL, REFUSED = 0, 1, 2
+
+#: the latest timestamp a run takes (the largest finite double)
+_LATEST = sys.float_info.max
 
 
 class CopyRun:
@@ -77,7 +81,8 @@ class CopyRun:
             if t is None or c.meta or not math.isfinite(t):
                 return REFUSED
             self.first = f = c
-            self.end = t + self.span
+            # finite even for an unbounded span: a later copy at t = inf must not fit either
+            self.end = min(t + self.span, _LATEST)
         elif not (
             c.state is f.state
             and c.seq == self.nxt
