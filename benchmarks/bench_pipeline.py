@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,16 @@ def make_state(n: int) -> np.ndarray:
     return 0.85 * sims.to_density_matrix(psi) + 0.15 * np.eye(2**n) / 2**n
 
 
+async def timed_run(pipe: Pipeline, copies: int) -> tuple[Any, dict]:
+    """``pipe.run()``, checked (every copy accounted, no errors), and its wall and CPU rates."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    rep = await pipe.run()
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+    if rep.unaccounted != 0 or rep.errors:
+        raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors}")
+    return rep, {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6}
+
+
 async def one_run(rho: np.ndarray, n: int, policy: str, copies: int, path: str, seed: int) -> dict:
     mem = SimulatedMemory(capacity=2, t2=T2, clock=ManualClock())
     ts = TargetSet([Expval("Z0"), Expval("X1 Y2"), PauliSquare("Z" * n), Purity()], tol=0.05, t2=T2)
@@ -83,13 +94,9 @@ async def one_run(rho: np.ndarray, n: int, policy: str, copies: int, path: str, 
     drv = poisson_copies(rho, RATE, copies, seed=seed, source="a", block=BLOCK if path == "blocks" else None)
     opts = {"coalesce": 0} if path == "per-copy" else {}
     pipe = Pipeline({"a": drv}, mem, sched, SimulatedBackend(seed=seed + 1), estimators=[ts], batch_size=512, **opts)
-    c0, t0 = time.process_time(), time.perf_counter()
-    rep = await pipe.run()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if rep.unaccounted != 0 or rep.errors:
-        raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors}")
+    rep, rates = await timed_run(pipe, copies)
     return {
-        "seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6,
+        **rates,
         "bell_pairs": rep["scheduler.bell_pairs"], "shadows": rep["scheduler.shadow_copies"],
         "replans": rep["scheduler.replans"], "blocks": rep["scheduler.blocks"],
     }
@@ -111,13 +118,8 @@ async def wall_run(rho: np.ndarray, copies: int, coalesce: int | None, seed: int
     opts = {} if coalesce is None else {"coalesce": coalesce}
     pipe = Pipeline({"a": flood()}, mem, sched, SimulatedBackend(seed=seed + 1), estimators=[ts], batch_size=512,
                     arrival_queue=8192, **opts)
-    c0, t0 = time.process_time(), time.perf_counter()
-    rep = await pipe.run()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if rep.unaccounted != 0 or rep.errors:
-        raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors}")
-    return {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6,
-            "coalesced": rep["coalesced_copies"] / copies}
+    rep, rates = await timed_run(pipe, copies)
+    return {**rates, "coalesced": rep["coalesced_copies"] / copies}
 
 
 async def driver_only(rho: np.ndarray, copies: int) -> dict:
@@ -155,12 +157,10 @@ async def telescope_run(M: int, copies: int, block: int, seed: int) -> dict:
     drv = TelescopeDriver(sim, count=copies, realtime=False, seed=[seed, 1], block=block)
     pipe = Pipeline({"tel": drv}, mem, sched, TelescopeBackend(sim), sinks=[sink], clock=clock, batch_size=512,
                     **({} if block else {"coalesce": 0}))
-    c0, t0 = time.process_time(), time.perf_counter()
-    rep = await pipe.run()
-    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if rep.unaccounted != 0 or rep.errors or rep["arrived"] != copies:
-        raise RuntimeError(f"bad run: unaccounted={rep.unaccounted} errors={rep.errors} arrived={rep['arrived']}")
-    return {"seconds": dt, "copies_per_s": copies / dt, "cpu_us_per_copy": cpu / copies * 1e6, "records": rows[0],
+    rep, rates = await timed_run(pipe, copies)
+    if rep["arrived"] != copies:
+        raise RuntimeError(f"bad run: arrived={rep['arrived']} of {copies}")
+    return {**rates, "records": rows[0],
             "bell_pairs": rep["scheduler.bell_pairs"], "blocks": rep["scheduler.blocks"]}
 
 
