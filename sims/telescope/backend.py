@@ -122,14 +122,8 @@ class TelescopeBackend:
         rows = plan.rows
         if rows is None or not all(isinstance(r, Photons) for r in rows):
             raise ValueError(f"block plan of {plan.source!r} carries no telescope photons (BlockPlan.rows)")
-        wires = tuple(plan.wires) if plan.wires is not None else tuple(range(self.sim.M))
         released = np.asarray(plan.released, dtype=np.float64)
-        if plan.family == "shadow":
-            b = self.sim.shadows(rows[0], plan.waits[:, 0], t=released)
-            return [b.with_meta(wires=wires)]
-        wa, wb = plan.waits[:, 0], plan.waits[:, 1]
-        b = self.sim.bell(rows[0], rows[1], wa, wb, t=released)
-        return [b.with_meta(wires=wires, wait=wa + wb)]
+        return self._sample(plan.family, rows, plan.waits.T, released, plan.wires)
 
     def measure_sync(self, plan: Any) -> list[ShadowBatch | BellBatch]:
         """The synchronous core of :meth:`measure`."""
@@ -140,16 +134,18 @@ class TelescopeBackend:
             for sc in it:
                 if sc.copy.state is not self.sim:
                     raise ValueError(f"copy {sc.copy.source!r}#{sc.copy.seq} is not from this telescope simulation")
-        wires = tuple(items[0][0].copy.wires) if items[0][0].copy.wires is not None else tuple(range(self.sim.M))
         released = np.array([it[-1].released for it in items], dtype=np.float64)
-        if plan.family == "shadow":
-            ph = photons_of([it[0].copy for it in items])
-            wait = np.array([it[0].wait for it in items], dtype=np.float64)
-            b = self.sim.shadows(ph, wait, t=released)
-            return [b.with_meta(wires=wires)]
-        first = photons_of([it[0].copy for it in items])
-        second = photons_of([it[1].copy for it in items])
-        wa = np.array([it[0].wait for it in items], dtype=np.float64)
-        wb = np.array([it[1].wait for it in items], dtype=np.float64)
-        b = self.sim.bell(first, second, wa, wb, t=released)
+        m = 1 if plan.family == "shadow" else 2
+        rows = [photons_of([it[c].copy for it in items]) for c in range(m)]
+        waits = [np.array([it[c].wait for it in items], dtype=np.float64) for c in range(m)]
+        return self._sample(plan.family, rows, waits, released, items[0][0].copy.wires)
+
+    def _sample(self, family: str, rows: Any, waits: Any, released: np.ndarray, wires: Any) -> list[ShadowBatch | BellBatch]:
+        """One sampler call: ``rows`` the photons of each column (one: shadow; two: Bell),
+        ``waits`` each column's time in memory, ``wires`` None for the M memory qubits."""
+        wires = tuple(wires) if wires is not None else tuple(range(self.sim.M))
+        if family == "shadow":
+            return [self.sim.shadows(rows[0], waits[0], t=released).with_meta(wires=wires)]
+        wa, wb = waits[0], waits[1]
+        b = self.sim.bell(rows[0], rows[1], wa, wb, t=released)
         return [b.with_meta(wires=wires, wait=wa + wb)]
