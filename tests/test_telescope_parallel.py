@@ -135,3 +135,33 @@ def test_phase_rotation_equals_numpy_on_any_thread_count(restore_threads):
         assert np.array_equal(got[:, 0], amps[:, 0])  # the vacuum column is not rotated
     with pytest.raises(ValueError, match="complex128 C-contiguous"):
         rotate_phases(amps[:, ::2], phase)
+
+
+@pytest.mark.parametrize("draw", [True, False])
+def test_the_column_and_row_fills_of_the_shadow_kernel_agree(monkeypatch, draw):
+    # the kernel fills its blocks qubit by qubit up to _COLUMN_FILL_MAX telescopes, shot by shot
+    # above (only M > 128 reaches that branch when compiled): run the Python body both ways
+    from qsense.sims.telescope import kernels as kmod
+
+    M, T = 6, 2 * kmod._BLOCK + 7  # two full blocks and a short one
+    amps = _amps(M, T)
+    amps[3] = 0.0  # an all-zero vector is counted on both
+    u = np.random.default_rng(8).random((T, M))
+    given = np.random.default_rng(9).integers(0, 3, size=(T, M), dtype=np.uint8)
+    out = {}
+    for fill_max in (M, M - 1):  # column fill, then row fill
+        monkeypatch.setattr(kmod, "_COLUMN_FILL_MAX", fill_max)
+        b = given.copy() if not draw else np.empty((T, M), dtype=np.uint8)
+        o = np.empty((T, M), dtype=np.uint8)
+        zero = kmod.shadow_kernel.py_func(amps, b, u, draw, b, o)
+        out[fill_max] = (zero, b, o)
+    (z0, b0, o0), (z1, b1, o1) = out[M], out[M - 1]
+    assert z0 == z1 == 1
+    assert np.array_equal(b0, b1) and np.array_equal(o0, o1)
+    if not draw:
+        assert np.array_equal(b0, given)
+    # and the compiled kernel (column fill at this M) gives the same records
+    b = given.copy() if not draw else np.empty((T, M), dtype=np.uint8)
+    o = np.empty((T, M), dtype=np.uint8)
+    assert kmod.shadow_kernel(amps, b, u, draw, b, o) == 1
+    assert np.array_equal(b, b0) and np.array_equal(o, o0)
