@@ -114,6 +114,8 @@ class CopyBlock:
             t = np.ascontiguousarray(np.asarray(self.t, dtype=np.float64))
             if t.ndim != 1:
                 raise ValueError(f"t must have shape (N,); got {t.shape}")
+            if not np.isfinite(t).all():
+                raise ValueError("the arrival times of a block must be finite (NaN or infinite times found)")
             if t.size > 1 and np.any(np.diff(t) < 0):
                 raise ValueError("the arrival times of a block must be non-decreasing")
             if self.count is not None and int(self.count) != t.size:

@@ -420,6 +420,12 @@ class Pipeline:
         else:
             self._put_nowait(item, m, arrivals)
 
+    def _refuse_time(self, name: str) -> None:
+        self.counters["rejected_nonfinite_time"] += 1
+        if self.counters["rejected_nonfinite_time"] == 1:
+            log.warning("%s: driver %r yielded a copy with a NaN or infinite timestamp: refused and counted "
+                        "in rejected_nonfinite_time (logged once)", self.name, name)
+
     def _mark_arrival(self, m: int) -> None:
         now = time.monotonic()
         span = self.arrival_span
@@ -493,6 +499,11 @@ class Pipeline:
                     await self._put(name, obj if obj.source else obj.with_source(name), len(obj), arrivals)
                     continue
                 copy = obj if type(obj) is Copy and obj.source else as_copy(obj, name)
+                if copy.t is not None and not math.isfinite(copy.t):
+                    # refused before it is scheduled: in a plan it would fail the whole plan's
+                    # records (a record batch refuses non-finite timestamps), losing its neighbours
+                    self._refuse_time(name)
+                    continue
                 if run is None:
                     await self._put(name, copy, 1, arrivals)
                     continue
